@@ -1,0 +1,71 @@
+//! The book: pending bids, owned by the single writer between cycles.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::ids::{AgentId, BidId};
+use super::money::Credits;
+use crate::capacity::{Bundle, Window};
+
+/// A bid accepted into the book, with everything clearing and settlement need.
+#[derive(Clone, Debug)]
+pub(crate) struct BookBid {
+    pub(crate) id: BidId,
+    pub(crate) agent: AgentId,
+    pub(crate) beneficiary: AgentId,
+    pub(crate) bundle: Bundle,
+    pub(crate) window: Window,
+    pub(crate) limit: Credits,
+    /// The bundle's cost at reserve prices: the least any rule charges.
+    pub(crate) reserve: Credits,
+    /// Cycles it may still take part in, this one included.
+    pub(crate) cycles_left: u32,
+    /// Acceptance order: the `seq` of its `bid_accepted`, set when sequenced. Ties in priority
+    /// go to the lower.
+    pub(crate) order: u64,
+    /// The ledger shard of its agent.
+    pub(crate) shard: u16,
+    pub(crate) correlation_id: Option<Arc<str>>,
+}
+
+/// Pending bids in acceptance order.
+#[derive(Debug, Default)]
+pub(crate) struct Book {
+    bids: Vec<BookBid>,
+    /// Bids cancelled since the last cycle, removed when it starts.
+    cancelled: HashSet<(AgentId, BidId)>,
+}
+
+impl Book {
+    /// Adds a sequenced bid.
+    pub(crate) fn insert(&mut self, bid: BookBid) {
+        self.bids.push(bid);
+    }
+
+    /// Withdraws a bid (its escrow was released by the cancel).
+    pub(crate) fn cancel(&mut self, agent: AgentId, bid: BidId) {
+        self.cancelled.insert((agent, bid));
+    }
+
+    /// Takes every pending bid out for a cycle, dropping the cancelled ones.
+    pub(crate) fn take(&mut self) -> Vec<BookBid> {
+        let mut bids = std::mem::take(&mut self.bids);
+        if !self.cancelled.is_empty() {
+            let cancelled = std::mem::take(&mut self.cancelled);
+            bids.retain(|b| !cancelled.contains(&(b.agent.clone(), b.id.clone())));
+        }
+        bids
+    }
+
+    /// Puts back the bids that stay for another cycle, in acceptance order.
+    pub(crate) fn restore(&mut self, mut retained: Vec<BookBid>) {
+        retained.sort_by_key(|b| b.order);
+        debug_assert!(self.bids.is_empty());
+        self.bids = retained;
+    }
+
+    /// Pending bids.
+    pub(crate) fn len(&self) -> usize {
+        self.bids.len() - self.cancelled.len().min(self.bids.len())
+    }
+}

@@ -1,0 +1,143 @@
+//! One clearing cycle's computation (DESIGN.md §6 steps 3–5, §7), pure and deterministic:
+//! rank, place greedily at the earliest feasible start, find critical values and shortfalls,
+//! discover prices, and price the winners.
+
+mod critical;
+mod discovery;
+mod grid;
+mod rank;
+
+use std::ops::Range;
+
+pub(crate) use discovery::{Discovery, discover};
+pub(crate) use grid::{Grid, Reach};
+use rank::key;
+
+use super::book::BookBid;
+use super::config::{Config, PricingRule, PriorityRule};
+use super::money::{Credits, credits_ceil};
+
+/// What the clearing needs of a bid, computed once per cycle.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ranked {
+    pub(crate) key: f64,
+    pub(crate) order: u64,
+    /// Sum of share x duration, millionths of a capacity-slot.
+    pub(crate) size: u64,
+    pub(crate) first: u64,
+    pub(crate) last_end: u64,
+    pub(crate) duration: u64,
+    pub(crate) limit: u64,
+    pub(crate) reserve: u64,
+    pub(crate) mask: u16,
+}
+
+impl Ranked {
+    pub(crate) fn span(&self) -> Range<u64> {
+        self.first..self.last_end
+    }
+}
+
+/// The greedy placement of one cycle.
+#[derive(Debug)]
+pub(crate) struct Placement {
+    /// Per bid, in the order given.
+    pub(crate) ranked: Vec<Ranked>,
+    /// Bid indices in clearing order.
+    pub(crate) order: Vec<u32>,
+    /// Per bid, its start if it won.
+    pub(crate) starts: Vec<Option<u64>>,
+}
+
+impl Placement {
+    pub(crate) fn reach<'a>(&self, bids: &'a [BookBid], i: usize) -> Reach<'a> {
+        let r = &self.ranked[i];
+        Reach { bundle: &bids[i].bundle, first: r.first, last_end: r.last_end, duration: r.duration }
+    }
+}
+
+/// The slots any of `bids` can touch from `now`: the rows the cycle's grid needs.
+pub(crate) fn reach_of(bids: &[BookBid], now: u64) -> Range<u64> {
+    let mut lo = u64::MAX;
+    let mut hi = 0;
+    for b in bids {
+        let span = b.window.span(crate::capacity::Slot(now));
+        lo = lo.min(span.start);
+        hi = hi.max(span.end);
+    }
+    if lo >= hi { now..now } else { lo..hi }
+}
+
+/// Ranks `bids` by `rule` and places each in turn at its earliest feasible start in `grid`,
+/// which ends holding what is left.
+pub(crate) fn place(rule: PriorityRule, now: u64, bids: &[BookBid], grid: &mut Grid) -> Placement {
+    let ranked: Vec<Ranked> = bids
+        .iter()
+        .map(|b| {
+            let duration = u64::from(b.window.duration());
+            let size = b.bundle.total_micros() * duration;
+            let span = b.window.span(crate::capacity::Slot(now));
+            Ranked {
+                key: key(rule, b.limit.micros(), size),
+                order: b.order,
+                size,
+                first: span.start,
+                last_end: span.end,
+                duration,
+                limit: b.limit.micros(),
+                reserve: b.reserve.micros(),
+                mask: b.bundle.mask(),
+            }
+        })
+        .collect();
+    let mut order: Vec<u32> = (0..bids.len() as u32).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&ranked[a as usize], &ranked[b as usize]);
+        b.key.total_cmp(&a.key).then(a.order.cmp(&b.order))
+    });
+    let mut placement = Placement { ranked, order, starts: vec![None; bids.len()] };
+    for k in 0..placement.order.len() {
+        let i = placement.order[k] as usize;
+        let reach = placement.reach(bids, i);
+        if let Some(start) = grid.find_start(&reach) {
+            grid.take(reach.bundle, start, reach.duration);
+            placement.starts[i] = Some(start);
+        }
+    }
+    placement
+}
+
+/// Per bid: for a winner, the least limit with which it still wins; for a loser, the least limit
+/// that would have won, when some limit would have.
+pub(crate) fn thresholds(
+    rule: PriorityRule,
+    bids: &[BookBid],
+    placement: &Placement,
+    initial: &Grid,
+) -> Vec<Option<u64>> {
+    critical::thresholds(rule, bids, placement, initial)
+}
+
+/// What each winner pays under the configured rule, by bid index (`None` for losers).
+pub(crate) fn payments(
+    config: &Config,
+    bids: &[BookBid],
+    placement: &Placement,
+    thresholds: &[Option<u64>],
+    prices: &Discovery,
+) -> Vec<Option<Credits>> {
+    (0..bids.len())
+        .map(|i| {
+            let start = placement.starts[i]?;
+            let r = &placement.ranked[i];
+            let rule_payment = match config.pricing {
+                PricingRule::PayAsBid => r.limit,
+                PricingRule::CriticalValue => thresholds[i].unwrap_or(r.reserve),
+                PricingRule::Uniform => {
+                    credits_ceil(prices.cost(&bids[i].bundle, start, r.duration)).micros()
+                }
+            };
+            Some(Credits::from_micros(rule_payment.clamp(r.reserve, r.limit)))
+        })
+        .collect()
+}

@@ -1,0 +1,500 @@
+//! The ledger: accounts with available and escrowed credits, sharded by agent.
+//!
+//! An agent's account, its live bids and the ids it has used live in one of [`SHARDS`] shards,
+//! each behind its own mutex; no lock is shared by all producers. Every operation that changes
+//! an account queues its intake entry before unlocking, so the writer sequences an agent's
+//! operations in the order they happened. Credits are conserved exactly:
+//! `available + escrowed (over all accounts) + burned = deposits`, where pool settlement is a
+//! credit to the pool account.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crossbeam_utils::CachePadded;
+
+use super::book::BookBid;
+use super::error::{RejectCode, Rejection};
+use super::ids::{AgentId, BidId};
+use super::intake::{Entry, Intake};
+use super::money::Credits;
+
+/// Number of ledger shards.
+pub(crate) const SHARDS: usize = 64;
+
+/// An agent's credits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Balance {
+    /// Free to bid or transfer.
+    pub available: Credits,
+    /// Held for live bids.
+    pub escrowed: Credits,
+}
+
+/// Ledger totals; `available + escrowed + burned == deposits` always.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LedgerTotals {
+    /// Sum of available credits over all accounts (the pool account included).
+    pub available: Credits,
+    /// Sum of escrowed credits.
+    pub escrowed: Credits,
+    /// Credits destroyed by `burn` settlement.
+    pub burned: Credits,
+    /// Credits ever deposited.
+    pub deposits: Credits,
+}
+
+#[derive(Debug, Default)]
+struct Account {
+    available: u64,
+    escrowed: u64,
+    /// Live bids (pending in the book or on their way to it).
+    live: u32,
+    /// Bids by id: live ones, and decided or refused ones until forgotten.
+    bids: HashMap<BidId, BidState>,
+}
+
+#[derive(Clone, Debug)]
+enum BidState {
+    /// In the book, `limit` escrowed; accepted in intake epoch `epoch`.
+    Pending { epoch: u64, limit: u64 },
+    /// Accepted earlier, decided (won, lost, expired, cancelled) in cycle `cycle`.
+    Decided { cycle: u64 },
+    /// Refused in cycle `cycle` with `rejection`, the answer to any repeat.
+    Refused { cycle: u64, rejection: Rejection },
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    accounts: HashMap<AgentId, Account>,
+    /// Ids to forget, oldest first: (cycle decided, agent, bid).
+    forget: VecDeque<(u64, AgentId, BidId)>,
+}
+
+/// What a submit that passed every check hands the ledger.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    pub(crate) bid: BookBid,
+    pub(crate) max_bids: u32,
+    pub(crate) book_size: usize,
+    /// The cycle count now, for remembering refusals.
+    pub(crate) cycle: u64,
+}
+
+/// How a bid leaves escrow at the end of a cycle.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Release {
+    /// Won: `payment` leaves escrow, the rest returns.
+    Won { payment: Credits },
+    /// Lost for good, expired: everything returns.
+    Returned,
+}
+
+/// The sharded ledger.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
+    hasher: std::hash::BuildHasherDefault<std::hash::DefaultHasher>,
+    deposits: AtomicU64,
+    burned: AtomicU64,
+}
+
+fn reject(code: RejectCode, message: String) -> Rejection {
+    Rejection::new(code, message)
+}
+
+impl Ledger {
+    pub(crate) fn new() -> Ledger {
+        Ledger {
+            shards: (0..SHARDS).map(|_| CachePadded::new(Mutex::new(Shard::default()))).collect(),
+            hasher: Default::default(),
+            deposits: AtomicU64::new(0),
+            burned: AtomicU64::new(0),
+        }
+    }
+
+    /// The shard holding `agent`'s account.
+    pub(crate) fn shard_of(&self, agent: &AgentId) -> u16 {
+        let mut h = self.hasher.build_hasher();
+        agent.as_str().hash(&mut h);
+        (std::hash::Hasher::finish(&h) % SHARDS as u64) as u16
+    }
+
+    fn lock(&self, shard: u16) -> MutexGuard<'_, Shard> {
+        // A panic while holding a shard cannot leave it half-changed: every operation checks
+        // before it writes. So a poisoned lock is still consistent.
+        self.shards[usize::from(shard)].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every shard locked, in order: held across the clearing cut so no producer is between a
+    /// ledger change and its intake push.
+    pub(crate) fn lock_all(&self) -> AllShards<'_> {
+        AllShards {
+            _guards: self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner())).collect(),
+        }
+    }
+
+    /// Books a checked bid: dedupe, per-agent and book limits, then escrow, all under the agent's
+    /// shard lock, and queues its entry.
+    pub(crate) fn admit(&self, intake: &Intake, a: Admission) -> Result<Admitted, Rejection> {
+        let mut shard = self.lock(a.bid.shard);
+        let shard = &mut *shard;
+        let Some(account) = shard.accounts.get_mut(&a.bid.agent) else {
+            let r = reject(RejectCode::UnknownAgent, format!("agent `{}` has no account", a.bid.agent));
+            intake.push(rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id));
+            return Err(r);
+        };
+        if let Some(first) = account.bids.get(&a.bid.id) {
+            return first_result(first);
+        }
+        let limit = a.bid.limit.micros();
+        let refusal = if account.live >= a.max_bids {
+            Some(reject(
+                RejectCode::TooManyBids,
+                format!("agent `{}` already holds {} live bids", a.bid.agent, account.live),
+            ))
+        } else if account.available < limit {
+            Some(reject(
+                RejectCode::InsufficientCredits,
+                format!(
+                    "limit {} exceeds available {}",
+                    a.bid.limit,
+                    Credits::from_micros(account.available)
+                ),
+            ))
+        } else if !intake.reserve_live(a.book_size) {
+            Some(reject(RejectCode::BookFull, format!("the book holds {} live bids", a.book_size)))
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            account.bids.insert(a.bid.id.clone(), BidState::Refused { cycle: a.cycle, rejection: r.clone() });
+            shard.forget.push_back((a.cycle, a.bid.agent.clone(), a.bid.id.clone()));
+            intake.push(rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id));
+            return Err(r);
+        }
+        account.available -= limit;
+        account.escrowed += limit;
+        account.live += 1;
+        account.bids.insert(a.bid.id.clone(), BidState::Pending { epoch: intake.epoch(), limit });
+        intake.push(Entry::Accepted(Box::new(a.bid)));
+        Ok(Admitted::New)
+    }
+
+    /// Records a submit refused by its checks, unless the id was used before (then the first
+    /// result answers), and queues its `bid_rejected`.
+    pub(crate) fn refuse(
+        &self,
+        intake: &Intake,
+        agent: &AgentId,
+        bid: &BidId,
+        rejection: Rejection,
+        cycle: u64,
+        correlation_id: &Option<Arc<str>>,
+    ) -> Result<Admitted, Rejection> {
+        let mut shard = self.lock(self.shard_of(agent));
+        let shard = &mut *shard;
+        if let Some(account) = shard.accounts.get_mut(agent) {
+            if let Some(first) = account.bids.get(bid) {
+                return first_result(first);
+            }
+            account.bids.insert(bid.clone(), BidState::Refused { cycle, rejection: rejection.clone() });
+            shard.forget.push_back((cycle, agent.clone(), bid.clone()));
+        }
+        intake.push(rejected_entry(bid.as_str(), agent.as_str(), &rejection, correlation_id));
+        Err(rejection)
+    }
+
+    /// Withdraws a pending bid and releases its escrow. A bid in the cycle being cleared waits
+    /// for that cycle's outcome first.
+    pub(crate) fn cancel(
+        &self,
+        intake: &Intake,
+        agent: &AgentId,
+        bid: &BidId,
+        cycle: impl Fn() -> u64,
+        correlation_id: &Option<Arc<str>>,
+    ) -> Result<(), Rejection> {
+        let shard_index = self.shard_of(agent);
+        loop {
+            let mut guard = self.lock(shard_index);
+            let state = guard.accounts.get(agent).and_then(|a| a.bids.get(bid).cloned());
+            let refusal = match state {
+                Some(BidState::Pending { epoch, .. }) if intake.is_frozen(epoch) => {
+                    drop(guard);
+                    intake.wait_thaw(epoch);
+                    continue;
+                }
+                Some(BidState::Pending { limit, .. }) => {
+                    let shard = &mut *guard;
+                    let account = shard.accounts.get_mut(agent).expect("the bid's account exists");
+                    account.escrowed -= limit;
+                    account.available += limit;
+                    account.live -= 1;
+                    let now = cycle();
+                    account.bids.insert(bid.clone(), BidState::Decided { cycle: now });
+                    shard.forget.push_back((now, agent.clone(), bid.clone()));
+                    intake.release_live(1);
+                    intake.push(Entry::Cancelled {
+                        agent: agent.clone(),
+                        bid: bid.clone(),
+                        correlation_id: correlation_id.clone(),
+                    });
+                    return Ok(());
+                }
+                Some(BidState::Decided { .. }) => {
+                    reject(RejectCode::NotPending, format!("bid `{bid}` of `{agent}` is no longer pending"))
+                }
+                Some(BidState::Refused { .. }) | None => {
+                    reject(RejectCode::NotFound, format!("agent `{agent}` has no bid `{bid}`"))
+                }
+            };
+            intake.push(rejected_entry(bid.as_str(), agent.as_str(), &refusal, correlation_id));
+            return Err(refusal);
+        }
+    }
+
+    /// Adds `amount` to `agent`'s available credits, opening the account if needed.
+    pub(crate) fn deposit(
+        &self,
+        intake: &Intake,
+        agent: &AgentId,
+        amount: Credits,
+        correlation_id: &Option<Arc<str>>,
+    ) -> Result<(), Rejection> {
+        if amount == Credits::ZERO {
+            return Err(reject(RejectCode::InvalidAmount, "a deposit is above zero".into()));
+        }
+        let mut shard = self.lock(self.shard_of(agent));
+        let available = shard.accounts.get(agent).map_or(0, |a| a.available);
+        let too_large =
+            || reject(RejectCode::InvalidAmount, format!("deposit {amount} overflows the ledger"));
+        available.checked_add(amount.micros()).ok_or_else(too_large)?;
+        self.deposits
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_add(amount.micros()))
+            .map_err(|_| too_large())?;
+        shard.accounts.entry(agent.clone()).or_default().available += amount.micros();
+        intake.push(Entry::Deposited {
+            agent: agent.clone(),
+            amount,
+            correlation_id: correlation_id.clone(),
+        });
+        Ok(())
+    }
+
+    /// Moves `amount` of available credits from `from` to `to`.
+    pub(crate) fn transfer(
+        &self,
+        intake: &Intake,
+        from: &AgentId,
+        to: &AgentId,
+        amount: Credits,
+        correlation_id: &Option<Arc<str>>,
+    ) -> Result<(), Rejection> {
+        if amount == Credits::ZERO {
+            return Err(reject(RejectCode::InvalidAmount, "a transfer is above zero".into()));
+        }
+        let (a, b) = (self.shard_of(from), self.shard_of(to));
+        // Lock in shard order so two opposite transfers cannot deadlock.
+        let mut first = self.lock(a.min(b));
+        let mut second = (a != b).then(|| self.lock(a.max(b)));
+        let (from_shard, to_shard): (&mut Shard, &mut Shard) = match &mut second {
+            None => {
+                let s = &mut *first;
+                // Same shard: work through one borrow below.
+                return Self::transfer_within(s, intake, from, to, amount, correlation_id);
+            }
+            Some(second) if a < b => (&mut *first, &mut *second),
+            Some(second) => (&mut *second, &mut *first),
+        };
+        let available = from_shard
+            .accounts
+            .get(from)
+            .ok_or_else(|| reject(RejectCode::UnknownAgent, format!("agent `{from}` has no account")))?
+            .available;
+        let receiver = to_shard
+            .accounts
+            .get_mut(to)
+            .ok_or_else(|| reject(RejectCode::UnknownAgent, format!("agent `{to}` has no account")))?;
+        check_transfer(available, receiver.available, amount)?;
+        receiver.available += amount.micros();
+        from_shard.accounts.get_mut(from).expect("checked above").available -= amount.micros();
+        intake.push(Entry::Transferred {
+            from: from.clone(),
+            to: to.clone(),
+            amount,
+            correlation_id: correlation_id.clone(),
+        });
+        Ok(())
+    }
+
+    fn transfer_within(
+        shard: &mut Shard,
+        intake: &Intake,
+        from: &AgentId,
+        to: &AgentId,
+        amount: Credits,
+        correlation_id: &Option<Arc<str>>,
+    ) -> Result<(), Rejection> {
+        let unknown = |a: &AgentId| reject(RejectCode::UnknownAgent, format!("agent `{a}` has no account"));
+        let available = shard.accounts.get(from).ok_or_else(|| unknown(from))?.available;
+        let received = shard.accounts.get(to).ok_or_else(|| unknown(to))?.available;
+        // To oneself: checked like any transfer, and changes nothing.
+        check_transfer(available, if from == to { 0 } else { received }, amount)?;
+        if from != to {
+            shard.accounts.get_mut(from).expect("checked above").available -= amount.micros();
+            shard.accounts.get_mut(to).expect("checked above").available += amount.micros();
+        }
+        intake.push(Entry::Transferred {
+            from: from.clone(),
+            to: to.clone(),
+            amount,
+            correlation_id: correlation_id.clone(),
+        });
+        Ok(())
+    }
+
+    /// Settles the bids leaving the book at the end of cycle `cycle`, shard by shard: each
+    /// `(bid, release)` leaves escrow, its payment burned or credited to `pool`.
+    pub(crate) fn settle(
+        &self,
+        intake: &Intake,
+        releases: &mut [(&BookBid, Release)],
+        cycle: u64,
+        pool: Option<&AgentId>,
+    ) {
+        releases.sort_by_key(|(b, _)| b.shard);
+        let mut paid = 0u64;
+        for group in releases.chunk_by(|x, y| x.0.shard == y.0.shard) {
+            let mut shard = self.lock(group[0].0.shard);
+            let shard = &mut *shard;
+            for (bid, release) in group {
+                let account = shard.accounts.get_mut(&bid.agent).expect("a booked bid's account exists");
+                let limit = bid.limit.micros();
+                let payment = match release {
+                    Release::Won { payment } => payment.micros(),
+                    Release::Returned => 0,
+                };
+                account.escrowed -= limit;
+                account.available += limit - payment;
+                account.live -= 1;
+                paid += payment;
+                account.bids.insert(bid.id.clone(), BidState::Decided { cycle });
+                shard.forget.push_back((cycle, bid.agent.clone(), bid.id.clone()));
+            }
+        }
+        intake.release_live(releases.len());
+        match pool {
+            Some(pool) => {
+                let mut shard = self.lock(self.shard_of(pool));
+                shard.accounts.entry(pool.clone()).or_default().available += paid;
+            }
+            None => {
+                self.burned.fetch_add(paid, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Opens `agent`'s account with nothing in it, if it has none.
+    pub(crate) fn open(&self, agent: &AgentId) {
+        self.lock(self.shard_of(agent)).accounts.entry(agent.clone()).or_default();
+    }
+
+    /// Forgets ids decided or refused at least `keep` cycles before `cycle`.
+    pub(crate) fn forget(&self, cycle: u64, keep: u64) {
+        for index in 0..SHARDS as u16 {
+            let mut shard = self.lock(index);
+            let shard = &mut *shard;
+            while let Some((decided, _, _)) = shard.forget.front() {
+                if decided.saturating_add(keep) > cycle {
+                    break;
+                }
+                let (decided, agent, bid) = shard.forget.pop_front().expect("front exists");
+                if let Some(account) = shard.accounts.get_mut(&agent) {
+                    let stale = match account.bids.get(&bid) {
+                        Some(BidState::Decided { cycle } | BidState::Refused { cycle, .. }) => {
+                            *cycle == decided
+                        }
+                        _ => false,
+                    };
+                    if stale {
+                        account.bids.remove(&bid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `agent`'s credits, if it has an account.
+    pub(crate) fn balance(&self, agent: &AgentId) -> Option<Balance> {
+        let shard = self.lock(self.shard_of(agent));
+        shard.accounts.get(agent).map(|a| Balance {
+            available: Credits::from_micros(a.available),
+            escrowed: Credits::from_micros(a.escrowed),
+        })
+    }
+
+    /// Sums over every account. Exact at quiescence; under concurrent operations each shard is
+    /// read at a different instant.
+    pub(crate) fn totals(&self) -> LedgerTotals {
+        let (mut available, mut escrowed) = (0u64, 0u64);
+        for index in 0..SHARDS as u16 {
+            let shard = self.lock(index);
+            for a in shard.accounts.values() {
+                available += a.available;
+                escrowed += a.escrowed;
+            }
+        }
+        LedgerTotals {
+            available: Credits::from_micros(available),
+            escrowed: Credits::from_micros(escrowed),
+            burned: Credits::from_micros(self.burned.load(Ordering::Acquire)),
+            deposits: Credits::from_micros(self.deposits.load(Ordering::Acquire)),
+        }
+    }
+}
+
+/// How a submit was answered when it was not refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admitted {
+    /// Booked now.
+    New,
+    /// The id was used before and was accepted then.
+    Repeat,
+}
+
+/// The answer to a repeated id: the first result.
+fn first_result(state: &BidState) -> Result<Admitted, Rejection> {
+    match state {
+        BidState::Refused { rejection, .. } => Err(rejection.clone()),
+        BidState::Pending { .. } | BidState::Decided { .. } => Ok(Admitted::Repeat),
+    }
+}
+
+fn check_transfer(available: u64, received: u64, amount: Credits) -> Result<(), Rejection> {
+    if available < amount.micros() {
+        return Err(reject(
+            RejectCode::InsufficientCredits,
+            format!("transfer of {amount} exceeds available {}", Credits::from_micros(available)),
+        ));
+    }
+    received.checked_add(amount.micros()).map(|_| ()).ok_or_else(|| {
+        reject(RejectCode::InvalidAmount, format!("transfer of {amount} overflows the receiver"))
+    })
+}
+
+fn rejected_entry(bid: &str, agent: &str, r: &Rejection, correlation_id: &Option<Arc<str>>) -> Entry {
+    Entry::Rejected {
+        bid: bid.to_owned(),
+        agent: agent.to_owned(),
+        rejection: r.clone(),
+        correlation_id: correlation_id.clone(),
+    }
+}
+
+/// Every shard, locked; dropping it unlocks them.
+#[must_use]
+pub(crate) struct AllShards<'a> {
+    _guards: Vec<MutexGuard<'a, Shard>>,
+}

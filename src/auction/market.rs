@@ -1,0 +1,582 @@
+//! [`Market`]: the facade. Intake from any thread; clearing by one writer at a time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::bid::{Bid, BidRequest};
+use super::book::BookBid;
+use super::config::{Config, ConfigError, MarketConfig, PricingRule, PriorityRule, Settlement};
+use super::engine::{CycleReport, Engine, PriceReport};
+use super::error::{RejectCode, Rejection, Result};
+use super::events::{Event, EventKind};
+use super::ids::{AgentId, BidId};
+use super::intake::Intake;
+use super::ledger::{Admission, Admitted, Balance, Ledger, LedgerTotals};
+use super::money::{Credits, Price};
+use crate::capacity::{Bundle, BundleError, Capacity, Resources, Slot};
+
+/// A market for shares of capacity over time.
+///
+/// `submit`, `cancel`, `deposit` and `transfer` may be called from any number of threads at once;
+/// they take only the lock of their agent's ledger shard. `clear`, `flush` and `set_capacity`
+/// are the writer's: one runs at a time, and intake continues while they do (bids accepted
+/// during a `clear` wait for the next one). Events reach subscribers in `seq` order when the
+/// writer sequences them, at every `flush` and `clear`.
+///
+/// # Examples
+///
+/// ```
+/// use capacity_auction::{AgentId, Bid, BidId, EventKind, Market, PricingRule, Slot};
+///
+/// let market = Market::builder().resources(["cpu"]).pricing(PricingRule::PayAsBid).build()?;
+/// let events = market.subscribe();
+/// let a = AgentId::new("a")?;
+/// market.deposit(&a, "100".parse()?)?;
+/// let bundle = market.bundle([("cpu", "0.7")])?;
+/// market.submit(Bid::new(BidId::new("b1")?, a.clone(), bundle, 10, "50".parse()?))?;
+/// let report = market.clear(Slot(0))?;
+/// assert_eq!(report.won, 1);
+/// assert!(events.try_iter().any(|e| matches!(e.kind, EventKind::BidWon { .. })));
+/// assert_eq!(market.balance(&a).unwrap().available, "50".parse()?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Market {
+    config: Arc<Config>,
+    source: MarketConfig,
+    ledger: Ledger,
+    intake: Intake,
+    /// The current slot, as producers validate against it.
+    now: AtomicU64,
+    /// Cycles cleared, as producers record refusals with it.
+    cycles: AtomicU64,
+    engine: Mutex<Engine>,
+}
+
+/// Builds a [`Market`]; every key of DESIGN.md §4 has a setter, validated once in
+/// [`build`](MarketBuilder::build).
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct MarketBuilder {
+    config: MarketConfig,
+    start: Slot,
+}
+
+impl MarketBuilder {
+    /// The market's name.
+    pub fn name(mut self, name: &str) -> Self {
+        self.config.name = name.into();
+        self
+    }
+    /// The resources, in the order events list them.
+    pub fn resources<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.config.resources = names.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Slot length in milliseconds.
+    pub fn slot_ms(mut self, ms: u64) -> Self {
+        self.config.slot_ms = ms;
+        self
+    }
+    /// Slots ahead of `now` a window may reach.
+    pub fn horizon(mut self, slots: u64) -> Self {
+        self.config.horizon = slots;
+        self
+    }
+    /// How winners pay.
+    pub fn pricing(mut self, rule: PricingRule) -> Self {
+        self.config.pricing = rule;
+        self
+    }
+    /// The order bids are considered in.
+    pub fn priority(mut self, rule: PriorityRule) -> Self {
+        self.config.priority = rule;
+        self
+    }
+    /// The reserve price of `resource`.
+    pub fn reserve(mut self, resource: &str, price: Price) -> Self {
+        self.config.reserve.insert(resource.into(), price);
+        self
+    }
+    /// The lowest price discovery may publish.
+    pub fn floor(mut self, price: Price) -> Self {
+        self.config.floor = price;
+        self
+    }
+    /// The highest price discovery may publish.
+    pub fn cap(mut self, price: Option<Price>) -> Self {
+        self.config.cap = price;
+        self
+    }
+    /// Weight of the newest cycle in the index, in `(0, 1]`.
+    pub fn smoothing(mut self, weight: rust_decimal::Decimal) -> Self {
+        self.config.smoothing = weight;
+        self
+    }
+    /// Where payments go.
+    pub fn settlement(mut self, settlement: Settlement) -> Self {
+        self.config.settlement = settlement;
+        self
+    }
+    /// The account `pool` settlement credits.
+    pub fn pool_account(mut self, agent: &str) -> Self {
+        self.config.pool_account = agent.into();
+        self
+    }
+    /// Live bids one agent may hold.
+    pub fn max_bids_per_agent(mut self, n: u32) -> Self {
+        self.config.max_bids_per_agent = n;
+        self
+    }
+    /// Live bids the book holds.
+    pub fn book_size(mut self, n: usize) -> Self {
+        self.config.book_size = n;
+        self
+    }
+    /// Every key at once.
+    pub fn config(mut self, config: MarketConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// The slot the market starts at (default 0): bids are checked against it until the first
+    /// `clear`.
+    pub fn start(mut self, slot: Slot) -> Self {
+        self.start = slot;
+        self
+    }
+
+    /// The market.
+    ///
+    /// # Errors
+    ///
+    /// The first key that is not valid.
+    pub fn build(self) -> Result<Market, ConfigError> {
+        let config = Arc::new(self.config.validate()?);
+        let ledger = Ledger::new();
+        if config.settlement == Settlement::Pool {
+            ledger.open(&config.pool_account);
+        }
+        Ok(Market {
+            engine: Mutex::new(Engine::new(config.clone(), self.start)),
+            config,
+            source: self.config,
+            ledger,
+            intake: Intake::new(),
+            now: AtomicU64::new(self.start.0),
+            cycles: AtomicU64::new(0),
+        })
+    }
+}
+
+/// A submit's answer when it was not refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The bid.
+    pub bid: BidId,
+    /// Its agent.
+    pub agent: AgentId,
+    /// True when the id had been accepted before: nothing was booked this time.
+    pub repeat: bool,
+}
+
+/// Events as the writer sequences them, in `seq` order without gaps.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: Receiver<Arc<[Event]>>,
+    batch: Arc<[Event]>,
+    at: usize,
+}
+
+impl Subscription {
+    /// The next event if one is ready.
+    pub fn try_next(&mut self) -> Option<Event> {
+        while self.at == self.batch.len() {
+            self.batch = self.rx.try_recv().ok()?;
+            self.at = 0;
+        }
+        self.at += 1;
+        Some(self.batch[self.at - 1].clone())
+    }
+
+    /// The next event, waiting up to `timeout`.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Event> {
+        if self.at == self.batch.len() {
+            self.batch = self.rx.recv_timeout(timeout).ok()?;
+            self.at = 0;
+        }
+        self.try_next()
+    }
+
+    /// Every event ready now.
+    pub fn try_iter(mut self) -> impl Iterator<Item = Event> {
+        std::iter::from_fn(move || self.try_next())
+    }
+
+    /// Every event ready now, keeping the subscription.
+    pub fn drain(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.try_next()).collect()
+    }
+}
+
+impl Market {
+    /// A builder with every key at its default.
+    pub fn builder() -> MarketBuilder {
+        MarketBuilder::default()
+    }
+
+    /// The configuration the market was built from.
+    pub fn config(&self) -> &MarketConfig {
+        &self.source
+    }
+
+    /// The resources sold.
+    pub fn resources(&self) -> &Resources {
+        &self.config.resources
+    }
+
+    /// A bundle from `(resource name, share)` pairs.
+    ///
+    /// # Errors
+    ///
+    /// An unknown resource, a bad share, a repeat, or no pairs.
+    pub fn bundle<'a, I: IntoIterator<Item = (&'a str, &'a str)>>(
+        &self,
+        items: I,
+    ) -> Result<Bundle, BundleError> {
+        Bundle::from_names(&self.config.resources, items)
+    }
+
+    /// The current slot: the last clearing's, or the start.
+    pub fn now(&self) -> Slot {
+        Slot(self.now.load(Ordering::Acquire))
+    }
+
+    /// A handle whose operations tag the events they cause with `correlation_id`.
+    pub fn correlated(&self, correlation_id: &str) -> Correlated<'_> {
+        Correlated { market: self, cid: Some(correlation_id.into()) }
+    }
+
+    fn untagged(&self) -> Correlated<'_> {
+        Correlated { market: self, cid: None }
+    }
+
+    /// Books `bid` and escrows its limit, or refuses it with a reason (and emits
+    /// `bid_rejected`). A repeated id gets the first answer and books nothing.
+    ///
+    /// # Errors
+    ///
+    /// Any submit reason code of DESIGN.md §8.
+    pub fn submit(&self, bid: Bid) -> Result<Receipt> {
+        self.untagged().submit(bid)
+    }
+
+    /// Submits a bid as JSON gives it; malformed requests are refused like bad bids.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Market::submit), plus `malformed` and `unknown_field`.
+    pub fn submit_request(&self, request: &BidRequest) -> Result<Receipt> {
+        self.untagged().submit_request(request)
+    }
+
+    /// Submits a request on behalf of `agent` (authenticated elsewhere, e.g. by a subject); a
+    /// request naming another agent is `forbidden`.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_request`](Market::submit_request), plus `forbidden`.
+    pub fn submit_as(&self, agent: &AgentId, request: &BidRequest) -> Result<Receipt> {
+        self.untagged().submit_as(agent, request)
+    }
+
+    /// Withdraws a pending bid and releases its escrow. If the bid is in a cycle being cleared,
+    /// waits for that cycle's outcome.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` for an unknown bid, `not_pending` for one already decided.
+    pub fn cancel(&self, agent: &AgentId, bid: &BidId) -> Result<()> {
+        self.untagged().cancel(agent, bid)
+    }
+
+    /// Adds credits to an account, opening it if needed.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_amount` for zero or an overflowing amount; nothing is emitted.
+    pub fn deposit(&self, agent: &AgentId, amount: Credits) -> Result<()> {
+        self.untagged().deposit(agent, amount)
+    }
+
+    /// Moves available credits between accounts.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_amount`, `unknown_agent`, `insufficient_credits`; nothing is emitted.
+    pub fn transfer(&self, from: &AgentId, to: &AgentId, amount: Credits) -> Result<()> {
+        self.untagged().transfer(from, to, amount)
+    }
+
+    /// Sets the capacity of `resource` in `[from, to)`.
+    ///
+    /// # Errors
+    ///
+    /// `unknown_resource`, or `invalid_window` for an empty range or one already past.
+    pub fn set_capacity(&self, resource: &str, from: Slot, to: Slot, capacity: Capacity) -> Result<()> {
+        self.untagged().set_capacity(resource, from, to, capacity)
+    }
+
+    /// Runs one clearing cycle at slot `now`.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_window` when `now` is before the current slot: time never goes back.
+    pub fn clear(&self, now: Slot) -> Result<CycleReport> {
+        self.untagged().clear(now)
+    }
+
+    /// Sequences everything accepted so far and hands its events to subscribers, without
+    /// clearing.
+    pub fn flush(&self) {
+        let mut engine = self.engine();
+        self.intake.cut();
+        self.intake.drain_to_mark(|e| engine.sequence(e));
+        engine.publish();
+    }
+
+    /// Events from now on, as the writer sequences them.
+    pub fn subscribe(&self) -> Subscription {
+        let (tx, rx) = mpsc::channel();
+        self.engine().subscribe(tx);
+        Subscription { rx, batch: Arc::from(Vec::new()), at: 0 }
+    }
+
+    /// An agent's credits, if it has an account.
+    pub fn balance(&self, agent: &AgentId) -> Option<Balance> {
+        self.ledger.balance(agent)
+    }
+
+    /// Ledger totals: `available + escrowed + burned == deposits`.
+    pub fn totals(&self) -> LedgerTotals {
+        self.ledger.totals()
+    }
+
+    /// Live bids: pending in the book or accepted and not yet sequenced.
+    pub fn live_bids(&self) -> usize {
+        self.intake.live()
+    }
+
+    /// Bids in the book (accepted and sequenced, not yet decided).
+    pub fn book_len(&self) -> usize {
+        self.engine().book_len()
+    }
+
+    /// The latest price figures of every resource (empty before the first cycle).
+    pub fn prices(&self) -> Vec<PriceReport> {
+        self.engine().prices.clone()
+    }
+
+    /// Millionths of `resource` sold in `slot`, if the market sells it.
+    pub fn sold(&self, resource: &str, slot: Slot) -> Option<u32> {
+        let id = self.config.resources.find(resource)?;
+        Some(self.engine().timeline.sold(id, slot))
+    }
+
+    /// Millionths of `resource` offered in `slot`, if the market sells it.
+    pub fn capacity(&self, resource: &str, slot: Slot) -> Option<u32> {
+        let id = self.config.resources.find(resource)?;
+        Some(self.engine().timeline.capacity(id, slot))
+    }
+
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        // The engine is only changed by the writer, which checks before it writes.
+        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Market operations whose events carry a correlation id; from [`Market::correlated`].
+#[derive(Debug, Clone)]
+pub struct Correlated<'a> {
+    market: &'a Market,
+    cid: Option<Arc<str>>,
+}
+
+impl Correlated<'_> {
+    /// As [`Market::submit`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Market::submit`].
+    pub fn submit(&self, bid: Bid) -> Result<Receipt> {
+        let m = self.market;
+        let now = m.now();
+        let cycle = m.cycles.load(Ordering::Acquire);
+        let answer = match bid.check(&m.config, now) {
+            Err(r) => m.ledger.refuse(&m.intake, &bid.agent, &bid.id, r, cycle, &self.cid),
+            Ok((window, reserve)) => {
+                let shard = m.ledger.shard_of(&bid.agent);
+                let book_bid = BookBid {
+                    beneficiary: bid.beneficiary.clone().unwrap_or_else(|| bid.agent.clone()),
+                    id: bid.id.clone(),
+                    agent: bid.agent.clone(),
+                    bundle: bid.bundle,
+                    window,
+                    limit: bid.limit,
+                    reserve,
+                    cycles_left: bid.good_for,
+                    order: 0,
+                    shard,
+                    correlation_id: self.cid.clone(),
+                };
+                let admission = Admission {
+                    bid: book_bid,
+                    max_bids: m.config.max_bids_per_agent,
+                    book_size: m.config.book_size,
+                    cycle,
+                };
+                m.ledger.admit(&m.intake, admission)
+            }
+        };
+        answer.map(|a| Receipt { bid: bid.id, agent: bid.agent, repeat: a == Admitted::Repeat })
+    }
+
+    /// As [`Market::submit_request`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Market::submit_request`].
+    pub fn submit_request(&self, request: &BidRequest) -> Result<Receipt> {
+        match request.to_bid(&self.market.config.resources, None) {
+            Ok(bid) => self.submit(bid),
+            Err(r) => self.refuse_request(request, request.agent.as_deref().unwrap_or(""), r),
+        }
+    }
+
+    /// As [`Market::submit_as`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Market::submit_as`].
+    pub fn submit_as(&self, agent: &AgentId, request: &BidRequest) -> Result<Receipt> {
+        if let Some(named) = &request.agent
+            && named != agent.as_str()
+        {
+            let r =
+                Rejection::new(RejectCode::Forbidden, format!("agent `{agent}` may not bid for `{named}`"));
+            return self.refuse_request(request, agent.as_str(), r);
+        }
+        match request.to_bid(&self.market.config.resources, Some(agent)) {
+            Ok(bid) => self.submit(bid),
+            Err(r) => self.refuse_request(request, agent.as_str(), r),
+        }
+    }
+
+    fn refuse_request(&self, request: &BidRequest, agent: &str, r: Rejection) -> Result<Receipt> {
+        let m = self.market;
+        let cycle = m.cycles.load(Ordering::Acquire);
+        match (AgentId::new(agent), BidId::new(&request.id)) {
+            (Ok(agent), Ok(bid)) => m
+                .ledger
+                .refuse(&m.intake, &agent, &bid, r, cycle, &self.cid)
+                .map(|_| Receipt { bid, agent, repeat: true }),
+            _ => {
+                m.intake.push(super::intake::Entry::Rejected {
+                    bid: request.id.clone(),
+                    agent: agent.to_owned(),
+                    rejection: r.clone(),
+                    correlation_id: self.cid.clone(),
+                });
+                Err(r)
+            }
+        }
+    }
+
+    /// As [`Market::cancel`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Market::cancel`].
+    pub fn cancel(&self, agent: &AgentId, bid: &BidId) -> Result<()> {
+        let m = self.market;
+        m.ledger.cancel(&m.intake, agent, bid, || m.cycles.load(Ordering::Acquire), &self.cid)
+    }
+
+    /// As [`Market::deposit`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Market::deposit`].
+    pub fn deposit(&self, agent: &AgentId, amount: Credits) -> Result<()> {
+        self.market.ledger.deposit(&self.market.intake, agent, amount, &self.cid)
+    }
+
+    /// As [`Market::transfer`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Market::transfer`].
+    pub fn transfer(&self, from: &AgentId, to: &AgentId, amount: Credits) -> Result<()> {
+        self.market.ledger.transfer(&self.market.intake, from, to, amount, &self.cid)
+    }
+
+    /// As [`Market::set_capacity`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Market::set_capacity`].
+    pub fn set_capacity(&self, resource: &str, from: Slot, to: Slot, capacity: Capacity) -> Result<()> {
+        let m = self.market;
+        let id = m.config.resources.find(resource).ok_or_else(|| {
+            Rejection::new(RejectCode::UnknownResource, format!("the market sells no resource `{resource}`"))
+        })?;
+        let mut engine = m.engine();
+        if from >= to || to <= engine.now {
+            return Err(Rejection::new(
+                RejectCode::InvalidWindow,
+                format!("[{from}, {to}) is empty or already past (now {})", engine.now),
+            ));
+        }
+        m.intake.cut();
+        m.intake.drain_to_mark(|e| engine.sequence(e));
+        engine.timeline.set_capacity(id, from, to, capacity);
+        let kind = EventKind::CapacityChanged {
+            resource: m.config.resources.shared_name(id),
+            from_slot: from,
+            to_slot: to,
+            capacity,
+        };
+        engine.emit(None, self.cid.clone(), kind);
+        engine.publish();
+        Ok(())
+    }
+
+    /// As [`Market::clear`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Market::clear`].
+    pub fn clear(&self, now: Slot) -> Result<CycleReport> {
+        let m = self.market;
+        let mut engine = m.engine();
+        if now < engine.now {
+            return Err(Rejection::new(
+                RejectCode::InvalidWindow,
+                format!("cannot clear at slot {now}: the market is at slot {}", engine.now),
+            ));
+        }
+        {
+            let _producers_excluded = m.ledger.lock_all();
+            m.intake.cut_and_freeze();
+        }
+        m.intake.drain_to_mark(|e| engine.sequence(e));
+        let report = engine.clear(&m.ledger, &m.intake, now, self.cid.clone());
+        m.now.store(now.0, Ordering::Release);
+        m.cycles.store(report.cycle, Ordering::Release);
+        m.intake.thaw();
+        m.ledger.forget(report.cycle, m.config.dedupe_cycles);
+        engine.publish();
+        Ok(report)
+    }
+}

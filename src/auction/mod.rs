@@ -1,0 +1,29 @@
+//! How capacity is sold, sans-IO and deterministic: bids, the book and its lock-free intake,
+//! clearing, pricing, price discovery, the ledger, events, the [`Market`] facade, scenarios.
+
+mod bid;
+mod book;
+mod clearing;
+mod config;
+mod engine;
+mod error;
+mod events;
+mod ids;
+mod intake;
+mod ledger;
+mod market;
+mod money;
+#[cfg(feature = "schema")]
+mod schema;
+
+pub use bid::{Bid, BidRequest, BundleRequest};
+pub use config::{ConfigError, MAX_HORIZON, MarketConfig, PricingRule, PriorityRule, Settlement};
+pub use engine::{CycleReport, PriceReport};
+pub use error::{RejectCode, Rejection, Result};
+pub use events::{BundleShares, EVENT_VERSION, Event, EventKind};
+pub use ids::{AgentId, BidId, IdError};
+pub use ledger::{Balance, LedgerTotals};
+pub use market::{Correlated, Market, MarketBuilder, Receipt, Subscription};
+pub use money::{Credits, Price};
+#[cfg(feature = "schema")]
+pub use schema::json_schemas;

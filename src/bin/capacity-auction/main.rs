@@ -1,0 +1,2 @@
+//! The `capacity-auction` command line.
+fn main() {}

@@ -1,0 +1,18 @@
+//! A market for shares of machine capacity over time.
+#![deny(unsafe_code)]
+
+mod auction;
+mod capacity;
+
+#[cfg(feature = "schema")]
+pub use auction::json_schemas;
+pub use auction::{
+    AgentId, Balance, Bid, BidId, BidRequest, BundleRequest, BundleShares, ConfigError, Correlated, Credits,
+    CycleReport, EVENT_VERSION, Event, EventKind, IdError, LedgerTotals, MAX_HORIZON, Market, MarketBuilder,
+    MarketConfig, Price, PriceReport, PricingRule, PriorityRule, Receipt, RejectCode, Rejection, Result,
+    Settlement, Subscription,
+};
+pub use capacity::{
+    Bundle, BundleError, Capacity, CapacitySlots, MAX_RESOURCES, ResourceId, Resources, ResourcesError,
+    Share, Slot, Timeline, UnitError, Window,
+};
