@@ -3,6 +3,7 @@
 
 mod auction;
 mod capacity;
+pub mod reference;
 
 #[cfg(feature = "schema")]
 pub use auction::json_schemas;

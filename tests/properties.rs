@@ -1,0 +1,443 @@
+//! Property tests: the fast clearing against the reference oracle, and the market's invariants
+//! over random sequences of operations.
+
+use std::collections::{BTreeMap, HashMap};
+
+use capacity_auction::reference::{self, RefBid};
+use capacity_auction::{
+    AgentId, Bid, BidId, Bundle, Capacity, Credits, Event, EventKind, Market, Price, PricingRule,
+    PriorityRule, ResourceId, Settlement, Share, Slot,
+};
+use proptest::prelude::*;
+
+const HORIZON: u64 = 48;
+
+fn cases(default: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default);
+    ProptestConfig { cases, ..ProptestConfig::default() }
+}
+
+#[derive(Clone, Debug)]
+struct BidSpec {
+    agent: usize,
+    bundle: Vec<(usize, u32)>,
+    duration: u32,
+    earliest: u64,
+    slack: u64,
+    limit: u64,
+    good_for: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Setup {
+    resources: usize,
+    priority: PriorityRule,
+    pricing: PricingRule,
+    settlement: Settlement,
+    reserve: Vec<u64>,
+    deposits: Vec<u64>,
+    outages: Vec<(usize, u64, u64, u32)>,
+}
+
+fn rule() -> impl Strategy<Value = PriorityRule> {
+    prop_oneof![Just(PriorityRule::Value), Just(PriorityRule::Density), Just(PriorityRule::Los)]
+}
+
+fn pricing() -> impl Strategy<Value = PricingRule> {
+    prop_oneof![Just(PricingRule::PayAsBid), Just(PricingRule::CriticalValue), Just(PricingRule::Uniform)]
+}
+
+fn setup() -> impl Strategy<Value = Setup> {
+    (1usize..=3).prop_flat_map(|resources| {
+        (
+            Just(resources),
+            rule(),
+            pricing(),
+            prop_oneof![Just(Settlement::Burn), Just(Settlement::Pool)],
+            prop::collection::vec(prop_oneof![3 => Just(0u64), 1 => 1u64..200_000], resources),
+            prop::collection::vec(1u64..400, 4),
+            prop::collection::vec(
+                (0..resources, 0u64..30, 1u64..12, prop_oneof![Just(0u32), Just(300_000), Just(500_000)]),
+                0..3,
+            ),
+        )
+            .prop_map(|(resources, priority, pricing, settlement, reserve, deposits, outages)| {
+                Setup {
+                    resources,
+                    priority,
+                    pricing,
+                    settlement,
+                    reserve,
+                    deposits: deposits.into_iter().map(|d| d * 1_000_000).collect(),
+                    outages: outages
+                        .into_iter()
+                        .map(|(r, from, len, cap)| (r, from, from + len, cap))
+                        .collect(),
+                }
+            })
+    })
+}
+
+fn bid_spec(resources: usize) -> impl Strategy<Value = BidSpec> {
+    (
+        0usize..4,
+        prop::sample::subsequence((0..resources).collect::<Vec<_>>(), 1..=resources),
+        prop::collection::vec(1u32..=12, resources),
+        1u32..6,
+        0u64..10,
+        0u64..8,
+        1u64..120_000_000,
+        1u32..3,
+    )
+        .prop_map(|(agent, chosen, shares, duration, earliest, slack, limit, good_for)| BidSpec {
+            agent,
+            bundle: chosen.into_iter().map(|r| (r, shares[r] * 50_000)).collect(),
+            duration,
+            earliest,
+            slack,
+            limit,
+            good_for,
+        })
+}
+
+fn agent(i: usize) -> AgentId {
+    AgentId::new(&format!("agent-{i}")).unwrap()
+}
+
+fn build(s: &Setup) -> Market {
+    let names: Vec<String> = (0..s.resources).map(|r| format!("r{r}")).collect();
+    let mut b = Market::builder()
+        .resources(names.clone())
+        .horizon(HORIZON)
+        .priority(s.priority)
+        .pricing(s.pricing)
+        .settlement(s.settlement);
+    for (r, &p) in s.reserve.iter().enumerate() {
+        b = b.reserve(&names[r], Price::from_micros(p));
+    }
+    let m = b.build().unwrap();
+    for (i, &d) in s.deposits.iter().enumerate() {
+        m.deposit(&agent(i), Credits::from_micros(d)).unwrap();
+    }
+    for &(r, from, to, cap) in &s.outages {
+        m.set_capacity(&names[r], Slot(from), Slot(to), Capacity::from_micros(cap).unwrap()).unwrap();
+    }
+    m
+}
+
+fn bid(k: usize, spec: &BidSpec, limit: u64) -> Bid {
+    let bundle = Bundle::new(
+        spec.bundle
+            .iter()
+            .map(|&(r, s)| (ResourceId::from_index(r).unwrap(), Share::from_micros(s).unwrap())),
+    )
+    .unwrap();
+    Bid::new(
+        BidId::new(&format!("b{k}")).unwrap(),
+        agent(spec.agent),
+        bundle,
+        spec.duration,
+        Credits::from_micros(limit),
+    )
+    .window(Slot(spec.earliest), Slot(spec.earliest + u64::from(spec.duration) + spec.slack))
+    .good_for(spec.good_for)
+}
+
+/// Runs one cycle at `now` with `limits` standing in for the specs' limits; returns the events.
+fn run_cycle(s: &Setup, specs: &[BidSpec], limits: &[u64], now: u64) -> (Market, Vec<Event>) {
+    let m = build(s);
+    let mut events = m.subscribe();
+    for (k, spec) in specs.iter().enumerate() {
+        let _ = m.submit(bid(k, spec, limits[k]));
+    }
+    m.clear(Slot(now)).unwrap();
+    let all = events.drain();
+    (m, all)
+}
+
+fn reserve_of(s: &Setup, spec: &BidSpec) -> u64 {
+    let picos: u128 = spec
+        .bundle
+        .iter()
+        .map(|&(r, share)| u128::from(share) * u128::from(s.reserve[r]) * u128::from(spec.duration))
+        .sum();
+    u64::try_from(picos.div_ceil(1_000_000)).unwrap()
+}
+
+fn bid_index(id: &str) -> usize {
+    id[1..].parse().unwrap()
+}
+
+/// The oracle's view of the bids the market accepted, with their acceptance order.
+fn oracle_bids(s: &Setup, specs: &[BidSpec], limits: &[u64], events: &[Event]) -> Vec<(usize, RefBid)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::BidAccepted { bid, .. } => {
+                let k = bid_index(bid.as_str());
+                let spec = &specs[k];
+                Some((
+                    k,
+                    RefBid {
+                        bundle: spec.bundle.clone(),
+                        earliest_start: spec.earliest,
+                        latest_end: spec.earliest + u64::from(spec.duration) + spec.slack,
+                        duration: u64::from(spec.duration),
+                        limit: limits[k],
+                        reserve: reserve_of(s, spec),
+                        order: e.seq,
+                    },
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn capacity_fn(s: &Setup) -> impl Fn(usize, u64) -> i64 + '_ {
+    move |r, t| {
+        s.outages
+            .iter()
+            .rev()
+            .find(|&&(or, from, to, _)| or == r && (from..to).contains(&t))
+            .map_or(1_000_000, |&(_, _, _, cap)| i64::from(cap))
+    }
+}
+
+struct Outcome {
+    start: Option<u64>,
+    payment: Option<u64>,
+    shortfall: Option<Option<u64>>,
+}
+
+fn outcomes(events: &[Event]) -> BTreeMap<usize, Outcome> {
+    let mut out = BTreeMap::new();
+    for e in events {
+        match &e.kind {
+            EventKind::BidWon { bid, start, payment, .. } => {
+                out.insert(
+                    bid_index(bid.as_str()),
+                    Outcome { start: Some(start.get()), payment: Some(payment.micros()), shortfall: None },
+                );
+            }
+            EventKind::BidLost { bid, shortfall, .. } => {
+                out.insert(
+                    bid_index(bid.as_str()),
+                    Outcome { start: None, payment: None, shortfall: Some(shortfall.map(|c| c.micros())) },
+                );
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(cases(2000))]
+
+    /// Placement, critical values and shortfalls equal the oracle's; payments stay within
+    /// reserve and limit; a raised limit never turns a win into a loss; replays are identical.
+    #[test]
+    fn one_cycle_matches_the_oracle(
+        (s, specs, now, raise) in setup().prop_flat_map(|s| {
+            let n = s.resources;
+            (Just(s), prop::collection::vec(bid_spec(n), 1..24), 0u64..3, 1u64..50_000_000)
+        })
+    ) {
+        let limits: Vec<u64> = specs.iter().map(|b| b.limit).collect();
+        let (market, events) = run_cycle(&s, &specs, &limits, now);
+        let accepted = oracle_bids(&s, &specs, &limits, &events);
+        let ref_bids: Vec<RefBid> = accepted.iter().map(|(_, b)| b.clone()).collect();
+        let free = capacity_fn(&s);
+        let starts = reference::clear(s.priority, now, &free, &ref_bids);
+        let got = outcomes(&events);
+
+        for (j, (k, rb)) in accepted.iter().enumerate() {
+            if rb.latest_end < now + rb.duration {
+                continue; // expired before clearing
+            }
+            let o = &got[k];
+            prop_assert_eq!(o.start, starts[j], "start of b{}", k);
+            if let Some(payment) = o.payment {
+                prop_assert!(payment <= rb.limit && payment >= rb.reserve);
+                match s.pricing {
+                    PricingRule::PayAsBid => prop_assert_eq!(payment, rb.limit),
+                    PricingRule::CriticalValue => prop_assert_eq!(
+                        Some(payment),
+                        reference::critical_value(s.priority, now, &free, &ref_bids, j),
+                        "critical value of b{}", k
+                    ),
+                    PricingRule::Uniform => {}
+                }
+            } else {
+                let needed = reference::least_winning_limit(s.priority, now, &free, &ref_bids, j, (rb.limit, u64::MAX));
+                let shortfall = o.shortfall.unwrap();
+                prop_assert_eq!(shortfall.map(|x| x + rb.limit), needed, "shortfall of b{}", k);
+            }
+        }
+
+        // Invariants after the cycle.
+        let t = market.totals();
+        prop_assert_eq!(t.available.micros() + t.escrowed.micros() + t.burned.micros(), t.deposits.micros());
+        for r in 0..s.resources {
+            for slot in now..now + HORIZON {
+                let name = format!("r{r}");
+                let sold = market.sold(&name, Slot(slot)).unwrap();
+                prop_assert!(sold <= market.capacity(&name, Slot(slot)).unwrap(), "r{} oversold at {}", r, slot);
+            }
+        }
+
+        // Raising a winner's limit keeps it a winner.
+        if let Some((&k, _)) = got.iter().find(|(_, o)| o.start.is_some()) {
+            let mut raised = limits.clone();
+            raised[k] += raise;
+            let (_, again) = run_cycle(&s, &specs, &raised, now);
+            let accepted_again = again.iter().any(|e| matches!(&e.kind, EventKind::BidAccepted { bid, .. } if bid_index(bid.as_str()) == k));
+            if accepted_again {
+                prop_assert!(outcomes(&again)[&k].start.is_some(), "b{} lost after raising its limit", k);
+            }
+        }
+
+        // The same operations give byte-identical events.
+        let (_, replay) = run_cycle(&s, &specs, &limits, now);
+        let a: Vec<String> = events.iter().map(Event::to_json).collect();
+        let b: Vec<String> = replay.iter().map(Event::to_json).collect();
+        prop_assert_eq!(a, b);
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Submit(BidSpec),
+    Cancel(usize),
+    Deposit(usize, u64),
+    Transfer(usize, usize, u64),
+    Outage(usize, u64, u64, u32),
+    Clear(u64),
+}
+
+fn op(resources: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => bid_spec(resources).prop_map(Op::Submit),
+        1 => (0usize..64).prop_map(Op::Cancel),
+        1 => (0usize..4, 1u64..100_000_000).prop_map(|(a, x)| Op::Deposit(a, x)),
+        1 => (0usize..4, 0usize..4, 1u64..100_000_000).prop_map(|(a, b, x)| Op::Transfer(a, b, x)),
+        1 => (0..resources, 0u64..40, 1u64..10, prop_oneof![Just(0u32), Just(500_000), Just(1_000_000)])
+            .prop_map(|(r, from, len, cap)| Op::Outage(r, from, len, cap)),
+        3 => (0u64..4).prop_map(Op::Clear),
+    ]
+}
+
+/// Replays `ops` on a market; checks conservation and that no cycle sells more than capacity.
+fn run_ops(s: &Setup, ops: &[Op]) -> Result<Vec<String>, TestCaseError> {
+    let m = build(s);
+    let mut events = m.subscribe();
+    let mut now = 0u64;
+    let mut submitted = 0usize;
+    // The model: bundles and live limits by bid, capacity and sales by (resource, slot).
+    let mut bundles: HashMap<String, (AgentId, Vec<(usize, u32)>, u64)> = HashMap::new();
+    let mut capacity: HashMap<(usize, u64), i64> = HashMap::new();
+    let mut sold: HashMap<(usize, u64), i64> = HashMap::new();
+    let mut live: HashMap<String, u64> = HashMap::new();
+    let mut log = Vec::new();
+    for o in ops {
+        match o {
+            Op::Submit(spec) => {
+                let mut spec = spec.clone();
+                spec.earliest += now;
+                let _ = m.submit(bid(submitted, &spec, spec.limit));
+                submitted += 1;
+            }
+            Op::Cancel(k) => {
+                let _ = m.cancel(&agent(k % 4), &BidId::new(&format!("b{}", k % submitted.max(1))).unwrap());
+            }
+            Op::Deposit(a, x) => m.deposit(&agent(*a), Credits::from_micros(*x)).unwrap(),
+            Op::Transfer(a, b, x) => {
+                let _ = m.transfer(&agent(*a), &agent(*b), Credits::from_micros(*x));
+            }
+            Op::Outage(r, from, len, cap) => {
+                let from = now + from;
+                let _ = m.set_capacity(
+                    &format!("r{r}"),
+                    Slot(from),
+                    Slot(from + len),
+                    Capacity::from_micros(*cap).unwrap(),
+                );
+            }
+            Op::Clear(dt) => {
+                now += dt;
+                m.clear(Slot(now)).unwrap();
+                let before = sold.clone();
+                for e in events.drain() {
+                    log.push(e.to_json());
+                    match &e.kind {
+                        EventKind::BidAccepted { bid, agent, bundle, limit, .. } => {
+                            let items =
+                                bundle.0.iter().map(|(n, s)| (n[1..].parse().unwrap(), s.micros())).collect();
+                            bundles.insert(bid.to_string(), (agent.clone(), items, limit.micros()));
+                            live.insert(format!("{agent}/{bid}"), limit.micros());
+                        }
+                        EventKind::CapacityChanged { resource, from_slot, to_slot, capacity: c } => {
+                            for t in from_slot.get()..to_slot.get() {
+                                capacity.insert((resource[1..].parse().unwrap(), t), i64::from(c.micros()));
+                            }
+                        }
+                        EventKind::BidWon { bid, start, end, payment, .. } => {
+                            let (a, items, limit) = &bundles[bid.as_str()];
+                            prop_assert!(payment.micros() <= *limit);
+                            live.remove(&format!("{a}/{bid}"));
+                            for t in start.get()..end.get() {
+                                for &(r, share) in items {
+                                    *sold.entry((r, t)).or_default() += i64::from(share);
+                                }
+                            }
+                        }
+                        EventKind::BidLost { bid, agent, retained: false, .. }
+                        | EventKind::BidExpired { bid, agent }
+                        | EventKind::BidCancelled { bid, agent } => {
+                            live.remove(&format!("{agent}/{bid}"));
+                        }
+                        _ => {}
+                    }
+                }
+                for (cell, &after) in &sold {
+                    let cap = capacity.get(cell).copied().unwrap_or(1_000_000);
+                    let was = before.get(cell).copied().unwrap_or(0);
+                    prop_assert!(
+                        after == was || after <= cap,
+                        "cell {:?} oversold: {} > {}",
+                        cell,
+                        after,
+                        cap
+                    );
+                }
+                let t = m.totals();
+                prop_assert_eq!(
+                    t.available.micros() + t.escrowed.micros() + t.burned.micros(),
+                    t.deposits.micros()
+                );
+                let escrow: u64 = live.values().sum();
+                prop_assert_eq!(t.escrowed.micros(), escrow, "escrow equals the live bids' limits");
+            }
+        }
+    }
+    Ok(log)
+}
+
+proptest! {
+    #![proptest_config(cases(500))]
+
+    /// Over many cycles: no cell is ever sold past its capacity, credits are conserved exactly,
+    /// escrow is the live bids' limits, and the same operations give the same events.
+    #[test]
+    fn many_cycles_keep_the_invariants(
+        (s, ops) in setup().prop_flat_map(|s| {
+            let n = s.resources;
+            (Just(s), prop::collection::vec(op(n), 1..60))
+        })
+    ) {
+        let first = run_ops(&s, &ops)?;
+        let second = run_ops(&s, &ops)?;
+        prop_assert_eq!(first, second);
+    }
+}
