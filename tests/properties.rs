@@ -328,6 +328,9 @@ fn op(resources: usize) -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A bid as `bid_accepted` told it: agent, `(resource, share)` pairs, limit.
+type Accepted = (AgentId, Vec<(usize, u32)>, u64);
+
 /// Replays `ops` on a market; checks conservation and that no cycle sells more than capacity.
 fn run_ops(s: &Setup, ops: &[Op]) -> Result<Vec<String>, TestCaseError> {
     let m = build(s);
@@ -335,7 +338,7 @@ fn run_ops(s: &Setup, ops: &[Op]) -> Result<Vec<String>, TestCaseError> {
     let mut now = 0u64;
     let mut submitted = 0usize;
     // The model: bundles and live limits by bid, capacity and sales by (resource, slot).
-    let mut bundles: HashMap<String, (AgentId, Vec<(usize, u32)>, u64)> = HashMap::new();
+    let mut bundles: HashMap<String, Accepted> = HashMap::new();
     let mut capacity: HashMap<(usize, u64), i64> = HashMap::new();
     let mut sold: HashMap<(usize, u64), i64> = HashMap::new();
     let mut live: HashMap<String, u64> = HashMap::new();
