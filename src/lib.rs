@@ -7,6 +7,7 @@ pub mod reference;
 
 #[cfg(feature = "schema")]
 pub use auction::json_schemas;
+pub use auction::{Action, BalanceExpect, Expect, Scenario, ScenarioError, ScenarioReport, Step};
 pub use auction::{
     AgentId, Balance, Bid, BidId, BidRequest, BundleRequest, BundleShares, ConfigError, Correlated, Credits,
     CycleReport, EVENT_VERSION, Event, EventKind, IdError, LedgerTotals, MAX_HORIZON, Market, MarketBuilder,

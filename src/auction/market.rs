@@ -258,8 +258,13 @@ impl Market {
         Correlated { market: self, cid: Some(correlation_id.into()) }
     }
 
-    fn untagged(&self) -> Correlated<'_> {
+    /// A handle whose operations tag nothing: the market itself, as a [`Correlated`].
+    pub fn uncorrelated(&self) -> Correlated<'_> {
         Correlated { market: self, cid: None }
+    }
+
+    fn untagged(&self) -> Correlated<'_> {
+        self.uncorrelated()
     }
 
     /// Books `bid` and escrows its limit, or refuses it with a reason (and emits
@@ -279,6 +284,16 @@ impl Market {
     /// As [`submit`](Market::submit), plus `malformed` and `unknown_field`.
     pub fn submit_request(&self, request: &BidRequest) -> Result<Receipt> {
         self.untagged().submit_request(request)
+    }
+
+    /// Submits a bid given as JSON; a payload that does not decode is refused (and emits
+    /// `bid_rejected` naming whatever id and agent could be read from it).
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_request`](Market::submit_request).
+    pub fn submit_json(&self, json: &[u8]) -> Result<Receipt> {
+        self.untagged().submit_json(json)
     }
 
     /// Submits a request on behalf of `agent` (authenticated elsewhere, e.g. by a subject); a
@@ -450,7 +465,29 @@ impl Correlated<'_> {
     pub fn submit_request(&self, request: &BidRequest) -> Result<Receipt> {
         match request.to_bid(&self.market.config.resources, None) {
             Ok(bid) => self.submit(bid),
-            Err(r) => self.refuse_request(request, request.agent.as_deref().unwrap_or(""), r),
+            Err(r) => self.refuse_raw(&request.id, request.agent.as_deref().unwrap_or(""), r),
+        }
+    }
+
+    /// As [`Market::submit_json`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Market::submit_json`].
+    pub fn submit_json(&self, json: &[u8]) -> Result<Receipt> {
+        match BidRequest::from_json(json) {
+            Ok(request) => self.submit_request(&request),
+            Err(r) => {
+                /// What can be read of a payload that is not a bid.
+                #[derive(serde::Deserialize)]
+                struct Names {
+                    id: Option<String>,
+                    agent: Option<String>,
+                }
+                let names = serde_json::from_slice::<Names>(json).ok();
+                let (id, agent) = names.map(|n| (n.id, n.agent)).unwrap_or_default();
+                self.refuse_raw(id.as_deref().unwrap_or(""), agent.as_deref().unwrap_or(""), r)
+            }
         }
     }
 
@@ -465,25 +502,25 @@ impl Correlated<'_> {
         {
             let r =
                 Rejection::new(RejectCode::Forbidden, format!("agent `{agent}` may not bid for `{named}`"));
-            return self.refuse_request(request, agent.as_str(), r);
+            return self.refuse_raw(&request.id, agent.as_str(), r);
         }
         match request.to_bid(&self.market.config.resources, Some(agent)) {
             Ok(bid) => self.submit(bid),
-            Err(r) => self.refuse_request(request, agent.as_str(), r),
+            Err(r) => self.refuse_raw(&request.id, agent.as_str(), r),
         }
     }
 
-    fn refuse_request(&self, request: &BidRequest, agent: &str, r: Rejection) -> Result<Receipt> {
+    fn refuse_raw(&self, id: &str, agent: &str, r: Rejection) -> Result<Receipt> {
         let m = self.market;
         let cycle = m.cycles.load(Ordering::Acquire);
-        match (AgentId::new(agent), BidId::new(&request.id)) {
+        match (AgentId::new(agent), BidId::new(id)) {
             (Ok(agent), Ok(bid)) => m
                 .ledger
                 .refuse(&m.intake, &agent, &bid, r, cycle, &self.cid)
                 .map(|_| Receipt { bid, agent, repeat: true }),
             _ => {
                 m.intake.push(super::intake::Entry::Rejected {
-                    bid: request.id.clone(),
+                    bid: id.to_owned(),
                     agent: agent.to_owned(),
                     rejection: r.clone(),
                     correlation_id: self.cid.clone(),

@@ -13,6 +13,7 @@ mod intake;
 mod ledger;
 mod market;
 mod money;
+mod scenario;
 #[cfg(feature = "schema")]
 mod schema;
 
@@ -25,5 +26,6 @@ pub use ids::{AgentId, BidId, IdError};
 pub use ledger::{Balance, LedgerTotals};
 pub use market::{Correlated, Market, MarketBuilder, Receipt, Subscription};
 pub use money::{Credits, Price};
+pub use scenario::{Action, BalanceExpect, Expect, Scenario, ScenarioError, ScenarioReport, Step};
 #[cfg(feature = "schema")]
 pub use schema::json_schemas;
