@@ -269,15 +269,22 @@ struct WireOut<'a> {
     kind: &'a EventKind,
 }
 
-/// The envelope as read. Unknown keys reach the kind, which refuses them.
+/// An event of a capacity-auction market: the envelope and one kind, tagged by `type`.
+// As read: unknown keys reach the kind, which refuses them.
 #[derive(Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "schema", schemars(rename = "Event"))]
 pub(crate) struct WireIn {
+    /// Format version, always 1.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1)))]
     v: u8,
+    /// Position in the market's event stream, from 1, without gaps.
     seq: u64,
+    /// The clearing cycle that caused it; null for intake.
     cycle: Option<u64>,
+    /// The market's current slot.
     slot: Slot,
+    /// The correlation id of the request that caused it.
     correlation_id: Option<Arc<str>>,
     #[serde(flatten)]
     kind: EventKind,

@@ -11,7 +11,6 @@ use crate::capacity::fixed::parse_decimal;
 
 /// What must have happened.
 #[derive(Debug, Default, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// Patterns that must match events in this order (other events may come between).
@@ -27,20 +26,17 @@ pub struct Expect {
 
 /// An expected balance: a bare amount is the available balance.
 #[derive(Debug, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum BalanceExpect {
     /// The available balance.
-    Available(#[cfg_attr(feature = "schema", schemars(with = "String"))] Credits),
+    Available(Credits),
     /// Either or both parts.
     Parts {
         /// Available credits.
         #[serde(default)]
-        #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
         available: Option<Credits>,
         /// Escrowed credits.
         #[serde(default)]
-        #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
         escrowed: Option<Credits>,
     },
 }

@@ -46,7 +46,6 @@ use super::money::Credits;
 /// # Ok::<(), capacity_auction::ScenarioError>(())
 /// ```
 #[derive(Debug, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// Its name, printed with the verdict.
@@ -59,7 +58,6 @@ pub struct Scenario {
     pub market: MarketConfig,
     /// Accounts opened with a deposit before the first step, by agent.
     #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(with = "BTreeMap<String, String>"))]
     pub accounts: BTreeMap<String, Credits>,
     /// What happens, in order.
     pub steps: Vec<Step>,
@@ -70,7 +68,6 @@ pub struct Scenario {
 
 /// One step: an action, optionally a correlation id and an expected refusal.
 #[derive(Debug)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Step {
     /// What to do.
     pub action: Action,
@@ -82,12 +79,11 @@ pub struct Step {
 
 /// A step's action.
 #[derive(Debug, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// A bid, as JSON gives it (kept raw, so malformed bids reach the market and are refused
     /// there).
-    Submit(#[cfg_attr(feature = "schema", schemars(with = "super::bid::BidRequest"))] Box<RawValue>),
+    Submit(Box<RawValue>),
     /// Withdraw a bid.
     Cancel {
         /// Its agent.
@@ -100,7 +96,6 @@ pub enum Action {
         /// The account.
         agent: String,
         /// How much.
-        #[cfg_attr(feature = "schema", schemars(with = "String"))]
         amount: rust_decimal::Decimal,
     },
     /// Credits between accounts.
@@ -110,7 +105,6 @@ pub enum Action {
         /// Receiving account.
         to: String,
         /// How much.
-        #[cfg_attr(feature = "schema", schemars(with = "String"))]
         amount: rust_decimal::Decimal,
     },
     /// A capacity change over `[from_slot, to_slot)`.
@@ -122,7 +116,6 @@ pub enum Action {
         /// Exclusive end.
         to_slot: u64,
         /// The new capacity, in `[0, 1]`.
-        #[cfg_attr(feature = "schema", schemars(with = "String"))]
         capacity: rust_decimal::Decimal,
     },
     /// A clearing cycle at slot `at`.
