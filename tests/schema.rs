@@ -26,9 +26,20 @@ fn committed_schemas_are_current() {
 #[test]
 fn event_schema_names_every_type() {
     let (_, event) = capacity_auction::json_schemas().into_iter().find(|(n, _)| *n == "event.json").unwrap();
-    for t in ["bid_accepted", "bid_rejected", "bid_cancelled", "bid_won", "bid_lost", "bid_expired",
-              "price_discovered", "cycle_cleared", "credits_deposited", "credits_transferred",
-              "credits_burned", "capacity_changed"] {
+    for t in [
+        "bid_accepted",
+        "bid_rejected",
+        "bid_cancelled",
+        "bid_won",
+        "bid_lost",
+        "bid_expired",
+        "price_discovered",
+        "cycle_cleared",
+        "credits_deposited",
+        "credits_transferred",
+        "credits_burned",
+        "capacity_changed",
+    ] {
         assert!(event.contains(&format!("\"{t}\"")), "{t} missing from the event schema");
     }
 }
