@@ -144,10 +144,22 @@ fn bid(k: usize, spec: &BidSpec, limit: u64) -> Bid {
 }
 
 /// Runs one cycle at `now` with `limits` standing in for the specs' limits; returns the events.
-fn run_cycle(s: &Setup, specs: &[BidSpec], limits: &[u64], now: u64) -> (Market, Vec<Event>) {
+/// `top_up` deposits credits for bid `k`'s agent just before it is submitted.
+fn run_cycle(
+    s: &Setup,
+    specs: &[BidSpec],
+    limits: &[u64],
+    now: u64,
+    top_up: Option<(usize, u64)>,
+) -> (Market, Vec<Event>) {
     let m = build(s);
     let mut events = m.subscribe();
     for (k, spec) in specs.iter().enumerate() {
+        if let Some((at, amount)) = top_up
+            && at == k
+        {
+            m.deposit(&agent(spec.agent), Credits::from_micros(amount)).unwrap();
+        }
         let _ = m.submit(bid(k, spec, limits[k]));
     }
     m.clear(Slot(now)).unwrap();
@@ -245,7 +257,7 @@ proptest! {
         })
     ) {
         let limits: Vec<u64> = specs.iter().map(|b| b.limit).collect();
-        let (market, events) = run_cycle(&s, &specs, &limits, now);
+        let (market, events) = run_cycle(&s, &specs, &limits, now, None);
         let accepted = oracle_bids(&s, &specs, &limits, &events);
         let ref_bids: Vec<RefBid> = accepted.iter().map(|(_, b)| b.clone()).collect();
         let free = capacity_fn(&s);
@@ -287,11 +299,12 @@ proptest! {
             }
         }
 
-        // Raising a winner's limit keeps it a winner.
+        // Raising a winner's limit keeps it a winner. Its agent gets the difference first, so
+        // every other bid is accepted or refused exactly as before.
         if let Some((&k, _)) = got.iter().find(|(_, o)| o.start.is_some()) {
             let mut raised = limits.clone();
             raised[k] += raise;
-            let (_, again) = run_cycle(&s, &specs, &raised, now);
+            let (_, again) = run_cycle(&s, &specs, &raised, now, Some((k, raise)));
             let accepted_again = again.iter().any(|e| matches!(&e.kind, EventKind::BidAccepted { bid, .. } if bid_index(bid.as_str()) == k));
             if accepted_again {
                 prop_assert!(outcomes(&again)[&k].start.is_some(), "b{} lost after raising its limit", k);
@@ -299,7 +312,7 @@ proptest! {
         }
 
         // The same operations give byte-identical events.
-        let (_, replay) = run_cycle(&s, &specs, &limits, now);
+        let (_, replay) = run_cycle(&s, &specs, &limits, now, None);
         let a: Vec<String> = events.iter().map(Event::to_json).collect();
         let b: Vec<String> = replay.iter().map(Event::to_json).collect();
         prop_assert_eq!(a, b);

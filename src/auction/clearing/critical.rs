@@ -16,6 +16,8 @@
 //! least limit that ranks it before the first winner after which it no longer fits. That winner
 //! is found by binary search over checkpoints of the real run, then a short replay.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::ops::Range;
 
 use super::grid::{Grid, overlaps};
@@ -65,9 +67,11 @@ fn winners_critical(
     // The real run, replayed winner by winner: before winner w it holds the state w met.
     let mut real = initial.clone();
     let mut local = Local::default();
+    let index = SpanIndex::new(p, initial.lo);
+    let sold = SaleIndex::new(p, winners, initial.lo);
     for (w, &(pos, i, start)) in winners.iter().enumerate() {
         let me = &p.ranked[i];
-        let blocker = counterfactual_blocker(bids, p, &real, winners, w, &mut local);
+        let blocker = counterfactual_blocker(bids, p, &real, (winners, w), &mut local, (&index, &sold));
         out[i] = Some(match blocker {
             Some(q) => {
                 let rival = &p.ranked[p.order[q] as usize];
@@ -87,39 +91,52 @@ fn counterfactual_blocker(
     bids: &[BookBid],
     p: &Placement,
     base: &Grid,
-    winners: &[(usize, usize, u64)],
-    w: usize,
+    (winners, w): (&[(usize, usize, u64)], usize),
     local: &mut Local,
+    (index, sold): (&SpanIndex, &SaleIndex),
 ) -> Option<usize> {
     let (pos, i, start) = winners[w];
     let me = p.ranked[i];
     let my_reach = p.reach(bids, i);
     local.reset(base, me.span());
+    // Where the counterfactual may differ from the real run: these slots, these resources.
     let mut dirty = placed(&me, start);
-    for q in pos + 1..p.order.len() {
+    let mut dirty_mask = me.mask;
+    // Only bids reaching the rows the counterfactual holds can change them or be changed.
+    let mut scan = index.scan(pos, me.span());
+    while let Some(q) = scan.next() {
         let j = p.order[q] as usize;
         let other = &p.ranked[j];
         let span = other.span();
         let real_start = p.starts[j];
-        let new_start = if !overlaps(&span, &dirty) {
+        let new_start = if other.mask & dirty_mask == 0
+            || !overlaps(&span, &dirty)
+            || (real_start.is_none() && !may_fit(p.blocked[j], other, &dirty))
+        {
             // Untouched by the change: placed as in the real run.
             real_start
         } else {
             local.extend(base, span.clone(), |rows, grid| {
-                // New rows hold the real state at this point: replay earlier real placements.
-                for &(_, k, s) in winners[w + 1..].iter().take_while(|&&(at, _, _)| at < q) {
-                    let r = &p.ranked[k];
-                    if overlaps(&placed(r, s), &rows) {
-                        grid.take(&bids[k].bundle, s, r.duration);
-                    }
-                }
+                // New rows hold the real state at this point: replay the real sales between.
+                sold.each_between(rows, pos, q, |k, s, clip| {
+                    grid.take_within(&bids[k].bundle, s, p.ranked[k].duration, clip);
+                });
             });
-            let new_start = local.grid.find_start(&p.reach(bids, j));
+            scan.widen(local.rows.clone());
+            let mut reach = p.reach(bids, j);
+            if real_start.is_none() {
+                // It failed at every start in the real run, and a start whose run avoids the
+                // dirty slots sees the same cells now: only runs touching them can succeed.
+                reach.first = reach.first.max((dirty.start + 1).saturating_sub(other.duration));
+                reach.last_end = reach.last_end.min(dirty.end + other.duration - 1);
+            }
+            let new_start = local.grid.find_start(&reach);
             if new_start != real_start {
                 for s in [real_start, new_start].into_iter().flatten() {
                     let run = placed(other, s);
                     dirty = dirty.start.min(run.start)..dirty.end.max(run.end);
                 }
+                dirty_mask |= other.mask;
             }
             new_start
         };
@@ -136,6 +153,169 @@ fn counterfactual_blocker(
         }
     }
     None
+}
+
+/// Whether a bid that lost in the real run, blocked in the slots `blocked`, may fit once the
+/// `dirty` slots change: only if some run of it avoids every blocked slot outside them.
+fn may_fit(blocked: Option<u128>, r: &Ranked, dirty: &Range<u64>) -> bool {
+    let Some(blocked) = blocked else { return true };
+    let width = r.last_end - r.first;
+    let span_bits = if width == 128 { u128::MAX } else { (1u128 << width) - 1 };
+    let lo = dirty.start.max(r.first);
+    let hi = dirty.end.min(r.last_end);
+    let dirty_bits = if lo < hi { (span_bits >> (width - (hi - lo))) << (lo - r.first) } else { 0 };
+    let mut open = span_bits & !(blocked & !dirty_bits);
+    // `open` keeps bit k when slots k..k+len are all open; double len up to the duration.
+    let mut len = 1;
+    while len < r.duration && open != 0 {
+        let shift = len.min(r.duration - len);
+        open &= open >> shift;
+        len += shift;
+    }
+    open != 0
+}
+
+/// Slots per bucket of the span index.
+const BUCKET: u64 = 64;
+
+/// For each bucket of [`BUCKET`] slots, the clearing positions of the bids whose span reaches
+/// into it, ascending.
+#[derive(Debug)]
+struct SpanIndex {
+    lo: u64,
+    buckets: Vec<Vec<u32>>,
+}
+
+impl SpanIndex {
+    fn new(p: &Placement, lo: u64) -> SpanIndex {
+        let mut buckets: Vec<Vec<u32>> = Vec::new();
+        for (pos, &i) in p.order.iter().enumerate() {
+            let span = p.ranked[i as usize].span();
+            let (first, last) = ((span.start - lo) / BUCKET, (span.end - 1 - lo) / BUCKET);
+            if buckets.len() <= last as usize {
+                buckets.resize_with(last as usize + 1, Vec::new);
+            }
+            for b in first..=last {
+                buckets[b as usize].push(pos as u32);
+            }
+        }
+        SpanIndex { lo, buckets }
+    }
+
+    fn bucket_range(&self, rows: &Range<u64>) -> Range<usize> {
+        let first = ((rows.start - self.lo) / BUCKET) as usize;
+        let last = ((rows.end - 1 - self.lo) / BUCKET) as usize;
+        first.min(self.buckets.len())..(last + 1).min(self.buckets.len())
+    }
+
+    /// The positions after `after` of bids reaching `rows`, in order.
+    fn scan(&self, after: usize, rows: Range<u64>) -> Scan<'_> {
+        let mut scan = Scan { index: self, after, covered: 0..0, heads: BinaryHeap::new(), last: None };
+        scan.widen(rows);
+        scan
+    }
+}
+
+/// For each bucket of [`BUCKET`] slots, the real run's sales reaching into it, in clearing
+/// order: `(position, bid, start)`.
+#[derive(Debug)]
+struct SaleIndex {
+    lo: u64,
+    buckets: Vec<Vec<(u32, u32, u64)>>,
+}
+
+impl SaleIndex {
+    fn new(p: &Placement, winners: &[(usize, usize, u64)], lo: u64) -> SaleIndex {
+        let mut buckets: Vec<Vec<(u32, u32, u64)>> = Vec::new();
+        for &(pos, i, start) in winners {
+            let run = placed(&p.ranked[i], start);
+            let (first, last) = ((run.start - lo) / BUCKET, (run.end - 1 - lo) / BUCKET);
+            if buckets.len() <= last as usize {
+                buckets.resize_with(last as usize + 1, Vec::new);
+            }
+            for b in first..=last {
+                buckets[b as usize].push((pos as u32, i as u32, start));
+            }
+        }
+        SaleIndex { lo, buckets }
+    }
+
+    /// Calls `each(bid, start, clip)` for every real sale at a position in `(after, before)`
+    /// with its rows clipped to one bucket's part of `rows`: each sold cell of `rows` once.
+    fn each_between(
+        &self,
+        rows: Range<u64>,
+        after: usize,
+        before: usize,
+        mut each: impl FnMut(usize, u64, Range<u64>),
+    ) {
+        let first = ((rows.start - self.lo) / BUCKET) as usize;
+        let last = ((rows.end - 1 - self.lo) / BUCKET) as usize;
+        for b in first..=last.min(self.buckets.len().saturating_sub(1)) {
+            let bucket = self.lo + b as u64 * BUCKET;
+            let clip = rows.start.max(bucket)..rows.end.min(bucket + BUCKET);
+            let list = &self.buckets[b];
+            let from = list.partition_point(|&(pos, _, _)| pos as usize <= after);
+            for &(pos, i, start) in &list[from..] {
+                if pos as usize >= before {
+                    break;
+                }
+                each(i as usize, start, clip.clone());
+            }
+        }
+    }
+}
+
+/// A merge of the index's buckets over a growing range of rows, without repeats.
+#[derive(Debug)]
+struct Scan<'a> {
+    index: &'a SpanIndex,
+    /// Positions up to this one are behind the scan.
+    after: usize,
+    covered: Range<usize>,
+    /// `(position, bucket, offset in bucket)` of each covered bucket's next entry.
+    heads: BinaryHeap<Reverse<(u32, usize, usize)>>,
+    last: Option<u32>,
+}
+
+impl Scan<'_> {
+    /// Adds the buckets of `rows` not yet covered, from just after the current position.
+    fn widen(&mut self, rows: Range<u64>) {
+        let want = self.index.bucket_range(&rows);
+        let from = self.last.map_or(self.after as u32 + 1, |l| l + 1);
+        let start = if self.covered.is_empty() { want.start } else { want.start.min(self.covered.start) };
+        let end = want.end.max(self.covered.end);
+        for b in start..end {
+            if self.covered.contains(&b) {
+                continue;
+            }
+            let list = &self.index.buckets[b];
+            let at = list.partition_point(|&pos| pos < from);
+            if at < list.len() {
+                self.heads.push(Reverse((list[at], b, at)));
+            }
+        }
+        self.covered = start..end;
+    }
+}
+
+impl Iterator for Scan<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        loop {
+            let Reverse((pos, b, at)) = self.heads.pop()?;
+            let list = &self.index.buckets[b];
+            if at + 1 < list.len() {
+                self.heads.push(Reverse((list[at + 1], b, at + 1)));
+            }
+            if self.last == Some(pos) {
+                continue;
+            }
+            self.last = Some(pos);
+            return Some(pos as usize);
+        }
+    }
 }
 
 /// A copy of some rows of the grid, grown as the counterfactual looks further.
@@ -155,7 +335,7 @@ impl Local {
     }
 
     /// Grows the copy to cover `want`; `replay(new_rows, grid)` brings each new range of rows
-    /// from the base state up to date.
+    /// from the base state up to date, touching only those rows.
     fn extend(&mut self, base: &Grid, want: Range<u64>, mut replay: impl FnMut(Range<u64>, &mut Grid)) {
         let lo = want.start.min(self.rows.start);
         let hi = want.end.max(self.rows.end);
@@ -171,15 +351,9 @@ impl Local {
         self.grid = Grid { lo, stride, free };
         self.rows = lo..hi;
         for new in [lo..old.start, old.end..hi] {
-            if new.is_empty() {
-                continue;
+            if !new.is_empty() {
+                replay(new, &mut self.grid);
             }
-            // Replay only into the new rows: take on a grid of just those rows, then copy back.
-            let mut part = Grid { lo: new.start, stride, free: Vec::new() };
-            copy_rows(base, new.clone(), &mut part.free);
-            replay(new.clone(), &mut part);
-            let at = (new.start - lo) as usize * stride;
-            self.grid.free[at..at + part.free.len()].copy_from_slice(&part.free);
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use crate::capacity::Bundle;
+use crate::capacity::{Bundle, MAX_RESOURCES};
 
 /// Free capacity (millionths, negative after a cut below sales) of every resource for the slots
 /// `[lo, lo + rows)`, one row per slot so a slot's resources share a cache line.
@@ -17,12 +17,27 @@ pub(crate) struct Grid {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Reach<'a> {
     pub(crate) bundle: &'a Bundle,
+    /// Per resource, the share needed; `i32::MIN` for resources the bundle does not name, so a
+    /// slot is checked with one branch-free comparison per resource.
+    pub(crate) need: [i32; MAX_RESOURCES],
     pub(crate) first: u64,
     pub(crate) last_end: u64,
     pub(crate) duration: u64,
 }
 
-impl Reach<'_> {
+/// The slots of a span (bit k for slot `first + k`) in which a bundle did not fit, for spans of
+/// at most 128 slots.
+pub(crate) type Blocked = Option<u128>;
+
+impl<'a> Reach<'a> {
+    pub(crate) fn new(bundle: &'a Bundle, first: u64, last_end: u64, duration: u64) -> Reach<'a> {
+        let mut need = [i32::MIN; MAX_RESOURCES];
+        for (r, share) in bundle.raw() {
+            need[r] = share as i32;
+        }
+        Reach { bundle, need, first, last_end, duration }
+    }
+
     /// The slots a run may touch.
     pub(crate) fn span(&self) -> Range<u64> {
         self.first..self.last_end
@@ -41,32 +56,53 @@ impl Grid {
     }
 
     /// Whether the bundle fits in `slot`.
-    fn fits_at(&self, bundle: &Bundle, slot: u64) -> bool {
-        let row = self.row(slot);
-        bundle.raw().all(|(r, share)| row[r] >= share as i32)
+    fn fits_at(&self, need: &[i32; MAX_RESOURCES], slot: u64) -> bool {
+        self.row(slot).iter().zip(need).fold(true, |fits, (&free, &need)| fits & (free >= need))
     }
 
     /// The earliest start at which the whole run fits, scanning the span once.
     pub(crate) fn find_start(&self, reach: &Reach<'_>) -> Option<u64> {
+        self.find_start_or_blocked(reach).ok()
+    }
+
+    /// The earliest start at which the whole run fits, or else the slots that blocked it.
+    pub(crate) fn find_start_or_blocked(&self, reach: &Reach<'_>) -> Result<u64, Blocked> {
         let mut run = 0u64;
+        let mut blocked = 0u128;
+        let tracked = reach.last_end - reach.first <= 128;
         for slot in reach.span() {
-            if self.fits_at(reach.bundle, slot) {
+            if self.fits_at(&reach.need, slot) {
                 run += 1;
                 if run == reach.duration {
-                    return Some(slot + 1 - reach.duration);
+                    return Ok(slot + 1 - reach.duration);
                 }
             } else {
                 run = 0;
+                if tracked {
+                    blocked |= 1 << (slot - reach.first);
+                }
             }
         }
-        None
+        Err(tracked.then_some(blocked))
     }
 
     /// Takes the bundle in `[start, start + duration)`, clipped to the grid's rows; whether any
     /// row was touched.
     pub(crate) fn take(&mut self, bundle: &Bundle, start: u64, duration: u64) -> bool {
-        let from = start.max(self.lo);
-        let to = (start + duration).min(self.hi());
+        self.take_within(bundle, start, duration, self.lo..self.hi())
+    }
+
+    /// Takes the bundle in `[start, start + duration)`, clipped to `rows` and the grid's rows;
+    /// whether any row was touched.
+    pub(crate) fn take_within(
+        &mut self,
+        bundle: &Bundle,
+        start: u64,
+        duration: u64,
+        rows: Range<u64>,
+    ) -> bool {
+        let from = start.max(self.lo).max(rows.start);
+        let to = (start + duration).min(self.hi()).min(rows.end);
         for slot in from..to {
             let at = (slot - self.lo) as usize * self.stride;
             for (r, share) in bundle.raw() {
@@ -101,14 +137,11 @@ mod tests {
         g.free[2] = 0;
         g.free[7] = 0;
         let b = bundle(&[(0, 500_000), (1, 500_000)]);
-        let reach = Reach { bundle: &b, first: 0, last_end: 6, duration: 2 };
-        assert_eq!(g.find_start(&reach), Some(4));
+        assert_eq!(g.find_start(&Reach::new(&b, 0, 6, 2)), Some(4));
         let cpu_only = bundle(&[(0, 500_000)]);
-        let reach = Reach { bundle: &cpu_only, first: 0, last_end: 6, duration: 2 };
-        assert_eq!(g.find_start(&reach), Some(2));
+        assert_eq!(g.find_start(&Reach::new(&cpu_only, 0, 6, 2)), Some(2));
         assert!(g.take(&cpu_only, 2, 2));
         assert_eq!(g.free[4], 500_000);
-        let reach = Reach { bundle: &b, first: 0, last_end: 3, duration: 3 };
-        assert_eq!(g.find_start(&reach), None);
+        assert_eq!(g.find_start_or_blocked(&Reach::new(&b, 0, 4, 3)), Err(Some(0b1010)));
     }
 }

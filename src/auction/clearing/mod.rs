@@ -47,12 +47,14 @@ pub(crate) struct Placement {
     pub(crate) order: Vec<u32>,
     /// Per bid, its start if it won.
     pub(crate) starts: Vec<Option<u64>>,
+    /// Per losing bid, the slots of its span that blocked it when its turn came.
+    pub(crate) blocked: Vec<grid::Blocked>,
 }
 
 impl Placement {
     pub(crate) fn reach<'a>(&self, bids: &'a [BookBid], i: usize) -> Reach<'a> {
         let r = &self.ranked[i];
-        Reach { bundle: &bids[i].bundle, first: r.first, last_end: r.last_end, duration: r.duration }
+        Reach::new(&bids[i].bundle, r.first, r.last_end, r.duration)
     }
 }
 
@@ -95,13 +97,17 @@ pub(crate) fn place(rule: PriorityRule, now: u64, bids: &[BookBid], grid: &mut G
         let (a, b) = (&ranked[a as usize], &ranked[b as usize]);
         b.key.total_cmp(&a.key).then(a.order.cmp(&b.order))
     });
-    let mut placement = Placement { ranked, order, starts: vec![None; bids.len()] };
+    let mut placement =
+        Placement { ranked, order, starts: vec![None; bids.len()], blocked: vec![None; bids.len()] };
     for k in 0..placement.order.len() {
         let i = placement.order[k] as usize;
         let reach = placement.reach(bids, i);
-        if let Some(start) = grid.find_start(&reach) {
-            grid.take(reach.bundle, start, reach.duration);
-            placement.starts[i] = Some(start);
+        match grid.find_start_or_blocked(&reach) {
+            Ok(start) => {
+                grid.take(reach.bundle, start, reach.duration);
+                placement.starts[i] = Some(start);
+            }
+            Err(blocked) => placement.blocked[i] = blocked,
         }
     }
     placement
