@@ -1,4 +1,4 @@
-//! A market for shares of machine capacity over time.
+#![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
 
 mod auction;
