@@ -10,7 +10,7 @@ use capacity_auction::{
 };
 use proptest::prelude::*;
 
-const HORIZON: u64 = 48;
+const HORIZON: u64 = 200;
 
 fn cases(default: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default);
@@ -85,7 +85,8 @@ fn bid_spec(resources: usize) -> impl Strategy<Value = BidSpec> {
         prop::collection::vec(1u32..=12, resources),
         1u32..6,
         0u64..10,
-        0u64..8,
+        // Mostly short windows (crowded), some past 128 slots (the long-span paths).
+        prop_oneof![9 => 0u64..8, 1 => 120u64..160],
         1u64..120_000_000,
         1u32..3,
     )

@@ -186,14 +186,14 @@ impl Engine {
         self.timeline.advance(now);
         let config = self.config.clone();
 
-        let (expired, bids): (Vec<BookBid>, Vec<BookBid>) =
+        let (expired, mut bids): (Vec<BookBid>, Vec<BookBid>) =
             self.book.take().into_iter().partition(|b| b.window.starts(now).is_empty());
 
         let rows = clearing::reach_of(&bids, now.0);
         let mut grid = Grid { lo: rows.start, stride: config.resources.len(), free: Vec::new() };
         self.timeline.free_grid(rows, &mut grid.free);
         let initial = grid.clone();
-        let placement = clearing::place(config.priority, now.0, &bids, &mut grid);
+        let placement = clearing::place(config.priority, now.0, &mut bids, &mut grid);
         let thresholds = clearing::thresholds(config.priority, &bids, &placement, &initial);
         let discovery = clearing::discover(&config, &bids, &placement, &grid);
         let payments = clearing::payments(&config, &bids, &placement, &thresholds, &discovery);
@@ -255,9 +255,7 @@ impl Engine {
             );
         }
         let (mut revenue, mut welfare, mut won, mut lost) = (0u64, 0u64, 0u64, 0u64);
-        for &i in &placement.order {
-            let i = i as usize;
-            let b = &bids[i];
+        for (i, b) in bids.iter().enumerate() {
             let cid = b.correlation_id.clone();
             match (placement.starts[i], payments[i]) {
                 (Some(start), Some(payment)) => {

@@ -62,11 +62,11 @@ impl Grid {
 
     /// The earliest start at which the whole run fits, scanning the span once.
     pub(crate) fn find_start(&self, reach: &Reach<'_>) -> Option<u64> {
-        self.find_start_or_blocked(reach).ok()
+        self.find_start_and_blocked(reach).0
     }
 
-    /// The earliest start at which the whole run fits, or else the slots that blocked it.
-    pub(crate) fn find_start_or_blocked(&self, reach: &Reach<'_>) -> Result<u64, Blocked> {
+    /// The earliest start at which the whole run fits, and the slots before it that blocked.
+    pub(crate) fn find_start_and_blocked(&self, reach: &Reach<'_>) -> (Option<u64>, Blocked) {
         let mut run = 0u64;
         let mut blocked = 0u128;
         let tracked = reach.last_end - reach.first <= 128;
@@ -74,7 +74,7 @@ impl Grid {
             if self.fits_at(&reach.need, slot) {
                 run += 1;
                 if run == reach.duration {
-                    return Ok(slot + 1 - reach.duration);
+                    return (Some(slot + 1 - reach.duration), tracked.then_some(blocked));
                 }
             } else {
                 run = 0;
@@ -83,7 +83,7 @@ impl Grid {
                 }
             }
         }
-        Err(tracked.then_some(blocked))
+        (None, tracked.then_some(blocked))
     }
 
     /// Takes the bundle in `[start, start + duration)`, clipped to the grid's rows; whether any
@@ -142,6 +142,7 @@ mod tests {
         assert_eq!(g.find_start(&Reach::new(&cpu_only, 0, 6, 2)), Some(2));
         assert!(g.take(&cpu_only, 2, 2));
         assert_eq!(g.free[4], 500_000);
-        assert_eq!(g.find_start_or_blocked(&Reach::new(&b, 0, 4, 3)), Err(Some(0b1010)));
+        assert_eq!(g.find_start_and_blocked(&Reach::new(&b, 0, 4, 3)), (None, Some(0b1010)));
+        assert_eq!(g.find_start_and_blocked(&Reach::new(&b, 0, 6, 2)), (Some(4), Some(0b1010)));
     }
 }

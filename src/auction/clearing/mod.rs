@@ -6,6 +6,7 @@ mod critical;
 mod discovery;
 mod grid;
 mod rank;
+mod replay;
 
 use std::ops::Range;
 
@@ -38,16 +39,15 @@ impl Ranked {
     }
 }
 
-/// The greedy placement of one cycle.
+/// The greedy placement of one cycle. Bids are indexed by their position in clearing order.
 #[derive(Debug)]
 pub(crate) struct Placement {
-    /// Per bid, in the order given.
+    /// Per bid.
     pub(crate) ranked: Vec<Ranked>,
-    /// Bid indices in clearing order.
-    pub(crate) order: Vec<u32>,
     /// Per bid, its start if it won.
     pub(crate) starts: Vec<Option<u64>>,
-    /// Per losing bid, the slots of its span that blocked it when its turn came.
+    /// Per bid, the slots of its span (before its start, if it won) that blocked it when its
+    /// turn came.
     pub(crate) blocked: Vec<grid::Blocked>,
 }
 
@@ -70,9 +70,9 @@ pub(crate) fn reach_of(bids: &[BookBid], now: u64) -> Range<u64> {
     if lo >= hi { now..now } else { lo..hi }
 }
 
-/// Ranks `bids` by `rule` and places each in turn at its earliest feasible start in `grid`,
-/// which ends holding what is left.
-pub(crate) fn place(rule: PriorityRule, now: u64, bids: &[BookBid], grid: &mut Grid) -> Placement {
+/// Sorts `bids` into clearing order by `rule` (descending key, then acceptance order) and
+/// places each in turn at its earliest feasible start in `grid`, which ends holding what is left.
+pub(crate) fn place(rule: PriorityRule, now: u64, bids: &mut Vec<BookBid>, grid: &mut Grid) -> Placement {
     let ranked: Vec<Ranked> = bids
         .iter()
         .map(|b| {
@@ -97,18 +97,19 @@ pub(crate) fn place(rule: PriorityRule, now: u64, bids: &[BookBid], grid: &mut G
         let (a, b) = (&ranked[a as usize], &ranked[b as usize]);
         b.key.total_cmp(&a.key).then(a.order.cmp(&b.order))
     });
-    let mut placement =
-        Placement { ranked, order, starts: vec![None; bids.len()], blocked: vec![None; bids.len()] };
-    for k in 0..placement.order.len() {
-        let i = placement.order[k] as usize;
+    // Lay bids and their figures out in clearing order: every later pass walks that order.
+    let mut slots: Vec<Option<BookBid>> = std::mem::take(bids).into_iter().map(Some).collect();
+    bids.extend(order.iter().map(|&i| slots[i as usize].take().expect("each bid once")));
+    let ranked = order.iter().map(|&i| ranked[i as usize]).collect();
+    let mut placement = Placement { ranked, starts: vec![None; bids.len()], blocked: vec![None; bids.len()] };
+    for i in 0..bids.len() {
         let reach = placement.reach(bids, i);
-        match grid.find_start_or_blocked(&reach) {
-            Ok(start) => {
-                grid.take(reach.bundle, start, reach.duration);
-                placement.starts[i] = Some(start);
-            }
-            Err(blocked) => placement.blocked[i] = blocked,
+        let (start, blocked) = grid.find_start_and_blocked(&reach);
+        if let Some(start) = start {
+            grid.take(reach.bundle, start, reach.duration);
         }
+        placement.starts[i] = start;
+        placement.blocked[i] = blocked;
     }
     placement
 }
