@@ -297,54 +297,24 @@ impl Ledger {
         }
         let (a, b) = (self.shard_of(from), self.shard_of(to));
         // Lock in shard order so two opposite transfers cannot deadlock.
-        let mut first = self.lock(a.min(b));
+        let lo = a.min(b);
+        let mut first = self.lock(lo);
         let mut second = (a != b).then(|| self.lock(a.max(b)));
-        let (from_shard, to_shard): (&mut Shard, &mut Shard) = match &mut second {
-            None => {
-                let s = &mut *first;
-                // Same shard: work through one borrow below.
-                return Self::transfer_within(s, intake, from, to, amount, correlation_id);
-            }
-            Some(second) if a < b => (&mut *first, &mut *second),
-            Some(second) => (&mut *second, &mut *first),
-        };
-        let available = from_shard
-            .accounts
-            .get(from)
-            .ok_or_else(|| reject(RejectCode::UnknownAgent, format!("agent `{from}` has no account")))?
-            .available;
-        let receiver = to_shard
-            .accounts
-            .get_mut(to)
-            .ok_or_else(|| reject(RejectCode::UnknownAgent, format!("agent `{to}` has no account")))?;
-        check_transfer(available, receiver.available, amount)?;
-        receiver.available += amount.micros();
-        from_shard.accounts.get_mut(from).expect("checked above").available -= amount.micros();
-        intake.push(Entry::Transferred {
-            from: from.clone(),
-            to: to.clone(),
-            amount,
-            correlation_id: correlation_id.clone(),
-        });
-        Ok(())
-    }
-
-    fn transfer_within(
-        shard: &mut Shard,
-        intake: &Intake,
-        from: &AgentId,
-        to: &AgentId,
-        amount: Credits,
-        correlation_id: &Option<Arc<str>>,
-    ) -> Result<(), Rejection> {
         let unknown = |a: &AgentId| reject(RejectCode::UnknownAgent, format!("agent `{a}` has no account"));
-        let available = shard.accounts.get(from).ok_or_else(|| unknown(from))?.available;
-        let received = shard.accounts.get(to).ok_or_else(|| unknown(to))?.available;
+        let available =
+            pick(a == lo, &mut first, &mut second).accounts.get(from).ok_or_else(|| unknown(from))?.available;
+        let received =
+            pick(b == lo, &mut first, &mut second).accounts.get(to).ok_or_else(|| unknown(to))?.available;
         // To oneself: checked like any transfer, and changes nothing.
         check_transfer(available, if from == to { 0 } else { received }, amount)?;
         if from != to {
-            shard.accounts.get_mut(from).expect("checked above").available -= amount.micros();
-            shard.accounts.get_mut(to).expect("checked above").available += amount.micros();
+            pick(a == lo, &mut first, &mut second)
+                .accounts
+                .get_mut(from)
+                .expect("checked above")
+                .available -= amount.micros();
+            pick(b == lo, &mut first, &mut second).accounts.get_mut(to).expect("checked above").available +=
+                amount.micros();
         }
         intake.push(Entry::Transferred {
             from: from.clone(),
@@ -453,6 +423,15 @@ impl Ledger {
             deposits: Credits::from_micros(self.deposits.load(Ordering::Acquire)),
         }
     }
+}
+
+/// The first locked shard, or else the second.
+fn pick<'a>(
+    first: bool,
+    a: &'a mut MutexGuard<'_, Shard>,
+    b: &'a mut Option<MutexGuard<'_, Shard>>,
+) -> &'a mut Shard {
+    if first { a } else { b.as_deref_mut().expect("a second shard is locked") }
 }
 
 /// How a submit was answered when it was not refused.
