@@ -1,6 +1,5 @@
 //! The book: pending bids, owned by the single writer between cycles.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::ids::{AgentId, BidId};
@@ -33,7 +32,7 @@ pub(crate) struct BookBid {
 pub(crate) struct Book {
     bids: Vec<BookBid>,
     /// Bids cancelled since the last cycle, removed when it starts.
-    cancelled: HashSet<(AgentId, BidId)>,
+    cancelled: foldhash::HashSet<(AgentId, BidId)>,
 }
 
 impl Book {

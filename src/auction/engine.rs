@@ -127,8 +127,7 @@ impl Engine {
     /// Gives one intake entry its place in the event stream.
     pub(crate) fn sequence(&mut self, entry: Entry) {
         match entry {
-            Entry::Accepted(bid) => {
-                let mut bid = *bid;
+            Entry::Accepted(mut bid) => {
                 let bundle = BundleShares(
                     bid.bundle.iter().map(|(r, s)| (self.config.resources.shared_name(r), s)).collect(),
                 );

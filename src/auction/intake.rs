@@ -21,7 +21,7 @@ use super::money::Credits;
 #[derive(Debug)]
 pub(crate) enum Entry {
     /// A bid booked and escrowed.
-    Accepted(Box<BookBid>),
+    Accepted(BookBid),
     /// A submit or cancel refused.
     Rejected { bid: String, agent: String, rejection: Rejection, correlation_id: Option<Arc<str>> },
     /// A pending bid withdrawn; its escrow was released.

@@ -7,8 +7,10 @@
 //! `available + escrowed (over all accounts) + burned = deposits`, where pool settlement is a
 //! credit to the pool account.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -95,7 +97,8 @@ pub(crate) enum Release {
 #[derive(Debug)]
 pub(crate) struct Ledger {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
-    hasher: std::hash::BuildHasherDefault<std::hash::DefaultHasher>,
+    /// Picks an agent's shard; fixed, so the same agent always lands in the same shard.
+    hasher: foldhash::fast::FixedState,
     deposits: AtomicU64,
     burned: AtomicU64,
 }
@@ -108,7 +111,7 @@ impl Ledger {
     pub(crate) fn new() -> Ledger {
         Ledger {
             shards: (0..SHARDS).map(|_| CachePadded::new(Mutex::new(Shard::default()))).collect(),
-            hasher: Default::default(),
+            hasher: foldhash::fast::FixedState::with_seed(0x5eed_cafe),
             deposits: AtomicU64::new(0),
             burned: AtomicU64::new(0),
         }
@@ -116,9 +119,7 @@ impl Ledger {
 
     /// The shard holding `agent`'s account.
     pub(crate) fn shard_of(&self, agent: &AgentId) -> u16 {
-        let mut h = self.hasher.build_hasher();
-        agent.as_str().hash(&mut h);
-        (std::hash::Hasher::finish(&h) % SHARDS as u64) as u16
+        (self.hasher.hash_one(agent.as_str()) % SHARDS as u64) as u16
     }
 
     fn lock(&self, shard: u16) -> MutexGuard<'_, Shard> {
@@ -178,7 +179,7 @@ impl Ledger {
         account.escrowed += limit;
         account.live += 1;
         account.bids.insert(a.bid.id.clone(), BidState::Pending { epoch: intake.epoch(), limit });
-        intake.push(Entry::Accepted(Box::new(a.bid)));
+        intake.push(Entry::Accepted(a.bid));
         Ok(Admitted::New)
     }
 
