@@ -1,20 +1,21 @@
 //! [`Market`]: the facade. Intake from any thread; clearing by one writer at a time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use super::bid::{Bid, BidRequest};
 use super::book::BookBid;
-use super::config::{Config, ConfigError, MarketConfig, PricingRule, PriorityRule, Settlement};
+use super::builder::MarketBuilder;
+use super::config::{Config, MarketConfig};
 use super::engine::{CycleReport, Engine, PriceReport};
 use super::error::{RejectCode, Rejection, Result};
-use super::events::{Event, EventKind};
+use super::events::EventKind;
 use super::ids::{AgentId, BidId};
 use super::intake::Intake;
 use super::ledger::{Admission, Admitted, Balance, Ledger, LedgerTotals};
-use super::money::{Credits, Price};
+use super::money::Credits;
+use super::subscription::Subscription;
 use crate::capacity::{Bundle, BundleError, Capacity, Resources, Slot};
 
 /// A market for shares of capacity over time.
@@ -44,130 +45,15 @@ use crate::capacity::{Bundle, BundleError, Capacity, Resources, Slot};
 /// ```
 #[derive(Debug)]
 pub struct Market {
-    config: Arc<Config>,
-    source: MarketConfig,
-    ledger: Ledger,
-    intake: Intake,
+    pub(super) config: Arc<Config>,
+    pub(super) source: MarketConfig,
+    pub(super) ledger: Ledger,
+    pub(super) intake: Intake,
     /// The current slot, as producers validate against it.
-    now: AtomicU64,
+    pub(super) now: AtomicU64,
     /// Cycles cleared, as producers record refusals with it.
-    cycles: AtomicU64,
-    engine: Mutex<Engine>,
-}
-
-/// Builds a [`Market`]; every key of DESIGN.md §4 has a setter, validated once in
-/// [`build`](MarketBuilder::build).
-#[derive(Clone, Debug, Default)]
-#[must_use]
-pub struct MarketBuilder {
-    config: MarketConfig,
-    start: Slot,
-}
-
-impl MarketBuilder {
-    /// The market's name.
-    pub fn name(mut self, name: &str) -> Self {
-        self.config.name = name.into();
-        self
-    }
-    /// The resources, in the order events list them.
-    pub fn resources<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
-        self.config.resources = names.into_iter().map(Into::into).collect();
-        self
-    }
-    /// Slot length in milliseconds.
-    pub fn slot_ms(mut self, ms: u64) -> Self {
-        self.config.slot_ms = ms;
-        self
-    }
-    /// Slots ahead of `now` a window may reach.
-    pub fn horizon(mut self, slots: u64) -> Self {
-        self.config.horizon = slots;
-        self
-    }
-    /// How winners pay.
-    pub fn pricing(mut self, rule: PricingRule) -> Self {
-        self.config.pricing = rule;
-        self
-    }
-    /// The order bids are considered in.
-    pub fn priority(mut self, rule: PriorityRule) -> Self {
-        self.config.priority = rule;
-        self
-    }
-    /// The reserve price of `resource`.
-    pub fn reserve(mut self, resource: &str, price: Price) -> Self {
-        self.config.reserve.insert(resource.into(), price);
-        self
-    }
-    /// The lowest price discovery may publish.
-    pub fn floor(mut self, price: Price) -> Self {
-        self.config.floor = price;
-        self
-    }
-    /// The highest price discovery may publish.
-    pub fn cap(mut self, price: Option<Price>) -> Self {
-        self.config.cap = price;
-        self
-    }
-    /// Weight of the newest cycle in the index, in `(0, 1]`.
-    pub fn smoothing(mut self, weight: rust_decimal::Decimal) -> Self {
-        self.config.smoothing = weight;
-        self
-    }
-    /// Where payments go.
-    pub fn settlement(mut self, settlement: Settlement) -> Self {
-        self.config.settlement = settlement;
-        self
-    }
-    /// The account `pool` settlement credits.
-    pub fn pool_account(mut self, agent: &str) -> Self {
-        self.config.pool_account = agent.into();
-        self
-    }
-    /// Live bids one agent may hold.
-    pub fn max_bids_per_agent(mut self, n: u32) -> Self {
-        self.config.max_bids_per_agent = n;
-        self
-    }
-    /// Live bids the book holds.
-    pub fn book_size(mut self, n: usize) -> Self {
-        self.config.book_size = n;
-        self
-    }
-    /// Every key at once.
-    pub fn config(mut self, config: MarketConfig) -> Self {
-        self.config = config;
-        self
-    }
-    /// The slot the market starts at (default 0): bids are checked against it until the first
-    /// `clear`.
-    pub fn start(mut self, slot: Slot) -> Self {
-        self.start = slot;
-        self
-    }
-
-    /// The market.
-    ///
-    /// # Errors
-    ///
-    /// The first key that is not valid.
-    pub fn build(self) -> Result<Market, ConfigError> {
-        let config = Arc::new(self.config.validate()?);
-        let ledger = Ledger::new();
-        if config.settlement == Settlement::Pool {
-            ledger.open(&config.pool_account);
-        }
-        Ok(Market {
-            engine: Mutex::new(Engine::new(config.clone(), self.start)),
-            config,
-            source: self.config,
-            ledger,
-            intake: Intake::new(),
-            now: AtomicU64::new(self.start.0),
-            cycles: AtomicU64::new(0),
-        })
-    }
+    pub(super) cycles: AtomicU64,
+    pub(super) engine: Mutex<Engine>,
 }
 
 /// A submit's answer when it was not refused.
@@ -179,45 +65,6 @@ pub struct Receipt {
     pub agent: AgentId,
     /// True when the id had been accepted before: nothing was booked this time.
     pub repeat: bool,
-}
-
-/// Events as the writer sequences them, in `seq` order without gaps.
-#[derive(Debug)]
-pub struct Subscription {
-    rx: Receiver<Arc<[Event]>>,
-    batch: Arc<[Event]>,
-    at: usize,
-}
-
-impl Subscription {
-    /// The next event if one is ready.
-    pub fn try_next(&mut self) -> Option<Event> {
-        while self.at == self.batch.len() {
-            self.batch = self.rx.try_recv().ok()?;
-            self.at = 0;
-        }
-        self.at += 1;
-        Some(self.batch[self.at - 1].clone())
-    }
-
-    /// The next event, waiting up to `timeout`.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Event> {
-        if self.at == self.batch.len() {
-            self.batch = self.rx.recv_timeout(timeout).ok()?;
-            self.at = 0;
-        }
-        self.try_next()
-    }
-
-    /// Every event ready now.
-    pub fn try_iter(mut self) -> impl Iterator<Item = Event> {
-        std::iter::from_fn(move || self.try_next())
-    }
-
-    /// Every event ready now, keeping the subscription.
-    pub fn drain(&mut self) -> Vec<Event> {
-        std::iter::from_fn(|| self.try_next()).collect()
-    }
 }
 
 impl Market {
@@ -365,7 +212,7 @@ impl Market {
     pub fn subscribe(&self) -> Subscription {
         let (tx, rx) = mpsc::channel();
         self.engine().subscribe(tx);
-        Subscription { rx, batch: Arc::from(Vec::new()), at: 0 }
+        Subscription::new(rx)
     }
 
     /// An agent's credits, if it has an account.

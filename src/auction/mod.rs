@@ -3,6 +3,7 @@
 
 mod bid;
 mod book;
+mod builder;
 mod clearing;
 mod config;
 mod engine;
@@ -16,16 +17,19 @@ mod money;
 mod scenario;
 #[cfg(feature = "schema")]
 mod schema;
+mod subscription;
 
 pub use bid::{Bid, BidRequest, BundleRequest};
+pub use builder::MarketBuilder;
 pub use config::{ConfigError, MAX_HORIZON, MarketConfig, PricingRule, PriorityRule, Settlement};
 pub use engine::{CycleReport, PriceReport};
 pub use error::{RejectCode, Rejection, Result};
 pub use events::{BundleShares, EVENT_VERSION, Event, EventKind};
 pub use ids::{AgentId, BidId, IdError};
 pub use ledger::{Balance, LedgerTotals};
-pub use market::{Correlated, Market, MarketBuilder, Receipt, Subscription};
+pub use market::{Correlated, Market, Receipt};
 pub use money::{Credits, Price};
 pub use scenario::{Action, BalanceExpect, Expect, Scenario, ScenarioError, ScenarioReport, Step};
 #[cfg(feature = "schema")]
 pub use schema::json_schemas;
+pub use subscription::Subscription;
