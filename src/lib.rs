@@ -4,6 +4,8 @@
 mod auction;
 mod capacity;
 pub mod reference;
+#[cfg(feature = "sim")]
+mod simulation;
 
 #[cfg(feature = "schema")]
 pub use auction::json_schemas;
@@ -17,4 +19,9 @@ pub use auction::{
 pub use capacity::{
     Bundle, BundleError, Capacity, CapacitySlots, MAX_RESOURCES, ResourceId, Resources, ResourcesError,
     Share, Slot, Timeline, UnitError, Window,
+};
+#[cfg(feature = "sim")]
+pub use simulation::{
+    CycleRow, Diurnal, Mark, Outage, Pattern, PriceRow, SimConfig, SimError, Simulation, Spike, Strategy,
+    StrategyMix, Summary,
 };

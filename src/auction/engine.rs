@@ -57,6 +57,9 @@ pub struct CycleReport {
     pub ir: f64,
     /// Fraction of losers who could afford a start of theirs at those prices.
     pub envy: f64,
+    /// What winners paid above their critical values (the least limits that would still have
+    /// won): zero under `critical_value`, the shading margin under `pay_as_bid`.
+    pub overpayment: Credits,
     /// Per resource, in configured order.
     pub prices: Vec<PriceReport>,
 }
@@ -253,13 +256,14 @@ impl Engine {
                 EventKind::BidExpired { bid: b.id.clone(), agent: b.agent.clone() },
             );
         }
-        let (mut revenue, mut welfare, mut won, mut lost) = (0u64, 0u64, 0u64, 0u64);
+        let (mut revenue, mut welfare, mut won, mut lost, mut over) = (0u64, 0u64, 0u64, 0u64, 0u64);
         for (i, b) in bids.iter().enumerate() {
             let cid = b.correlation_id.clone();
             match (placement.starts[i], payments[i]) {
                 (Some(start), Some(payment)) => {
                     won += 1;
                     revenue += payment.micros();
+                    over += payment.micros().saturating_sub(thresholds[i].unwrap_or(0));
                     welfare += b.limit.micros();
                     let end = Slot(start + u64::from(b.window.duration()));
                     self.emit(
@@ -326,6 +330,7 @@ impl Engine {
             welfare: Credits::from_micros(welfare),
             ir: discovery.ir,
             envy: discovery.envy,
+            overpayment: Credits::from_micros(over),
             prices: prices.clone(),
         };
         self.emit(

@@ -13,8 +13,8 @@
 //! envy figure honestly counts the losers who could afford a start. Cells that are not scarce
 //! sit at the reserve. Every price is then held within the floor and the cap.
 
-use super::Placement;
 use super::grid::Grid;
+use super::{Placement, Ranked};
 use crate::auction::book::BookBid;
 use crate::auction::config::Config;
 use crate::auction::money::{Price, pico_cost};
@@ -79,13 +79,167 @@ impl Discovery {
     }
 }
 
-/// Surplus per capacity-slot as a price: `surplus * 10^6 / size`, rounded down.
-fn density(surplus: u64, size: u64) -> u64 {
-    if size == 0 {
-        return 0;
+/// `surplus * 10^6 / weight` (a premium in millionths of a credit per full capacity-slot),
+/// rounded up when a loser's demand (so its cost reaches its limit), down when a winner's cap
+/// (so its cost stays within its limit).
+fn per_unit(surplus: u64, weight: u64, up: bool) -> u64 {
+    if weight == 0 {
+        return if up && surplus > 0 { u64::MAX } else { 0 };
     }
-    let d = u128::from(surplus) * u128::from(MICRO) / u128::from(size);
+    let n = u128::from(surplus) * u128::from(MICRO);
+    let d = if up { n.div_ceil(u128::from(weight)) } else { n / u128::from(weight) };
     u64::try_from(d).unwrap_or(u64::MAX)
+}
+
+/// What loser `b` needs of each cell it was blocked in: for every start `s`, its surplus spread
+/// over the blocked cells of `[s, s + duration)` (the water level that prices that start out),
+/// and for each blocked cell the highest level of the starts covering it. Calls
+/// `need(cell, premium)` for every blocked cell of the span.
+fn loser_demand(b: &BookBid, r: &Ranked, left: &Grid, mut need: impl FnMut(usize, u64)) {
+    let stride = left.stride;
+    let row = |t: u64| (t - left.lo) as usize * stride;
+    let surplus = r.limit - r.reserve;
+    let width = (r.last_end - r.first) as usize;
+    let d = r.duration as usize;
+    // Blocked weight of each slot: the shares it could not have.
+    let blocked: Vec<u64> = r
+        .span()
+        .map(|t| {
+            let at = row(t);
+            b.bundle
+                .raw()
+                .filter(|&(res, share)| left.free[at + res] < share as i32)
+                .map(|(_, s)| u64::from(s))
+                .sum()
+        })
+        .collect();
+    // Blocked weight of each start's run.
+    let starts = width + 1 - d;
+    let mut weight = Vec::with_capacity(starts);
+    let mut run: u64 = blocked[..d].iter().sum();
+    weight.push(run);
+    for s in 1..starts {
+        run = run + blocked[s + d - 1] - blocked[s - 1];
+        weight.push(run);
+    }
+    // For each slot, the lightest start covering it sets the highest level: a sliding minimum.
+    let mut window: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+    let mut next = 0;
+    for (k, &b_t) in blocked.iter().enumerate() {
+        // Starts covering slot k: max(0, k + 1 - d) ..= min(k, starts - 1).
+        while next < starts && next <= k {
+            while window.back().is_some_and(|&j| weight[j] >= weight[next]) {
+                window.pop_back();
+            }
+            window.push_back(next);
+            next += 1;
+        }
+        while window.front().is_some_and(|&j| j + d <= k) {
+            window.pop_front();
+        }
+        if b_t == 0 {
+            continue;
+        }
+        let Some(&lightest) = window.front() else { continue };
+        let level = per_unit(surplus, weight[lightest], true);
+        let at = row(r.first + k as u64);
+        for (res, share) in b.bundle.raw() {
+            if left.free[at + res] < share as i32 {
+                need(at + res, level);
+            }
+        }
+    }
+}
+
+/// Rounds of the slack-passing refinement.
+const ROUNDS: usize = 4;
+
+/// Raises the premiums of contested cells where the winners holding them can still pay: each
+/// loser that could afford its cheapest start bids up that start's blocked cells, each cell by
+/// at most what every winner on it has left below its limit. Repeated a few rounds, as a raise
+/// can move a loser's cheapest start. Prices only rise, winners' costs stay within their limits.
+fn refine(config: &Config, bids: &[BookBid], p: &Placement, left: &Grid, premium: &mut [u64]) {
+    let stride = left.stride;
+    let cell = |slot: u64, r: usize| (slot - left.lo) as usize * stride + r;
+    // Each winner's slack below its limit, in 10^-12 credits, and the winners on each cell.
+    let mut slack: Vec<u128> = vec![0; bids.len()];
+    let mut holders: Vec<Vec<(u32, u32)>> = vec![Vec::new(); premium.len()];
+    for (i, b) in bids.iter().enumerate() {
+        let Some(start) = p.starts[i] else { continue };
+        let r = &p.ranked[i];
+        let mut cost = 0u128;
+        for t in start..start + r.duration {
+            for (res, share) in b.bundle.raw() {
+                let c = cell(t, res);
+                cost += u128::from(share) * u128::from(premium[c]);
+                holders[c].push((i as u32, share));
+            }
+        }
+        slack[i] = (u128::from(r.limit - r.reserve) * u128::from(MICRO)).saturating_sub(cost);
+    }
+    let price_room = |c: usize, q: u64| match config.cap {
+        Some(cap) => cap.micros().saturating_sub(config.reserve[c % stride].micros().saturating_add(q)),
+        None => u64::MAX,
+    };
+    for _ in 0..ROUNDS {
+        let mut raised = false;
+        for (i, b) in bids.iter().enumerate() {
+            if p.starts[i].is_some() {
+                continue;
+            }
+            let r = &p.ranked[i];
+            // The cheapest start at current premiums, and how far below the surplus it is.
+            let (start, cost) = (r.first..=r.last_end - r.duration)
+                .map(|s| {
+                    let cost: u128 = (s..s + r.duration)
+                        .flat_map(|t| b.bundle.raw().map(move |(res, sh)| (t, res, sh)))
+                        .map(|(t, res, sh)| u128::from(sh) * u128::from(premium[cell(t, res)]))
+                        .sum();
+                    (s, cost)
+                })
+                .min_by_key(|&(_, cost)| cost)
+                .expect("a loser has a start");
+            // What its premiums must reach for its cost to meet its limit exactly.
+            let reserve: u128 = b
+                .bundle
+                .raw()
+                .map(|(res, sh)| pico_cost(u64::from(sh), config.reserve[res]) * u128::from(r.duration))
+                .sum();
+            let surplus = (u128::from(r.limit) * u128::from(MICRO)).saturating_sub(reserve);
+            if cost >= surplus {
+                continue;
+            }
+            let mut deficit = surplus - cost;
+            for t in start..start + r.duration {
+                for (res, share) in b.bundle.raw() {
+                    let c = cell(t, res);
+                    if deficit == 0 || left.free[c] >= share as i32 {
+                        continue;
+                    }
+                    let headroom = holders[c]
+                        .iter()
+                        .map(|&(w, s)| slack[w as usize] / u128::from(s))
+                        .min()
+                        .unwrap_or(u128::MAX)
+                        .min(u128::from(price_room(c, premium[c])));
+                    let want = deficit.div_ceil(u128::from(share));
+                    let raise = want.min(headroom);
+                    if raise == 0 {
+                        continue;
+                    }
+                    premium[c] += raise as u64;
+                    for &(w, s) in &holders[c] {
+                        slack[w as usize] -= raise * u128::from(s);
+                    }
+                    deficit = deficit.saturating_sub(raise * u128::from(share));
+                    raised = true;
+                }
+            }
+        }
+        if !raised {
+            break;
+        }
+    }
 }
 
 /// Discovers the cycle's prices from its placement and the free capacity it left.
@@ -94,52 +248,35 @@ pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &
     let cells = left.free.len();
     let mut winner_bound = vec![u64::MAX; cells];
     let mut loser_bound = vec![0u64; cells];
-    let mut scarce = vec![false; cells];
     let cell = |slot: u64, r: usize| (slot - left.lo) as usize * stride + r;
 
+    // Losers first: which cells are scarce, and how much each needs.
     for (i, b) in bids.iter().enumerate() {
+        if p.starts[i].is_none() {
+            loser_demand(b, &p.ranked[i], left, |c, level| loser_bound[c] = loser_bound[c].max(level));
+        }
+    }
+    // Then each winner spreads its surplus over its scarce cells only (the others stay at the
+    // reserve), which bounds what those cells may cost.
+    for (i, b) in bids.iter().enumerate() {
+        let Some(start) = p.starts[i] else { continue };
         let r = &p.ranked[i];
-        let surplus = r.limit - r.reserve;
-        match p.starts[i] {
-            Some(start) => {
-                let d = density(surplus, r.size);
-                for t in start..start + r.duration {
-                    for (res, _) in b.bundle.raw() {
-                        let c = cell(t, res);
-                        winner_bound[c] = winner_bound[c].min(d);
-                    }
-                }
-            }
-            None => {
-                // The resources that blocked it somewhere in its window carry its surplus.
-                let blocked =
-                    |res: usize, share: u32| r.span().any(|t| left.free[cell(t, res)] < share as i32);
-                let blocked_size: u64 = b
-                    .bundle
-                    .raw()
-                    .filter(|&(res, share)| blocked(res, share))
-                    .map(|(_, share)| u64::from(share) * r.duration)
-                    .sum();
-                let d = density(surplus, blocked_size);
-                for t in r.span() {
-                    for (res, share) in b.bundle.raw() {
-                        let c = cell(t, res);
-                        if left.free[c] < share as i32 {
-                            scarce[c] = true;
-                            loser_bound[c] = loser_bound[c].max(d);
-                        }
-                    }
-                }
-            }
+        let cells_of = || {
+            (start..start + r.duration).flat_map(|t| b.bundle.raw().map(move |(res, s)| (cell(t, res), s)))
+        };
+        let scarce: u64 = cells_of().filter(|&(c, _)| loser_bound[c] > 0).map(|(_, s)| u64::from(s)).sum();
+        let cap = per_unit(r.limit - r.reserve, scarce, false);
+        for (c, _) in cells_of() {
+            winner_bound[c] = winner_bound[c].min(cap);
         }
     }
 
+    let mut premium: Vec<u64> = loser_bound.iter().zip(&winner_bound).map(|(&l, &w)| l.min(w)).collect();
+    refine(config, bids, p, left, &mut premium);
     let mut prices = Vec::with_capacity(cells);
-    for c in 0..cells {
+    for (c, &q) in premium.iter().enumerate() {
         let reserve = config.reserve[c % stride.max(1)];
-        let premium = if scarce[c] { loser_bound[c].min(winner_bound[c]) } else { 0 };
-        let raw = Price::from_micros(reserve.micros().saturating_add(premium));
-        prices.push(config.bound(raw));
+        prices.push(config.bound(Price::from_micros(reserve.micros().saturating_add(q))));
     }
     let idle = config.reserve.iter().map(|&r| config.bound(r)).collect();
     let mut found = Discovery { lo: left.lo, stride, prices, idle, ir: 1.0, envy: 0.0 };

@@ -1,6 +1,8 @@
 //! The `capacity-auction` command line.
 
+mod charts;
 mod scenario;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -16,6 +18,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Simulates a population of agents bidding over many cycles and writes prices, cycles,
+    /// charts and a summary (the standard workload when run without flags).
+    Simulate(simulate::Simulate),
     /// Scenario files: a market, steps, and what must happen.
     Scenario {
         #[command(subcommand)]
@@ -26,6 +31,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Simulate(args) => simulate::run(args),
         Command::Scenario { command } => scenario::run(command),
     };
     match result {
