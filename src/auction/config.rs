@@ -85,7 +85,9 @@ pub struct MarketConfig {
     /// Reserve price per resource; a bundle's reserve is its cost at these prices.
     #[cfg_attr(feature = "schema", schemars(with = "BTreeMap<String, String>"))]
     pub reserve: BTreeMap<String, Price>,
-    /// Lower bound of every discovered price.
+    /// Lower bound of every discovered price. It also acts as a reserve for every resource: a
+    /// bid whose bundle costs more at the floor than its limit is `below_reserve`, so that every
+    /// winner can afford what it is charged.
     #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub floor: Price,
     /// Upper bound of every discovered price, if any.
@@ -163,6 +165,9 @@ pub enum ConfigError {
         /// The cap.
         cap: Price,
     },
+    /// A reserve above the cap: no price could satisfy both.
+    #[error("the reserve of `{0}` is above the cap")]
+    ReserveAboveCap(String),
     /// The pool account is not a valid agent id.
     #[error("pool_account `{0}` is not 1 to 64 of [A-Za-z0-9_-]")]
     PoolAccount(String),
@@ -178,7 +183,7 @@ pub(crate) struct Config {
     pub(crate) horizon: u64,
     pub(crate) pricing: PricingRule,
     pub(crate) priority: PriorityRule,
-    /// Reserve price per resource index.
+    /// Reserve price per resource index, at least the floor.
     pub(crate) reserve: Vec<Price>,
     pub(crate) floor: Price,
     pub(crate) cap: Option<Price>,
@@ -217,6 +222,13 @@ impl MarketConfig {
             && self.floor > cap
         {
             return Err(ConfigError::FloorAboveCap { floor: self.floor, cap });
+        }
+        // The floor is the least any slot can cost, so it reserves every resource too.
+        for (r, price) in reserve.iter_mut().enumerate() {
+            *price = (*price).max(self.floor);
+            if self.cap.is_some_and(|cap| *price > cap) {
+                return Err(ConfigError::ReserveAboveCap(self.resources[r].clone()));
+            }
         }
         let pool_account = AgentId::new(&self.pool_account)
             .map_err(|_| ConfigError::PoolAccount(self.pool_account.clone()))?;
@@ -292,5 +304,21 @@ mod tests {
             ConfigError::FloorAboveCap { .. }
         ));
         assert!(matches!(bad(|c| c.book_size = 0), ConfigError::Zero("book_size")));
+        assert!(matches!(
+            bad(|c| {
+                c.reserve.insert("cpu".into(), Price::from_units(3));
+                c.cap = Some(Price::from_units(2));
+            }),
+            ConfigError::ReserveAboveCap(r) if r == "cpu"
+        ));
+    }
+
+    #[test]
+    fn the_floor_reserves_every_resource() {
+        let mut c = MarketConfig { floor: Price::from_units(2), ..MarketConfig::default() };
+        c.reserve.insert("cpu".into(), Price::from_units(3));
+        let v = c.validate().unwrap();
+        assert_eq!(v.reserve[0], Price::from_units(3));
+        assert!(v.reserve[1..].iter().all(|&p| p == Price::from_units(2)));
     }
 }

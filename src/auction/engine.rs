@@ -76,6 +76,8 @@ pub(crate) struct Engine {
     pub(crate) now: Slot,
     index: Vec<Option<Price>>,
     pub(crate) prices: Vec<PriceReport>,
+    /// The last cycle's price of every resource in every slot it reached.
+    pub(crate) discovery: Option<Discovery>,
     subscribers: Vec<Sender<Arc<[Event]>>>,
     /// Events made since the last publish.
     pending: Vec<Event>,
@@ -92,6 +94,7 @@ impl Engine {
             now: start,
             index: vec![None; resources],
             prices: Vec::new(),
+            discovery: None,
             subscribers: Vec::new(),
             pending: Vec::new(),
             config,
@@ -233,6 +236,7 @@ impl Engine {
             })
             .collect();
         self.book.restore(retained);
+        self.discovery = Some(discovery);
         report
     }
 

@@ -14,7 +14,7 @@ use super::events::EventKind;
 use super::ids::{AgentId, BidId};
 use super::intake::Intake;
 use super::ledger::{Admission, Admitted, Balance, Ledger, LedgerTotals};
-use super::money::Credits;
+use super::money::{Credits, Price};
 use super::subscription::Subscription;
 use crate::capacity::{Bundle, BundleError, Capacity, Resources, Slot};
 
@@ -238,6 +238,17 @@ impl Market {
     /// The latest price figures of every resource (empty before the first cycle).
     pub fn prices(&self) -> Vec<PriceReport> {
         self.engine().prices.clone()
+    }
+
+    /// The price the last cycle discovered for `resource` in `slot` (the reserve where that cycle
+    /// did not reach, or before any cycle), if the market sells it: the forward price curve.
+    pub fn price_at(&self, resource: &str, slot: Slot) -> Option<Price> {
+        let id = self.config.resources.find(resource)?;
+        let engine = self.engine();
+        Some(match &engine.discovery {
+            Some(d) => d.price(id.index(), slot.0),
+            None => self.config.bound(self.config.reserve[id.index()]),
+        })
     }
 
     /// Millionths of `resource` sold in `slot`, if the market sells it.

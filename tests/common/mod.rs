@@ -1,0 +1,195 @@
+//! Generators and helpers shared by the property tests: random markets and bids.
+#![allow(dead_code, unreachable_pub)]
+
+use capacity_auction::{
+    AgentId, Bid, BidId, Bundle, Capacity, Credits, Event, Market, Price, PricingRule, PriorityRule,
+    ResourceId, Settlement, Share, Slot,
+};
+use proptest::prelude::*;
+
+pub(crate) const HORIZON: u64 = 200;
+
+pub(crate) fn cases(default: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default);
+    ProptestConfig { cases, ..ProptestConfig::default() }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct BidSpec {
+    pub(crate) agent: usize,
+    pub(crate) bundle: Vec<(usize, u32)>,
+    pub(crate) duration: u32,
+    pub(crate) earliest: u64,
+    pub(crate) slack: u64,
+    pub(crate) limit: u64,
+    pub(crate) good_for: u32,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Setup {
+    pub(crate) resources: usize,
+    pub(crate) priority: PriorityRule,
+    pub(crate) pricing: PricingRule,
+    pub(crate) settlement: Settlement,
+    pub(crate) reserve: Vec<u64>,
+    pub(crate) deposits: Vec<u64>,
+    pub(crate) outages: Vec<(usize, u64, u64, u32)>,
+    /// Price floor, and a cap above every reserve, in millionths.
+    pub(crate) floor: u64,
+    pub(crate) cap: Option<u64>,
+}
+
+pub(crate) fn rule() -> impl Strategy<Value = PriorityRule> {
+    prop_oneof![Just(PriorityRule::Value), Just(PriorityRule::Density), Just(PriorityRule::Los)]
+}
+
+pub(crate) fn pricing() -> impl Strategy<Value = PricingRule> {
+    prop_oneof![Just(PricingRule::PayAsBid), Just(PricingRule::CriticalValue), Just(PricingRule::Uniform)]
+}
+
+pub(crate) fn setup() -> impl Strategy<Value = Setup> {
+    (1usize..=3).prop_flat_map(|resources| {
+        (
+            Just(resources),
+            rule(),
+            pricing(),
+            prop_oneof![Just(Settlement::Burn), Just(Settlement::Pool)],
+            prop::collection::vec(prop_oneof![3 => Just(0u64), 1 => 1u64..200_000], resources),
+            prop::collection::vec(1u64..400, 4),
+            prop::collection::vec(
+                (0..resources, 0u64..30, 1u64..12, prop_oneof![Just(0u32), Just(300_000), Just(500_000)]),
+                0..3,
+            ),
+            prop_oneof![3 => Just(0u64), 1 => 1u64..150_000],
+            prop_oneof![3 => Just(None), 1 => (0u64..50_000_000).prop_map(Some)],
+        )
+            .prop_map(
+                |(resources, priority, pricing, settlement, reserve, deposits, outages, floor, cap)| {
+                    let top = reserve.iter().copied().max().unwrap_or(0).max(floor);
+                    Setup {
+                        resources,
+                        priority,
+                        pricing,
+                        settlement,
+                        reserve,
+                        deposits: deposits.into_iter().map(|d| d * 1_000_000).collect(),
+                        outages: outages
+                            .into_iter()
+                            .map(|(r, from, len, cap)| (r, from, from + len, cap))
+                            .collect(),
+                        floor,
+                        cap: cap.map(|c| top + c),
+                    }
+                },
+            )
+    })
+}
+
+pub(crate) fn bid_spec(resources: usize) -> impl Strategy<Value = BidSpec> {
+    (
+        0usize..4,
+        prop::sample::subsequence((0..resources).collect::<Vec<_>>(), 1..=resources),
+        prop::collection::vec(1u32..=12, resources),
+        1u32..6,
+        0u64..10,
+        // Mostly short windows (crowded), some past 128 slots (the long-span paths).
+        prop_oneof![9 => 0u64..8, 1 => 120u64..160],
+        1u64..120_000_000,
+        1u32..3,
+    )
+        .prop_map(|(agent, chosen, shares, duration, earliest, slack, limit, good_for)| BidSpec {
+            agent,
+            bundle: chosen.into_iter().map(|r| (r, shares[r] * 50_000)).collect(),
+            duration,
+            earliest,
+            slack,
+            limit,
+            good_for,
+        })
+}
+
+pub(crate) fn agent(i: usize) -> AgentId {
+    AgentId::new(&format!("agent-{i}")).unwrap()
+}
+
+pub(crate) fn build(s: &Setup) -> Market {
+    let names: Vec<String> = (0..s.resources).map(|r| format!("r{r}")).collect();
+    let mut b = Market::builder()
+        .resources(names.clone())
+        .horizon(HORIZON)
+        .priority(s.priority)
+        .pricing(s.pricing)
+        .settlement(s.settlement);
+    for (r, &p) in s.reserve.iter().enumerate() {
+        b = b.reserve(&names[r], Price::from_micros(p));
+    }
+    b = b.floor(Price::from_micros(s.floor)).cap(s.cap.map(Price::from_micros));
+    let m = b.build().unwrap();
+    for (i, &d) in s.deposits.iter().enumerate() {
+        m.deposit(&agent(i), Credits::from_micros(d)).unwrap();
+    }
+    for &(r, from, to, cap) in &s.outages {
+        m.set_capacity(&names[r], Slot(from), Slot(to), Capacity::from_micros(cap).unwrap()).unwrap();
+    }
+    m
+}
+
+pub(crate) fn bid(k: usize, spec: &BidSpec, limit: u64) -> Bid {
+    let bundle = Bundle::new(
+        spec.bundle
+            .iter()
+            .map(|&(r, s)| (ResourceId::from_index(r).unwrap(), Share::from_micros(s).unwrap())),
+    )
+    .unwrap();
+    Bid::new(
+        BidId::new(&format!("b{k}")).unwrap(),
+        agent(spec.agent),
+        bundle,
+        spec.duration,
+        Credits::from_micros(limit),
+    )
+    .window(Slot(spec.earliest), Slot(spec.earliest + u64::from(spec.duration) + spec.slack))
+    .good_for(spec.good_for)
+}
+
+/// Runs one cycle at `now` with `limits` standing in for the specs' limits; returns the events.
+/// `top_up` deposits credits for bid `k`'s agent just before it is submitted.
+pub(crate) fn run_cycle(
+    s: &Setup,
+    specs: &[BidSpec],
+    limits: &[u64],
+    now: u64,
+    top_up: Option<(usize, u64)>,
+) -> (Market, Vec<Event>) {
+    let m = build(s);
+    let mut events = m.subscribe();
+    for (k, spec) in specs.iter().enumerate() {
+        if let Some((at, amount)) = top_up
+            && at == k
+        {
+            m.deposit(&agent(spec.agent), Credits::from_micros(amount)).unwrap();
+        }
+        let _ = m.submit(bid(k, spec, limits[k]));
+    }
+    m.clear(Slot(now)).unwrap();
+    let all = events.drain();
+    (m, all)
+}
+
+/// The reserve price of resource `r`: its reserve, at least the floor.
+pub(crate) fn reserve_price(s: &Setup, r: usize) -> u64 {
+    s.reserve[r].max(s.floor)
+}
+
+pub(crate) fn reserve_of(s: &Setup, spec: &BidSpec) -> u64 {
+    let picos: u128 = spec
+        .bundle
+        .iter()
+        .map(|&(r, share)| u128::from(share) * u128::from(reserve_price(s, r)) * u128::from(spec.duration))
+        .sum();
+    u64::try_from(picos.div_ceil(1_000_000)).unwrap()
+}
+
+pub(crate) fn bid_index(id: &str) -> usize {
+    id[1..].parse().unwrap()
+}
