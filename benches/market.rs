@@ -1,5 +1,6 @@
-//! Criterion benches of the hot paths: intake (submit from one and two threads) and whole
-//! clearing cycles at 10k and 100k bids, with the reference clearing as a baseline.
+//! Criterion benches of the hot paths: intake (submit from one and two threads), whole
+//! clearing cycles at 10k and 100k bids with the reference clearing as a baseline, and price
+//! discovery alone.
 //!
 //! Workload: 4 resources, horizon 3600 slots, windows of up to 120 slots, 1-60 slot runs,
 //! shares of 1-20% of one to four resources.
@@ -8,8 +9,11 @@ use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use capacity_auction::phases::Cycle;
 use capacity_auction::reference::{self, RefBid};
-use capacity_auction::{AgentId, Bid, BidId, Bundle, Credits, Market, PriorityRule, ResourceId, Share, Slot};
+use capacity_auction::{
+    AgentId, Bid, BidId, Bundle, Credits, Market, MarketConfig, PriorityRule, ResourceId, Share, Slot,
+};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 const HORIZON: u64 = 3600;
@@ -201,9 +205,36 @@ fn define_clear(c: &mut Criterion) {
     g.finish();
 }
 
+fn define_discover(c: &mut Criterion) {
+    let mut g = c.benchmark_group("discover");
+    g.sample_size(10);
+    for (name, n) in [("10k", 10_000), ("100k", 100_000)] {
+        let agents: Vec<AgentId> =
+            (0..AGENTS).map(|a| AgentId::new(&format!("agent-{a}")).unwrap()).collect();
+        let config = MarketConfig {
+            resources: ["cpu", "memory", "tokens", "attention"].map(String::from).into(),
+            horizon: HORIZON,
+            ..MarketConfig::default()
+        };
+        let cycle = Cycle::new(&config, bids(&workload(n, 11), &agents, "b"), Slot(0)).unwrap();
+        let (placed, won) = cycle.place();
+        assert!(won > 0);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let (ir, envy) = cycle.discover(black_box(&placed));
+                assert_eq!(ir, 1.0);
+                envy
+            })
+        });
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     define_intake(c);
     define_clear(c);
+    define_discover(c);
 }
 
 criterion_group!(market_benches, benches);

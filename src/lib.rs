@@ -4,6 +4,8 @@
 mod auction;
 mod capacity;
 pub mod reference;
+#[doc(hidden)]
+pub use auction::phases;
 #[cfg(feature = "sim")]
 mod simulation;
 

@@ -193,3 +193,38 @@ fn uniform_winners_pay_their_bundle_at_the_discovered_prices() {
     });
     assert_eq!(payment, Some("17.5".parse().unwrap()));
 }
+
+#[test]
+fn worked_example_of_the_docs() {
+    // docs/price-discovery.md, and scenarios/24: water levels 8 and 2, the winner's cap 5 on
+    // each slot, then its slack passed to slot 0.
+    let m = Market::builder()
+        .resources(["cpu"])
+        .pricing(PricingRule::Uniform)
+        .priority(capacity_auction::PriorityRule::Value)
+        .build()
+        .unwrap();
+    for (agent, id, share, duration, window, limit) in [
+        ("w", "holder", "0.6", 2, (0, 2), "6"),
+        ("a", "early", "0.5", 1, (0, 1), "4"),
+        ("b", "late", "0.5", 1, (1, 2), "1"),
+    ] {
+        let a = capacity_auction::AgentId::new(agent).unwrap();
+        m.deposit(&a, "10".parse().unwrap()).unwrap();
+        let bid = capacity_auction::Bid::new(
+            capacity_auction::BidId::new(id).unwrap(),
+            a,
+            m.bundle([("cpu", share)]).unwrap(),
+            duration,
+            limit.parse().unwrap(),
+        )
+        .window(Slot(window.0), Slot(window.1));
+        m.submit(bid).unwrap();
+    }
+    let report = m.clear(Slot(0)).unwrap();
+    assert_eq!((report.won, report.lost, report.envy, report.ir), (1, 2, 0.0, 1.0));
+    assert_eq!(m.price_at("cpu", Slot(0)).unwrap(), "8".parse().unwrap());
+    assert_eq!(m.price_at("cpu", Slot(1)).unwrap(), "2".parse().unwrap());
+    assert_eq!(m.price_at("cpu", Slot(2)).unwrap(), "0".parse().unwrap());
+    assert_eq!(report.revenue, "6".parse().unwrap());
+}

@@ -14,6 +14,8 @@ mod intake;
 mod ledger;
 mod market;
 mod money;
+#[doc(hidden)]
+pub mod phases;
 mod scenario;
 #[cfg(feature = "schema")]
 mod schema;

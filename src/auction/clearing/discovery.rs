@@ -55,28 +55,6 @@ impl Discovery {
             })
             .sum()
     }
-
-    /// The cheapest start of a bid, as a cost in 10^-12 credits.
-    fn cheapest(&self, bundle: &Bundle, first: u64, last_end: u64, duration: u64) -> u128 {
-        let span = (last_end - first) as usize;
-        let mut sums = vec![0u128; span + 1];
-        for (r, share) in bundle.raw() {
-            let mut acc = 0u128;
-            // Prefix sums of this resource's price over the span, weighted by the share.
-            let mut prefix = Vec::with_capacity(span + 1);
-            prefix.push(0u128);
-            for t in first..last_end {
-                acc += pico_cost(u64::from(share), self.price(r, t));
-                prefix.push(acc);
-            }
-            for (s, sum) in sums.iter_mut().enumerate() {
-                if s + duration as usize <= span {
-                    *sum += prefix[s + duration as usize] - prefix[s];
-                }
-            }
-        }
-        sums[..=span - duration as usize].iter().copied().min().unwrap_or(u128::MAX)
-    }
 }
 
 /// `surplus * 10^6 / weight` (a premium in millionths of a credit per full capacity-slot),
@@ -151,6 +129,30 @@ fn loser_demand(b: &BookBid, r: &Ranked, left: &Grid, mut need: impl FnMut(usize
     }
 }
 
+/// The start of a bid whose run costs least at `price(slot, resource)` (weighted by its shares,
+/// in the price's unit times millionths), and that cost; the earliest on ties. `sums` is scratch.
+fn cheapest_start(
+    b: &BookBid,
+    r: &Ranked,
+    price: impl Fn(u64, usize) -> u64,
+    sums: &mut Vec<u128>,
+) -> (u64, u128) {
+    let width = (r.last_end - r.first) as usize;
+    let d = r.duration as usize;
+    // Prefix sums over the span of the bundle's weighted price per slot.
+    sums.clear();
+    sums.push(0);
+    let mut acc = 0u128;
+    for t in r.span() {
+        acc += b.bundle.raw().map(|(res, share)| u128::from(share) * u128::from(price(t, res))).sum::<u128>();
+        sums.push(acc);
+    }
+    (0..=width - d)
+        .map(|k| (r.first + k as u64, sums[k + d] - sums[k]))
+        .min_by_key(|&(_, cost)| cost)
+        .expect("a start")
+}
+
 /// Rounds of the slack-passing refinement.
 const ROUNDS: usize = 4;
 
@@ -181,6 +183,7 @@ fn refine(config: &Config, bids: &[BookBid], p: &Placement, left: &Grid, premium
         Some(cap) => cap.micros().saturating_sub(config.reserve[c % stride].micros().saturating_add(q)),
         None => u64::MAX,
     };
+    let mut sums = Vec::new();
     for _ in 0..ROUNDS {
         let mut raised = false;
         for (i, b) in bids.iter().enumerate() {
@@ -188,17 +191,8 @@ fn refine(config: &Config, bids: &[BookBid], p: &Placement, left: &Grid, premium
                 continue;
             }
             let r = &p.ranked[i];
-            // The cheapest start at current premiums, and how far below the surplus it is.
-            let (start, cost) = (r.first..=r.last_end - r.duration)
-                .map(|s| {
-                    let cost: u128 = (s..s + r.duration)
-                        .flat_map(|t| b.bundle.raw().map(move |(res, sh)| (t, res, sh)))
-                        .map(|(t, res, sh)| u128::from(sh) * u128::from(premium[cell(t, res)]))
-                        .sum();
-                    (s, cost)
-                })
-                .min_by_key(|&(_, cost)| cost)
-                .expect("a loser has a start");
+            // The cheapest start at current premiums.
+            let (start, cost) = cheapest_start(b, r, |t, res| premium[cell(t, res)], &mut sums);
             // What its premiums must reach for its cost to meet its limit exactly.
             let reserve: u128 = b
                 .bundle
@@ -282,6 +276,7 @@ pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &
     let mut found = Discovery { lo: left.lo, stride, prices, idle, ir: 1.0, envy: 0.0 };
 
     let (mut winners, mut rational, mut losers, mut envious) = (0u64, 0u64, 0u64, 0u64);
+    let mut sums = Vec::new();
     for (i, b) in bids.iter().enumerate() {
         let r = &p.ranked[i];
         let limit = u128::from(r.limit) * u128::from(MICRO);
@@ -292,7 +287,8 @@ pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &
             }
             None => {
                 losers += 1;
-                envious += u64::from(found.cheapest(&b.bundle, r.first, r.last_end, r.duration) < limit);
+                let (_, cheapest) = cheapest_start(b, r, |t, res| found.price(res, t).micros(), &mut sums);
+                envious += u64::from(cheapest < limit);
             }
         }
     }

@@ -1,0 +1,99 @@
+//! The phases of a clearing cycle, one by one, for benches and the `bench` probe. Not a stable
+//! API: it exposes the engine's insides so each phase can be timed alone.
+
+use std::sync::Arc;
+
+use super::bid::Bid;
+use super::book::BookBid;
+use super::clearing::{self, Discovery, Grid, Placement};
+use super::config::{Config, ConfigError, MarketConfig};
+use super::error::Rejection;
+use crate::capacity::{Slot, Timeline};
+
+/// One cycle's bids on an empty market, ready to be cleared phase by phase.
+#[derive(Debug)]
+pub struct Cycle {
+    config: Arc<Config>,
+    now: u64,
+    bids: Vec<BookBid>,
+    initial: Grid,
+}
+
+/// A cycle after placement.
+#[derive(Debug)]
+pub struct Placed {
+    bids: Vec<BookBid>,
+    placement: Placement,
+    left: Grid,
+}
+
+impl Cycle {
+    /// Checks `bids` against a market of `config` at slot `now` (as `submit` would, without a
+    /// ledger) and lays them out for clearing, accepted in the order given.
+    ///
+    /// # Errors
+    ///
+    /// A bad configuration, or the first bid a market would refuse.
+    pub fn new(
+        config: &MarketConfig,
+        bids: Vec<Bid>,
+        now: Slot,
+    ) -> Result<Cycle, Box<dyn std::error::Error>> {
+        let config: Arc<Config> = Arc::new(config.validate().map_err(|e: ConfigError| Box::new(e))?);
+        let mut book = Vec::with_capacity(bids.len());
+        for (order, bid) in bids.into_iter().enumerate() {
+            let (window, reserve) = bid.check(&config, now).map_err(|e: Rejection| Box::new(e))?;
+            book.push(BookBid {
+                beneficiary: bid.beneficiary.clone().unwrap_or_else(|| bid.agent.clone()),
+                id: bid.id,
+                agent: bid.agent,
+                bundle: bid.bundle,
+                window,
+                limit: bid.limit,
+                reserve,
+                cycles_left: bid.good_for,
+                order: order as u64 + 1,
+                shard: 0,
+                correlation_id: None,
+            });
+        }
+        let timeline = Timeline::new(config.resources.len(), config.horizon, now);
+        let rows = clearing::reach_of(&book, now.0);
+        let mut initial = Grid { lo: rows.start, stride: config.resources.len(), free: Vec::new() };
+        timeline.free_grid(rows, &mut initial.free);
+        Ok(Cycle { config, now: now.0, bids: book, initial })
+    }
+
+    /// Bids in the cycle.
+    pub fn len(&self) -> usize {
+        self.bids.len()
+    }
+
+    /// Whether the cycle has no bids.
+    pub fn is_empty(&self) -> bool {
+        self.bids.is_empty()
+    }
+
+    /// Ranks and places every bid; returns the placed cycle and the number of winners.
+    pub fn place(&self) -> (Placed, usize) {
+        let mut bids = self.bids.clone();
+        let mut left = self.initial.clone();
+        let placement = clearing::place(self.config.priority, self.now, &mut bids, &mut left);
+        let won = placement.starts.iter().filter(|s| s.is_some()).count();
+        (Placed { bids, placement, left }, won)
+    }
+
+    /// Critical values of the winners and shortfalls of the losers; returns how many are known.
+    pub fn thresholds(&self, placed: &Placed) -> usize {
+        clearing::thresholds(self.config.priority, &placed.bids, &placed.placement, &self.initial)
+            .iter()
+            .filter(|t| t.is_some())
+            .count()
+    }
+
+    /// Discovers the cycle's prices; returns `(ir, envy)`.
+    pub fn discover(&self, placed: &Placed) -> (f64, f64) {
+        let d: Discovery = clearing::discover(&self.config, &placed.bids, &placed.placement, &placed.left);
+        (d.ir, d.envy)
+    }
+}
