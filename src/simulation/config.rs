@@ -186,6 +186,22 @@ pub enum SimError {
 }
 
 impl SimConfig {
+    /// Reads a simulation from a TOML file, or a JSON file when its name ends in `.json`.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read or does not hold a simulation.
+    pub fn from_file(path: &std::path::Path) -> Result<SimConfig, SimError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SimError::Invalid(format!("{}: {e}", path.display())))?;
+        let parsed = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            toml::from_str(&text).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|e| SimError::Invalid(format!("{}: {e}", path.display())))
+    }
+
     /// Checks the keys the market does not check itself.
     pub(crate) fn check(&self) -> Result<(), SimError> {
         let bad = |m: String| Err(SimError::Invalid(m));

@@ -187,7 +187,7 @@ pub(crate) fn compare(rows: &[(String, Summary)], path: &Path) -> Result {
             .margin(12)
             .x_label_area_size(30)
             .y_label_area_size(60)
-            .build_cartesian_2d((0..rows.len()).into_segmented(), 0f64..top)?;
+            .build_cartesian_2d((0..rows.len().saturating_sub(1)).into_segmented(), 0f64..top)?;
         let names: Vec<String> = rows.iter().map(|(n, _)| n.clone()).collect();
         chart
             .configure_mesh()

@@ -6,7 +6,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use capacity_auction::{Pattern, PricingRule, PriorityRule, SimConfig, Simulation, Summary};
+use capacity_auction::{Pattern, PricingRule, PriorityRule, SimConfig, Simulation, StrategyMix, Summary};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -59,14 +59,7 @@ impl Simulate {
     fn config(&self) -> Result<SimConfig, Box<dyn std::error::Error>> {
         let mut c = match &self.config {
             None => SimConfig::default(),
-            Some(path) => {
-                let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                if path.extension().is_some_and(|e| e == "json") {
-                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
-                } else {
-                    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
-                }
-            }
+            Some(path) => SimConfig::from_file(path)?,
         };
         if let Some(v) = self.agents {
             c.agents = v;
@@ -81,11 +74,7 @@ impl Simulate {
             c.name = v.clone();
         }
         if let Some(mix) = &self.strategies {
-            c.strategies = Default::default();
-            c.strategies.truthful = 0.0;
-            c.strategies.shading = 0.0;
-            c.strategies.adaptive = 0.0;
-            c.strategies.bursty = 0.0;
+            c.strategies = StrategyMix { truthful: 0.0, shading: 0.0, adaptive: 0.0, bursty: 0.0 };
             for part in mix.split(',') {
                 let (k, v) = part.split_once('=').ok_or_else(|| format!("`{part}` is not strategy=share"))?;
                 let v: f64 = v.trim().parse().map_err(|_| format!("`{v}` is not a share"))?;
