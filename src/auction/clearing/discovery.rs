@@ -1,17 +1,19 @@
-//! Price discovery (DESIGN.md §7), first method: marginal surplus densities on scarce cells.
+//! Price discovery (DESIGN.md §7; the method and its measurements: docs/price-discovery.md).
 //!
-//! A cell (resource, slot) is *scarce* when some loser needed more of it than the cycle left
-//! free. Its price is the reserve plus a premium between two bounds:
+//! The cycle's allocation is fixed; prices are chosen for it. A cell (resource, slot) is
+//! *scarce* when a loser needed more of it than the cycle left free; every other cell stays at
+//! the reserve. On scarce cells:
 //!
-//! - the highest surplus density among the losers it blocked — a loser's surplus (limit minus
-//!   reserve cost) spread over the resources that blocked it — so losers cannot afford it;
-//! - the lowest surplus density among the winners holding it, so every winner can afford its
-//!   bundle: its cost is its reserve cost plus at most its surplus.
+//! 1. each loser needs, for every start of its window, its surplus spread over that run's
+//!    blocked cells (the start's *water level*); a cell's demand is the highest level of any
+//!    loser's starts covering it — at that price no loser could afford any start;
+//! 2. each winner spreads its surplus over its own scarce cells; the least such amount among a
+//!    cell's winners caps the cell, so every winner can afford its bundle (IR, exactly);
+//! 3. losers that could still afford a start bid up its blocked cells with whatever slack the
+//!    winners holding them have left, for a few rounds.
 //!
-//! Where the bounds cross (bundles make exact equilibrium prices impossible in general), the
-//! winners' bound wins, so individual rationality holds exactly (before floor and cap), and the
-//! envy figure honestly counts the losers who could afford a start. Cells that are not scarce
-//! sit at the reserve. Every price is then held within the floor and the cap.
+//! Prices are the reserve plus the premium, held under the cap. IR is 1 by construction; envy —
+//! losers who could afford a start — is reported as measured.
 
 use super::grid::Grid;
 use super::{Placement, Ranked};
