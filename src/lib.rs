@@ -24,6 +24,5 @@ pub use capacity::{
 };
 #[cfg(feature = "sim")]
 pub use simulation::{
-    CycleRow, Diurnal, Mark, Outage, Pattern, PriceRow, SimConfig, SimError, Simulation, Spike, Strategy,
-    StrategyMix, Summary,
+    Diurnal, Mark, Outage, Pattern, SimConfig, SimError, Simulation, Spike, Strategy, StrategyMix, Summary,
 };

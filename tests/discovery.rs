@@ -161,14 +161,19 @@ fn raise_a_loser(
     Ok(fallen)
 }
 
-#[test]
-fn uniform_winners_pay_their_bundle_at_the_discovered_prices() {
-    let m = Market::builder()
+/// One resource, value priority, the uniform rule.
+fn uniform_cpu_market() -> Market {
+    Market::builder()
         .resources(["cpu"])
         .pricing(PricingRule::Uniform)
         .priority(capacity_auction::PriorityRule::Value)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn uniform_winners_pay_their_bundle_at_the_discovered_prices() {
+    let m = uniform_cpu_market();
     let mut events = m.subscribe();
     let a = capacity_auction::AgentId::new("a").unwrap();
     m.deposit(&a, "100".parse().unwrap()).unwrap();
@@ -198,12 +203,7 @@ fn uniform_winners_pay_their_bundle_at_the_discovered_prices() {
 fn worked_example_of_the_docs() {
     // docs/price-discovery.md, and scenarios/24: water levels 8 and 2, the winner's cap 5 on
     // each slot, then its slack passed to slot 0.
-    let m = Market::builder()
-        .resources(["cpu"])
-        .pricing(PricingRule::Uniform)
-        .priority(capacity_auction::PriorityRule::Value)
-        .build()
-        .unwrap();
+    let m = uniform_cpu_market();
     for (agent, id, share, duration, window, limit) in [
         ("w", "holder", "0.6", 2, (0, 2), "6"),
         ("a", "early", "0.5", 1, (0, 1), "4"),

@@ -30,10 +30,11 @@ fn every_cycle_is_recorded_with_honest_figures() {
     let mut seen = 0;
     let sim = config.run(|c| seen = c).unwrap();
     assert_eq!(seen, config.cycles);
-    assert_eq!(sim.cycles.len() as u64, config.cycles);
-    assert_eq!(sim.prices.len() as u64, config.cycles * config.market.resources.len() as u64);
-    assert!(sim.cycles.iter().all(|c| c.ir == 1.0 && (0.0..=1.0).contains(&c.envy)));
-    assert!(sim.cycles.iter().all(|c| c.bids == c.won + c.lost + c.expired));
+    assert_eq!(sim.reports.len() as u64, config.cycles);
+    assert!(sim.reports.iter().enumerate().all(|(i, c)| c.cycle == i as u64 + 1));
+    assert!(sim.reports.iter().all(|c| c.prices.len() == config.market.resources.len()));
+    assert!(sim.reports.iter().all(|c| c.ir == 1.0 && (0.0..=1.0).contains(&c.envy)));
+    assert!(sim.reports.iter().all(|c| c.bids == c.won + c.lost + c.expired));
     let summary = sim.summary();
     assert!(summary.won > 0 && summary.lost > 0, "the small run has competition: {summary:?}");
     assert_eq!(summary.overpayment.micros(), 0, "critical-value winners pay their critical values");
@@ -50,10 +51,10 @@ fn scarcity_raises_the_price_and_it_falls_after() {
     let mark = &sim.marks[0];
     let cpu = |from: u64, to: u64| {
         let rows: Vec<f64> = sim
-            .prices
+            .reports
             .iter()
-            .filter(|p| &*p.resource == "cpu" && (from..to).contains(&p.cycle))
-            .map(|p| p.index.micros() as f64)
+            .filter(|c| (from..to).contains(&c.cycle))
+            .map(|c| c.prices[0].index.micros() as f64)
             .collect();
         rows.iter().sum::<f64>() / rows.len() as f64
     };

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 pub use agents::Strategy;
 pub use config::{Diurnal, Outage, Pattern, SimConfig, SimError, Spike, StrategyMix};
-pub use record::{CycleRow, Mark, PriceRow, Simulation, Summary};
+pub use record::{Mark, Simulation, Summary};
 
 use agents::Agent;
 use rng::Rng;
@@ -34,8 +34,8 @@ impl SimConfig {
     ///
     /// let config = SimConfig { agents: 100, cycles: 200, arrival: 0.05, ..SimConfig::default() };
     /// let run = config.run(|_| {})?;
-    /// assert_eq!(run.cycles.len(), 200);
-    /// assert!(run.cycles.iter().all(|c| c.ir == 1.0));
+    /// assert_eq!(run.reports.len(), 200);
+    /// assert!(run.reports.iter().all(|c| c.ir == 1.0));
     /// assert_eq!(run, config.run(|_| {})?, "the same seed gives the same run");
     /// # Ok::<(), capacity_auction::SimError>(())
     /// ```
@@ -64,7 +64,7 @@ impl SimConfig {
         }
         if self.has(Pattern::Outage) && outage_from < outage_to {
             let label = format!("{} outage at {}", self.outage.resource, self.outage.capacity);
-            run.marks.push(Mark { label, from: outage_from, to: outage_to });
+            run.marks.push(Mark { label, from: outage_from + 1, to: outage_to + 1 });
         }
 
         for cycle in 0..self.cycles {
@@ -115,7 +115,7 @@ impl SimConfig {
             for (r, p) in report.prices.iter().enumerate() {
                 index[r] = p.index.micros() as f64 / 1e6;
             }
-            run.record(&report);
+            run.reports.push(report);
             progress(cycle + 1);
         }
         Ok(run)

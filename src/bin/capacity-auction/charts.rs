@@ -4,7 +4,7 @@ use std::error::Error;
 use std::path::Path;
 use std::sync::Once;
 
-use capacity_auction::{Mark, Simulation, Summary};
+use capacity_auction::{Mark, PriceReport, Simulation, Summary};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -57,7 +57,7 @@ fn panel(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)
-        .build_cartesian_2d(0f64..cycles as f64, 0f64..top)?;
+        .build_cartesian_2d(1f64..cycles as f64 + 1.0, 0f64..top)?;
     chart.configure_mesh().x_desc("cycle").y_desc(y_label).light_line_style(WHITE.mix(0.0)).draw()?;
     for (k, mark) in marks.iter().enumerate() {
         let color = MARKS[k % MARKS.len()];
@@ -89,18 +89,13 @@ fn panel(
     Ok(())
 }
 
-fn per_resource(
-    sim: &Simulation,
-    value: impl Fn(&capacity_auction::PriceRow) -> f64,
-) -> Vec<(String, Vec<f64>)> {
+fn per_resource(sim: &Simulation, value: impl Fn(&PriceReport) -> f64) -> Vec<(String, Vec<f64>)> {
     sim.config
         .market
         .resources
         .iter()
-        .map(|name| {
-            let rows = sim.prices.iter().filter(|p| &*p.resource == name.as_str()).map(&value).collect();
-            (name.clone(), rows)
-        })
+        .enumerate()
+        .map(|(r, name)| (name.clone(), sim.reports.iter().map(|c| value(&c.prices[r])).collect()))
         .collect()
 }
 
@@ -132,8 +127,8 @@ pub(crate) fn welfare(sim: &Simulation, path: &Path) -> Result {
     let (top, bottom) = root.split_vertically(450);
     let cycles = sim.config.cycles;
     let window = (cycles as usize / 100).max(1);
-    let welfare: Vec<f64> = sim.cycles.iter().map(|c| c.welfare.micros() as f64 / 1e6).collect();
-    let revenue: Vec<f64> = sim.cycles.iter().map(|c| c.revenue.micros() as f64 / 1e6).collect();
+    let welfare: Vec<f64> = sim.reports.iter().map(|c| c.welfare.micros() as f64 / 1e6).collect();
+    let revenue: Vec<f64> = sim.reports.iter().map(|c| c.revenue.micros() as f64 / 1e6).collect();
     let series = vec![
         ("welfare (winners' limits)".to_owned(), smooth(&welfare, window)),
         ("revenue (payments)".to_owned(), smooth(&revenue, window)),
@@ -146,8 +141,8 @@ pub(crate) fn welfare(sim: &Simulation, path: &Path) -> Result {
         &series,
         &sim.marks,
     )?;
-    let envy: Vec<f64> = sim.cycles.iter().map(|c| c.envy * 100.0).collect();
-    let ir: Vec<f64> = sim.cycles.iter().map(|c| (1.0 - c.ir) * 100.0).collect();
+    let envy: Vec<f64> = sim.reports.iter().map(|c| c.envy * 100.0).collect();
+    let ir: Vec<f64> = sim.reports.iter().map(|c| (1.0 - c.ir) * 100.0).collect();
     let series = vec![
         ("envy: losers who could afford a start".to_owned(), smooth(&envy, window)),
         ("winners priced above their limit (1 - IR)".to_owned(), smooth(&ir, window)),
