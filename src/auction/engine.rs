@@ -7,7 +7,7 @@ use super::book::{Book, BookBid};
 use super::clearing::{self, Discovery, Grid, Placement};
 use super::config::{Config, Settlement};
 use super::events::{BundleShares, Event, EventKind};
-use super::intake::{Entry, Intake};
+use super::intake::{Entry, Intake, Pending};
 use super::ledger::{Ledger, Release};
 use super::money::{Credits, Price, pico_cost};
 use crate::capacity::fixed::MICRO;
@@ -81,6 +81,8 @@ pub(crate) struct Engine {
     subscribers: Vec<Sender<Arc<[Event]>>>,
     /// Events made since the last publish.
     pending: Vec<Event>,
+    /// The shards' intake buffers between cuts, kept so intake reuses their capacity.
+    pub(crate) buffers: Vec<Pending>,
 }
 
 impl Engine {
@@ -97,6 +99,7 @@ impl Engine {
             discovery: None,
             subscribers: Vec::new(),
             pending: Vec::new(),
+            buffers: Vec::new(),
             config,
         }
     }
@@ -173,7 +176,6 @@ impl Engine {
             Entry::Transferred { from, to, amount, correlation_id } => {
                 self.emit(None, correlation_id, EventKind::CreditsTransferred { from, to, amount });
             }
-            Entry::Mark => {}
         }
     }
 

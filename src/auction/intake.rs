@@ -1,16 +1,18 @@
 //! The intake: what producers hand to the single writer, and the cut that splits it by cycle.
 //!
-//! Producers (any thread) push [`Entry`]s onto a lock-free queue while holding only their
-//! agent's ledger shard. The writer pops them in order and gives them their event `seq`. A
-//! clearing cycle starts with a *cut*: the writer takes every shard lock for an instant, pushes a
-//! [`Entry::Mark`] and bumps the epoch, so an entry belongs to this cycle exactly when it
-//! precedes the mark. While the cycle computes, the bids it contains are *frozen*: a cancel of
-//! one of them waits for the outcome instead of racing the settlement.
+//! Producers (any thread) append [`Entry`]s to their agent's ledger shard, under that shard's
+//! lock, stamped with a ticket from one counter: the order operations happened in. The writer
+//! takes them at a *cut*: it holds every shard lock for an instant, swaps each shard's buffer for
+//! an empty one (buffers are reused, so intake allocates nothing in steady state), and merges
+//! them by ticket before giving each its event `seq`. A clearing cut also bumps the epoch and
+//! *freezes* the bids it took: while the cycle computes, a cancel of one of them waits for the
+//! outcome instead of racing the settlement.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use crossbeam_queue::SegQueue;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use super::book::BookBid;
 use super::error::Rejection;
@@ -30,14 +32,16 @@ pub(crate) enum Entry {
     Deposited { agent: AgentId, amount: Credits, correlation_id: Option<Arc<str>> },
     /// Credits moved between accounts.
     Transferred { from: AgentId, to: AgentId, amount: Credits, correlation_id: Option<Arc<str>> },
-    /// The writer's cut: everything before it is sequenced now.
-    Mark,
 }
 
-/// The queue between producers and the writer, and the cycle epoch.
+/// Entries as a shard holds them: `(ticket, entry)`, tickets increasing.
+pub(crate) type Pending = Vec<(u64, Entry)>;
+
+/// The tickets, the cycle epoch and the freeze shared by producers and the writer.
 #[derive(Debug)]
 pub(crate) struct Intake {
-    queue: SegQueue<Entry>,
+    /// The next ticket: a total order of intake operations.
+    tickets: AtomicU64,
     /// Incremented at every clearing cut (under every shard lock); a bid remembers the epoch it
     /// was accepted in.
     epoch: AtomicU64,
@@ -52,7 +56,7 @@ pub(crate) struct Intake {
 impl Intake {
     pub(crate) fn new() -> Intake {
         Intake {
-            queue: SegQueue::new(),
+            tickets: AtomicU64::new(0),
             epoch: AtomicU64::new(1),
             frozen_below: AtomicU64::new(0),
             thaw: Mutex::new(()),
@@ -61,10 +65,10 @@ impl Intake {
         }
     }
 
-    /// Queues `entry` for the writer. Call with the agent's shard locked, so an agent's entries
-    /// are in the order its ledger changed.
-    pub(crate) fn push(&self, entry: Entry) {
-        self.queue.push(entry);
+    /// `n` consecutive tickets; the first is returned. Take them with the agent's shard locked,
+    /// so an agent's entries are in the order its ledger changed.
+    pub(crate) fn tickets(&self, n: u64) -> u64 {
+        self.tickets.fetch_add(n, Ordering::Relaxed)
     }
 
     /// The current epoch. Read with the agent's shard locked.
@@ -101,17 +105,11 @@ impl Intake {
         }
     }
 
-    /// The clearing cut. Call with every shard locked: no producer is between a ledger change and
-    /// its push. Freezes the bids accepted so far and opens the next epoch.
-    pub(crate) fn cut_and_freeze(&self) {
-        self.queue.push(Entry::Mark);
+    /// Freezes the bids accepted so far and opens the next epoch. Call with every shard locked
+    /// (the clearing cut), so no producer is between a ledger change and its entry.
+    pub(crate) fn freeze(&self) {
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel);
         self.frozen_below.store(epoch + 1, Ordering::Release);
-    }
-
-    /// A cut without freezing, to sequence what has arrived so far.
-    pub(crate) fn cut(&self) {
-        self.queue.push(Entry::Mark);
     }
 
     /// Ends the freeze and wakes waiting cancels.
@@ -120,16 +118,24 @@ impl Intake {
         self.frozen_below.store(0, Ordering::Release);
         self.thawed.notify_all();
     }
+}
 
-    /// Pops entries up to the writer's last mark, handing each to `each`. Only the writer calls
-    /// this, after pushing its mark, so the first mark popped is its own.
-    pub(crate) fn drain_to_mark(&self, mut each: impl FnMut(Entry)) {
-        loop {
-            match self.queue.pop() {
-                Some(Entry::Mark) => return,
-                Some(entry) => each(entry),
-                None => unreachable!("the writer's mark is in the queue"),
-            }
+/// Merges the shards' buffers (each in ticket order) into one ticket order, handing each entry
+/// to `each` and leaving the buffers empty for reuse.
+pub(crate) fn merge(buffers: &mut [Pending], mut each: impl FnMut(Entry)) {
+    let mut heads: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
+    let mut drains: Vec<std::iter::Peekable<std::vec::Drain<'_, (u64, Entry)>>> =
+        buffers.iter_mut().map(|b| b.drain(..).peekable()).collect();
+    for (k, d) in drains.iter_mut().enumerate() {
+        if let Some(&(ticket, _)) = d.peek() {
+            heads.push(Reverse((ticket, k)));
+        }
+    }
+    while let Some(Reverse((_, k))) = heads.pop() {
+        let (_, entry) = drains[k].next().expect("a head has an entry");
+        each(entry);
+        if let Some(&(ticket, _)) = drains[k].peek() {
+            heads.push(Reverse((ticket, k)));
         }
     }
 }

@@ -19,7 +19,7 @@ use crossbeam_utils::CachePadded;
 use super::book::BookBid;
 use super::error::{RejectCode, Rejection};
 use super::ids::{AgentId, BidId};
-use super::intake::{Entry, Intake};
+use super::intake::{Entry, Intake, Pending};
 use super::money::Credits;
 
 /// Number of ledger shards.
@@ -72,6 +72,15 @@ struct Shard {
     accounts: HashMap<AgentId, Account>,
     /// Ids to forget, oldest first: (cycle decided, agent, bid).
     forget: VecDeque<(u64, AgentId, BidId)>,
+    /// Intake entries not yet taken by the writer.
+    pending: Pending,
+}
+
+impl Shard {
+    /// Appends an intake entry with the next ticket.
+    fn note(&mut self, intake: &Intake, entry: Entry) {
+        self.pending.push((intake.tickets(1), entry));
+    }
 }
 
 /// What a submit that passed every check hands the ledger.
@@ -128,12 +137,25 @@ impl Ledger {
         self.shards[usize::from(shard)].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every shard locked, in order: held across the clearing cut so no producer is between a
-    /// ledger change and its intake push.
-    pub(crate) fn lock_all(&self) -> AllShards<'_> {
-        AllShards {
-            _guards: self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner())).collect(),
+    /// The writer's cut: with every shard locked for an instant (so no producer is between a
+    /// ledger change and its entry), optionally `freeze`s the bids taken, and swaps each shard's
+    /// pending entries into `buffers` (empty ones, kept for reuse).
+    pub(crate) fn take_pending(&self, buffers: &mut Vec<Pending>, freeze: Option<&Intake>) {
+        buffers.resize_with(SHARDS, Vec::new);
+        let mut guards: Vec<MutexGuard<'_, Shard>> =
+            self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner())).collect();
+        if let Some(intake) = freeze {
+            intake.freeze();
         }
+        for (guard, buffer) in guards.iter_mut().zip(buffers.iter_mut()) {
+            debug_assert!(buffer.is_empty());
+            std::mem::swap(&mut guard.pending, buffer);
+        }
+    }
+
+    /// Notes an entry that belongs to no account (a payload too malformed to name one).
+    pub(crate) fn note(&self, intake: &Intake, entry: Entry) {
+        self.lock(0).note(intake, entry);
     }
 
     /// Books a checked bid: dedupe, per-agent and book limits, then escrow, all under the agent's
@@ -143,7 +165,10 @@ impl Ledger {
         let shard = &mut *shard;
         let Some(account) = shard.accounts.get_mut(&a.bid.agent) else {
             let r = reject(RejectCode::UnknownAgent, format!("agent `{}` has no account", a.bid.agent));
-            intake.push(rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id));
+            shard.note(
+                intake,
+                rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id),
+            );
             return Err(r);
         };
         if let Some(first) = account.bids.get(&a.bid.id) {
@@ -172,14 +197,17 @@ impl Ledger {
         if let Some(r) = refusal {
             account.bids.insert(a.bid.id.clone(), BidState::Refused { cycle: a.cycle, rejection: r.clone() });
             shard.forget.push_back((a.cycle, a.bid.agent.clone(), a.bid.id.clone()));
-            intake.push(rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id));
+            shard.note(
+                intake,
+                rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id),
+            );
             return Err(r);
         }
         account.available -= limit;
         account.escrowed += limit;
         account.live += 1;
         account.bids.insert(a.bid.id.clone(), BidState::Pending { epoch: intake.epoch(), limit });
-        intake.push(Entry::Accepted(a.bid));
+        shard.note(intake, Entry::Accepted(a.bid));
         Ok(Admitted::New)
     }
 
@@ -203,7 +231,7 @@ impl Ledger {
             account.bids.insert(bid.clone(), BidState::Refused { cycle, rejection: rejection.clone() });
             shard.forget.push_back((cycle, agent.clone(), bid.clone()));
         }
-        intake.push(rejected_entry(bid.as_str(), agent.as_str(), &rejection, correlation_id));
+        shard.note(intake, rejected_entry(bid.as_str(), agent.as_str(), &rejection, correlation_id));
         Err(rejection)
     }
 
@@ -237,11 +265,12 @@ impl Ledger {
                     account.bids.insert(bid.clone(), BidState::Decided { cycle: now });
                     shard.forget.push_back((now, agent.clone(), bid.clone()));
                     intake.release_live(1);
-                    intake.push(Entry::Cancelled {
+                    let entry = Entry::Cancelled {
                         agent: agent.clone(),
                         bid: bid.clone(),
                         correlation_id: correlation_id.clone(),
-                    });
+                    };
+                    shard.note(intake, entry);
                     return Ok(());
                 }
                 Some(BidState::Decided { .. }) => {
@@ -251,7 +280,7 @@ impl Ledger {
                     reject(RejectCode::NotFound, format!("agent `{agent}` has no bid `{bid}`"))
                 }
             };
-            intake.push(rejected_entry(bid.as_str(), agent.as_str(), &refusal, correlation_id));
+            guard.note(intake, rejected_entry(bid.as_str(), agent.as_str(), &refusal, correlation_id));
             return Err(refusal);
         }
     }
@@ -276,11 +305,10 @@ impl Ledger {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_add(amount.micros()))
             .map_err(|_| too_large())?;
         shard.accounts.entry(agent.clone()).or_default().available += amount.micros();
-        intake.push(Entry::Deposited {
-            agent: agent.clone(),
-            amount,
-            correlation_id: correlation_id.clone(),
-        });
+        shard.note(
+            intake,
+            Entry::Deposited { agent: agent.clone(), amount, correlation_id: correlation_id.clone() },
+        );
         Ok(())
     }
 
@@ -317,12 +345,15 @@ impl Ledger {
             pick(b == lo, &mut first, &mut second).accounts.get_mut(to).expect("checked above").available +=
                 amount.micros();
         }
-        intake.push(Entry::Transferred {
-            from: from.clone(),
-            to: to.clone(),
-            amount,
-            correlation_id: correlation_id.clone(),
-        });
+        first.note(
+            intake,
+            Entry::Transferred {
+                from: from.clone(),
+                to: to.clone(),
+                amount,
+                correlation_id: correlation_id.clone(),
+            },
+        );
         Ok(())
     }
 
@@ -471,10 +502,4 @@ fn rejected_entry(bid: &str, agent: &str, r: &Rejection, correlation_id: &Option
         rejection: r.clone(),
         correlation_id: correlation_id.clone(),
     }
-}
-
-/// Every shard, locked; dropping it unlocks them.
-#[must_use]
-pub(crate) struct AllShards<'a> {
-    _guards: Vec<MutexGuard<'a, Shard>>,
 }

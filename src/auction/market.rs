@@ -203,9 +203,17 @@ impl Market {
     /// clearing.
     pub fn flush(&self) {
         let mut engine = self.engine();
-        self.intake.cut();
-        self.intake.drain_to_mark(|e| engine.sequence(e));
+        self.sequence_intake(&mut engine, false);
         engine.publish();
+    }
+
+    /// The writer's cut: takes every entry accepted so far (freezing their bids for a clearing
+    /// when `freeze`) and gives each its place in the event stream.
+    fn sequence_intake(&self, engine: &mut Engine, freeze: bool) {
+        let mut buffers = std::mem::take(&mut engine.buffers);
+        self.ledger.take_pending(&mut buffers, freeze.then_some(&self.intake));
+        super::intake::merge(&mut buffers, |e| engine.sequence(e));
+        engine.buffers = buffers;
     }
 
     /// Events from now on, as the writer sequences them.
@@ -377,12 +385,13 @@ impl Correlated<'_> {
                 .refuse(&m.intake, &agent, &bid, r, cycle, &self.cid)
                 .map(|_| Receipt { bid, agent, repeat: true }),
             _ => {
-                m.intake.push(super::intake::Entry::Rejected {
+                let entry = super::intake::Entry::Rejected {
                     bid: id.to_owned(),
                     agent: agent.to_owned(),
                     rejection: r.clone(),
                     correlation_id: self.cid.clone(),
-                });
+                };
+                m.ledger.note(&m.intake, entry);
                 Err(r)
             }
         }
@@ -433,8 +442,7 @@ impl Correlated<'_> {
                 format!("[{from}, {to}) is empty or already past (now {})", engine.now),
             ));
         }
-        m.intake.cut();
-        m.intake.drain_to_mark(|e| engine.sequence(e));
+        m.sequence_intake(&mut engine, false);
         engine.timeline.set_capacity(id, from, to, capacity);
         let kind = EventKind::CapacityChanged {
             resource: m.config.resources.shared_name(id),
@@ -461,11 +469,7 @@ impl Correlated<'_> {
                 format!("cannot clear at slot {now}: the market is at slot {}", engine.now),
             ));
         }
-        {
-            let _producers_excluded = m.ledger.lock_all();
-            m.intake.cut_and_freeze();
-        }
-        m.intake.drain_to_mark(|e| engine.sequence(e));
+        m.sequence_intake(&mut engine, true);
         let report = engine.clear(&m.ledger, &m.intake, now, self.cid.clone());
         m.now.store(now.0, Ordering::Release);
         m.cycles.store(report.cycle, Ordering::Release);
