@@ -99,9 +99,9 @@ fn bids(specs: &[Spec], agents: &[AgentId], prefix: &str) -> Vec<Bid> {
         .collect()
 }
 
-/// Submits `iters` bids from `threads` threads, in chunks on fresh markets; returns the time
-/// spent inside `submit` (wall time of the concurrent part).
-fn time_submits(iters: u64, threads: usize) -> Duration {
+/// Submits `iters` bids from `threads` threads (one at a time, or in batches of `batch`), in
+/// chunks on fresh markets; returns the wall time of the concurrent part.
+fn time_submits(iters: u64, threads: usize, batch: usize) -> Duration {
     const CHUNK: u64 = 100_000;
     let mut total = Duration::ZERO;
     let mut left = iters;
@@ -122,8 +122,16 @@ fn time_submits(iters: u64, threads: usize) -> Duration {
                     s.spawn(move || {
                         barrier.wait();
                         let t = Instant::now();
-                        for b in part.iter() {
-                            black_box(m.submit(b.clone()).expect("accepted"));
+                        if batch <= 1 {
+                            for b in part.iter() {
+                                black_box(m.submit(b.clone()).expect("accepted"));
+                            }
+                        } else {
+                            for chunk in part.chunks(batch) {
+                                let answers = m.submit_batch(chunk.to_vec());
+                                assert!(answers.iter().all(Result::is_ok));
+                                black_box(answers);
+                            }
                         }
                         (t, Instant::now())
                     })
@@ -142,8 +150,10 @@ fn time_submits(iters: u64, threads: usize) -> Duration {
 fn define_intake(c: &mut Criterion) {
     let mut g = c.benchmark_group("intake");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("submit/1-thread", |b| b.iter_custom(|iters| time_submits(iters, 1)));
-    g.bench_function("submit/2-threads", |b| b.iter_custom(|iters| time_submits(iters, 2)));
+    g.bench_function("submit/1-thread", |b| b.iter_custom(|iters| time_submits(iters, 1, 1)));
+    g.bench_function("submit/2-threads", |b| b.iter_custom(|iters| time_submits(iters, 2, 1)));
+    g.bench_function("submit_batch/64/1-thread", |b| b.iter_custom(|iters| time_submits(iters, 1, 64)));
+    g.bench_function("submit_batch/64/2-threads", |b| b.iter_custom(|iters| time_submits(iters, 2, 64)));
     g.finish();
 }
 

@@ -189,3 +189,39 @@ fn flush_publishes_intake_without_clearing() {
     assert!(matches!(e.kind, EventKind::CreditsDeposited { .. }));
     assert_eq!(m.book_len(), 0);
 }
+
+#[test]
+fn a_batch_answers_like_submits_one_by_one() {
+    let run = |batched: bool| {
+        let m = market();
+        let mut events = m.subscribe();
+        for a in ["a", "b", "c"] {
+            m.deposit(&agent(a), credits("3")).unwrap();
+        }
+        let bundle = m.bundle([("cpu", "0.2")]).unwrap();
+        let bids: Vec<Bid> =
+            [("x1", "a", "2"), ("y1", "b", "1"), ("x1", "a", "2"), ("x2", "a", "2"), ("z1", "c", "0")]
+                .into_iter()
+                .map(|(i, who, limit)| Bid::new(id(i), agent(who), bundle, 1, credits(limit)))
+                .collect();
+        let answers: Vec<_> =
+            if batched { m.submit_batch(bids) } else { bids.into_iter().map(|b| m.submit(b)).collect() };
+        m.flush();
+        let codes: Vec<_> =
+            answers.iter().map(|a| a.as_ref().map(|r| r.repeat).map_err(|e| e.code)).collect();
+        let json: Vec<String> = events.drain().iter().map(capacity_auction::Event::to_json).collect();
+        (codes, json, m.balance(&agent("a")))
+    };
+    let (codes, events, balance) = run(true);
+    assert_eq!(
+        codes,
+        vec![
+            Ok(false),
+            Ok(false),
+            Ok(true),
+            Err(RejectCode::InsufficientCredits),
+            Err(RejectCode::InvalidAmount)
+        ]
+    );
+    assert_eq!((codes, events, balance), run(false), "the same answers, events and balances");
+}

@@ -81,6 +81,71 @@ impl Shard {
     fn note(&mut self, intake: &Intake, entry: Entry) {
         self.pending.push((intake.tickets(1), entry));
     }
+
+    fn admit(&mut self, intake: &Intake, a: Admission) -> Result<Admitted, Rejection> {
+        let shard = self;
+        let Some(account) = shard.accounts.get_mut(&a.bid.agent) else {
+            let r = reject(RejectCode::UnknownAgent, format!("agent `{}` has no account", a.bid.agent));
+            shard.note(
+                intake,
+                rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id),
+            );
+            return Err(r);
+        };
+        if let Some(first) = account.bids.get(&a.bid.id) {
+            return first_result(first);
+        }
+        let limit = a.bid.limit.micros();
+        let refusal = if account.live >= a.max_bids {
+            Some(reject(
+                RejectCode::TooManyBids,
+                format!("agent `{}` already holds {} live bids", a.bid.agent, account.live),
+            ))
+        } else if account.available < limit {
+            Some(reject(
+                RejectCode::InsufficientCredits,
+                format!(
+                    "limit {} exceeds available {}",
+                    a.bid.limit,
+                    Credits::from_micros(account.available)
+                ),
+            ))
+        } else if !intake.reserve_live(a.book_size) {
+            Some(reject(RejectCode::BookFull, format!("the book holds {} live bids", a.book_size)))
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            account.bids.insert(a.bid.id.clone(), BidState::Refused { cycle: a.cycle, rejection: r.clone() });
+            shard.forget.push_back((a.cycle, a.bid.agent.clone(), a.bid.id.clone()));
+            shard.note(
+                intake,
+                rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id),
+            );
+            return Err(r);
+        }
+        account.available -= limit;
+        account.escrowed += limit;
+        account.live += 1;
+        account.bids.insert(a.bid.id.clone(), BidState::Pending { epoch: intake.epoch(), limit });
+        shard.note(intake, Entry::Accepted(a.bid));
+        Ok(Admitted::New)
+    }
+
+    fn refuse(&mut self, intake: &Intake, r: Refusal) -> Result<Admitted, Rejection> {
+        let shard = self;
+        let Refusal { agent, bid, rejection, cycle, correlation_id } = r;
+        let (agent, bid, correlation_id) = (&agent, &bid, &correlation_id);
+        if let Some(account) = shard.accounts.get_mut(agent) {
+            if let Some(first) = account.bids.get(bid) {
+                return first_result(first);
+            }
+            account.bids.insert(bid.clone(), BidState::Refused { cycle, rejection: rejection.clone() });
+            shard.forget.push_back((cycle, agent.clone(), bid.clone()));
+        }
+        shard.note(intake, rejected_entry(bid.as_str(), agent.as_str(), &rejection, correlation_id));
+        Err(rejection)
+    }
 }
 
 /// What a submit that passed every check hands the ledger.
@@ -91,6 +156,17 @@ pub(crate) struct Admission {
     pub(crate) book_size: usize,
     /// The cycle count now, for remembering refusals.
     pub(crate) cycle: u64,
+}
+
+/// A submit refused by its checks, before the ledger looked: who, which id, why.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) agent: AgentId,
+    pub(crate) bid: BidId,
+    pub(crate) rejection: Rejection,
+    /// The cycle count now, for remembering refusals.
+    pub(crate) cycle: u64,
+    pub(crate) correlation_id: Option<Arc<str>>,
 }
 
 /// How a bid leaves escrow at the end of a cycle.
@@ -159,80 +235,44 @@ impl Ledger {
     }
 
     /// Books a checked bid: dedupe, per-agent and book limits, then escrow, all under the agent's
-    /// shard lock, and queues its entry.
+    /// shard lock, and notes its entry.
     pub(crate) fn admit(&self, intake: &Intake, a: Admission) -> Result<Admitted, Rejection> {
-        let mut shard = self.lock(a.bid.shard);
-        let shard = &mut *shard;
-        let Some(account) = shard.accounts.get_mut(&a.bid.agent) else {
-            let r = reject(RejectCode::UnknownAgent, format!("agent `{}` has no account", a.bid.agent));
-            shard.note(
-                intake,
-                rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id),
-            );
-            return Err(r);
-        };
-        if let Some(first) = account.bids.get(&a.bid.id) {
-            return first_result(first);
-        }
-        let limit = a.bid.limit.micros();
-        let refusal = if account.live >= a.max_bids {
-            Some(reject(
-                RejectCode::TooManyBids,
-                format!("agent `{}` already holds {} live bids", a.bid.agent, account.live),
-            ))
-        } else if account.available < limit {
-            Some(reject(
-                RejectCode::InsufficientCredits,
-                format!(
-                    "limit {} exceeds available {}",
-                    a.bid.limit,
-                    Credits::from_micros(account.available)
-                ),
-            ))
-        } else if !intake.reserve_live(a.book_size) {
-            Some(reject(RejectCode::BookFull, format!("the book holds {} live bids", a.book_size)))
-        } else {
-            None
-        };
-        if let Some(r) = refusal {
-            account.bids.insert(a.bid.id.clone(), BidState::Refused { cycle: a.cycle, rejection: r.clone() });
-            shard.forget.push_back((a.cycle, a.bid.agent.clone(), a.bid.id.clone()));
-            shard.note(
-                intake,
-                rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id),
-            );
-            return Err(r);
-        }
-        account.available -= limit;
-        account.escrowed += limit;
-        account.live += 1;
-        account.bids.insert(a.bid.id.clone(), BidState::Pending { epoch: intake.epoch(), limit });
-        shard.note(intake, Entry::Accepted(a.bid));
-        Ok(Admitted::New)
+        self.lock(a.bid.shard).admit(intake, a)
     }
 
     /// Records a submit refused by its checks, unless the id was used before (then the first
-    /// result answers), and queues its `bid_rejected`.
-    pub(crate) fn refuse(
+    /// result answers), and notes its `bid_rejected`.
+    pub(crate) fn refuse(&self, intake: &Intake, r: Refusal) -> Result<Admitted, Rejection> {
+        self.lock(self.shard_of(&r.agent)).refuse(intake, r)
+    }
+
+    /// Admits or refuses a batch, in order, locking each shard involved once (in shard order, so
+    /// batches and cuts cannot deadlock).
+    pub(crate) fn batch(
         &self,
         intake: &Intake,
-        agent: &AgentId,
-        bid: &BidId,
-        rejection: Rejection,
-        cycle: u64,
-        correlation_id: &Option<Arc<str>>,
-    ) -> Result<Admitted, Rejection> {
-        let mut shard = self.lock(self.shard_of(agent));
-        let shard = &mut *shard;
-        if let Some(account) = shard.accounts.get_mut(agent) {
-            if let Some(first) = account.bids.get(bid) {
-                return first_result(first);
-            }
-            account.bids.insert(bid.clone(), BidState::Refused { cycle, rejection: rejection.clone() });
-            shard.forget.push_back((cycle, agent.clone(), bid.clone()));
-        }
-        shard.note(intake, rejected_entry(bid.as_str(), agent.as_str(), &rejection, correlation_id));
-        Err(rejection)
+        items: Vec<Result<Admission, Refusal>>,
+    ) -> Vec<Result<Admitted, Rejection>> {
+        let shard_of = |item: &Result<Admission, Refusal>| match item {
+            Ok(a) => a.bid.shard,
+            Err(r) => self.shard_of(&r.agent),
+        };
+        let mut wanted: Vec<u16> = items.iter().map(shard_of).collect();
+        let order = wanted.clone();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut guards: Vec<MutexGuard<'_, Shard>> = wanted.iter().map(|&k| self.lock(k)).collect();
+        items
+            .into_iter()
+            .zip(order)
+            .map(|(item, k)| {
+                let shard = &mut *guards[wanted.binary_search(&k).expect("locked above")];
+                match item {
+                    Ok(a) => shard.admit(intake, a),
+                    Err(r) => shard.refuse(intake, r),
+                }
+            })
+            .collect()
     }
 
     /// Withdraws a pending bid and releases its escrow. A bid in the cycle being cleared waits

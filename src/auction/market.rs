@@ -13,7 +13,7 @@ use super::error::{RejectCode, Rejection, Result};
 use super::events::EventKind;
 use super::ids::{AgentId, BidId};
 use super::intake::Intake;
-use super::ledger::{Admission, Admitted, Balance, Ledger, LedgerTotals};
+use super::ledger::{Admission, Admitted, Balance, Ledger, LedgerTotals, Refusal};
 use super::money::{Credits, Price};
 use super::subscription::Subscription;
 use crate::capacity::{Bundle, BundleError, Capacity, Resources, Slot};
@@ -131,6 +131,12 @@ impl Market {
     /// As [`submit`](Market::submit), plus `malformed` and `unknown_field`.
     pub fn submit_request(&self, request: &BidRequest) -> Result<Receipt> {
         self.untagged().submit_request(request)
+    }
+
+    /// Submits many bids at once, answering each in order: as [`submit`](Market::submit) for each,
+    /// but every ledger shard involved is locked once for the whole batch.
+    pub fn submit_batch(&self, bids: Vec<Bid>) -> Vec<Result<Receipt>> {
+        self.untagged().submit_batch(bids)
     }
 
     /// Submits a bid given as JSON; a payload that does not decode is refused (and emits
@@ -291,36 +297,61 @@ impl Correlated<'_> {
     ///
     /// As [`Market::submit`].
     pub fn submit(&self, bid: Bid) -> Result<Receipt> {
+        let receipt = Receipt { bid: bid.id.clone(), agent: bid.agent.clone(), repeat: false };
+        let answer = match self.prepare(bid) {
+            Ok(admission) => self.market.ledger.admit(&self.market.intake, admission),
+            Err(refusal) => self.market.ledger.refuse(&self.market.intake, refusal),
+        };
+        answer.map(|a| Receipt { repeat: a == Admitted::Repeat, ..receipt })
+    }
+
+    /// As [`Market::submit_batch`].
+    pub fn submit_batch(&self, bids: Vec<Bid>) -> Vec<Result<Receipt>> {
+        let receipts: Vec<Receipt> = bids
+            .iter()
+            .map(|b| Receipt { bid: b.id.clone(), agent: b.agent.clone(), repeat: false })
+            .collect();
+        let items = bids.into_iter().map(|b| self.prepare(b)).collect();
+        let answers = self.market.ledger.batch(&self.market.intake, items);
+        answers
+            .into_iter()
+            .zip(receipts)
+            .map(|(answer, receipt)| answer.map(|a| Receipt { repeat: a == Admitted::Repeat, ..receipt }))
+            .collect()
+    }
+
+    /// Checks a bid against the market, without the ledger: what the ledger is asked to book,
+    /// or why it is refused.
+    fn prepare(&self, bid: Bid) -> Result<Admission, Refusal> {
         let m = self.market;
-        let now = m.now();
         let cycle = m.cycles.load(Ordering::Acquire);
-        let answer = match bid.check(&m.config, now) {
-            Err(r) => m.ledger.refuse(&m.intake, &bid.agent, &bid.id, r, cycle, &self.cid),
-            Ok((window, reserve)) => {
-                let shard = m.ledger.shard_of(&bid.agent);
-                let book_bid = BookBid {
-                    beneficiary: bid.beneficiary.clone().unwrap_or_else(|| bid.agent.clone()),
-                    id: bid.id.clone(),
-                    agent: bid.agent.clone(),
+        match bid.check(&m.config, m.now()) {
+            Err(rejection) => Err(Refusal {
+                agent: bid.agent,
+                bid: bid.id,
+                rejection,
+                cycle,
+                correlation_id: self.cid.clone(),
+            }),
+            Ok((window, reserve)) => Ok(Admission {
+                bid: BookBid {
+                    beneficiary: bid.beneficiary.unwrap_or_else(|| bid.agent.clone()),
+                    shard: m.ledger.shard_of(&bid.agent),
+                    id: bid.id,
+                    agent: bid.agent,
                     bundle: bid.bundle,
                     window,
                     limit: bid.limit,
                     reserve,
                     cycles_left: bid.good_for,
                     order: 0,
-                    shard,
                     correlation_id: self.cid.clone(),
-                };
-                let admission = Admission {
-                    bid: book_bid,
-                    max_bids: m.config.max_bids_per_agent,
-                    book_size: m.config.book_size,
-                    cycle,
-                };
-                m.ledger.admit(&m.intake, admission)
-            }
-        };
-        answer.map(|a| Receipt { bid: bid.id, agent: bid.agent, repeat: a == Admitted::Repeat })
+                },
+                max_bids: m.config.max_bids_per_agent,
+                book_size: m.config.book_size,
+                cycle,
+            }),
+        }
     }
 
     /// As [`Market::submit_request`].
@@ -380,10 +411,11 @@ impl Correlated<'_> {
         let m = self.market;
         let cycle = m.cycles.load(Ordering::Acquire);
         match (AgentId::new(agent), BidId::new(id)) {
-            (Ok(agent), Ok(bid)) => m
-                .ledger
-                .refuse(&m.intake, &agent, &bid, r, cycle, &self.cid)
-                .map(|_| Receipt { bid, agent, repeat: true }),
+            (Ok(agent), Ok(bid)) => {
+                let receipt = Receipt { bid: bid.clone(), agent: agent.clone(), repeat: true };
+                let refusal = Refusal { agent, bid, rejection: r, cycle, correlation_id: self.cid.clone() };
+                m.ledger.refuse(&m.intake, refusal).map(|_| receipt)
+            }
             _ => {
                 let entry = super::intake::Entry::Rejected {
                     bid: id.to_owned(),
