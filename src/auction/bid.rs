@@ -103,6 +103,16 @@ impl Bid {
         self.duration
     }
 
+    /// The bundle.
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// The window as given: `(earliest_start, latest_end)`, either unset for its default.
+    pub fn window_given(&self) -> (Option<Slot>, Option<Slot>) {
+        (self.earliest_start, self.latest_end)
+    }
+
     /// The most the bid pays.
     pub fn limit(&self) -> Credits {
         self.limit

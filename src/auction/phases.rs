@@ -8,7 +8,10 @@ use super::book::BookBid;
 use super::clearing::{self, Discovery, Grid, Placement};
 use super::config::{Config, ConfigError, MarketConfig};
 use super::error::Rejection;
-use crate::capacity::{Slot, Timeline};
+use super::ids::{AgentId, BidId};
+use super::market::Market;
+use super::money::Credits;
+use crate::capacity::{Bundle, ResourceId, Share, Slot, Timeline};
 
 /// One cycle's bids on an empty market, ready to be cleared phase by phase.
 #[derive(Debug)]
@@ -95,5 +98,76 @@ impl Cycle {
     pub fn discover(&self, placed: &Placed) -> (f64, f64) {
         let d: Discovery = clearing::discover(&self.config, &placed.bids, &placed.placement, &placed.left);
         (d.ir, d.envy)
+    }
+}
+
+/// The benchmark book: 4 resources, horizon 3600 slots, windows of up to 120 slots, 1–60 slot
+/// runs, 1–20% shares of one to four resources, limits of 1–100 credits, 1,000 agents with
+/// plenty of credits. Deterministic from its seed.
+#[derive(Debug)]
+pub struct Workload {
+    /// The market's configuration.
+    pub config: MarketConfig,
+    /// The agents.
+    pub agents: Vec<AgentId>,
+}
+
+/// Horizon of the benchmark book.
+pub const HORIZON: u64 = 3600;
+
+impl Workload {
+    /// The workload, for books of up to `book` bids.
+    pub fn new(book: usize) -> Workload {
+        let config = MarketConfig {
+            resources: ["cpu", "memory", "tokens", "attention"].map(String::from).into(),
+            horizon: HORIZON,
+            max_bids_per_agent: u32::MAX,
+            book_size: book.max(1),
+            ..MarketConfig::default()
+        };
+        let agents = (0..1000).map(|a| AgentId::new(&format!("agent-{a}")).expect("a token")).collect();
+        Workload { config, agents }
+    }
+
+    /// A market of this workload, every agent funded.
+    ///
+    /// # Panics
+    ///
+    /// Never: the configuration is valid.
+    pub fn market(&self) -> Market {
+        let m = Market::builder().config(self.config.clone()).build().expect("a valid configuration");
+        for a in &self.agents {
+            m.deposit(a, Credits::from_units(1 << 32)).expect("a valid deposit");
+        }
+        m
+    }
+
+    /// `n` bids drawn from `seed`, ids prefixed with `prefix`.
+    pub fn bids(&self, n: usize, seed: u64, prefix: &str) -> Vec<Bid> {
+        let mut x = seed;
+        let mut next = |k: u64| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % k
+        };
+        (0..n)
+            .map(|i| {
+                let kinds = 1 + next(4) as usize;
+                let first = next(4) as usize;
+                let items: Vec<(ResourceId, Share)> = (0..kinds)
+                    .map(|k| {
+                        let share = Share::from_micros(10_000 * (1 + next(20) as u32)).expect("a share");
+                        (ResourceId::from_index((first + k) % 4).expect("r < 16"), share)
+                    })
+                    .collect();
+                let duration = 1 + next(60) as u32;
+                let window = u64::from(duration) + next(121 - u64::from(duration));
+                let earliest = next(HORIZON - window);
+                let agent = self.agents[next(self.agents.len() as u64) as usize].clone();
+                let limit = Credits::from_micros(1_000_000 + next(99_000_000));
+                let id = BidId::new(&format!("{prefix}{i}")).expect("a token");
+                Bid::new(id, agent, Bundle::new(items).expect("a bundle"), duration, limit)
+                    .window(Slot(earliest), Slot(earliest + window))
+            })
+            .collect()
     }
 }

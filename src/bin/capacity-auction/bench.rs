@@ -1,0 +1,133 @@
+//! `capacity-auction bench`: a quick probe of intake and clearing speed on this machine.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use capacity_auction::phases::{Cycle, Workload};
+use capacity_auction::{Bid, Slot};
+use clap::Args;
+
+/// Flags of `bench`.
+#[derive(Debug, Args)]
+pub(crate) struct Bench {
+    /// Bids in the book (the benchmark workload: 4 resources, horizon 3600, windows up to 120).
+    #[arg(long, default_value_t = 10_000)]
+    bids: usize,
+    /// Threads submitting.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Resident memory of this process in bytes, where the platform tells.
+fn resident() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn ns_per(seconds: f64, n: usize) -> f64 {
+    seconds * 1e9 / n.max(1) as f64
+}
+
+pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let (n, threads) = (args.bids.max(1), args.threads.max(1));
+    let workload = Workload::new(n + 1);
+    let market = workload.market();
+    let bids = workload.bids(n, 11, "b");
+    let mut phase_bids = bids.clone();
+
+    // Intake: every thread submits its share, one bid at a time.
+    let before = resident();
+    let per = n.div_ceil(threads);
+    let mut parts: Vec<Vec<Bid>> = Vec::new();
+    let mut rest = bids;
+    while !rest.is_empty() {
+        let tail = rest.split_off(per.min(rest.len()));
+        parts.push(std::mem::replace(&mut rest, tail));
+    }
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for part in parts {
+            let market = &market;
+            s.spawn(move || {
+                for bid in part {
+                    market.submit(bid).expect("the workload's bids are valid");
+                }
+            });
+        }
+    });
+    let submit = started.elapsed().as_secs_f64();
+    market.flush();
+    let bytes = match (before, resident()) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / n as f64),
+        _ => None,
+    };
+
+    // The whole cycle, then its phases one by one on the same book.
+    let started = Instant::now();
+    let report = market.clear(Slot(0))?;
+    let clear = started.elapsed().as_secs_f64();
+    phase_bids.truncate(n);
+    let cycle = Cycle::new(&workload.config, phase_bids, Slot(0))?;
+    // Each phase's fastest of three runs: the work is deterministic, the machine is not.
+    let fastest = |f: &dyn Fn()| {
+        (0..3)
+            .map(|_| {
+                let started = Instant::now();
+                f();
+                started.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let place = fastest(&|| drop(std::hint::black_box(cycle.place())));
+    let (placed, _) = cycle.place();
+    let critical = fastest(&|| {
+        std::hint::black_box(cycle.thresholds(&placed));
+    });
+    let discover = fastest(&|| {
+        std::hint::black_box(cycle.discover(&placed));
+    });
+    // What the phases leave of the whole cycle: payments, settlement, events.
+    let settle = (clear - place - critical - discover).max(0.0);
+
+    if args.json {
+        let bytes = bytes.map_or("null".to_owned(), |b| format!("{b:.1}"));
+        println!(
+            "{{\"bids\":{n},\"threads\":{threads},\"submit_ns_per_bid\":{:.1},\"submit_bids_per_s\":{:.0},\
+             \"clear_ns_per_bid\":{:.1},\"place_ns_per_bid\":{:.1},\"critical_ns_per_bid\":{:.1},\
+             \"discover_ns_per_bid\":{:.1},\"settle_events_ns_per_bid\":{:.1},\"bytes_per_pending_bid\":{bytes},\
+             \"won\":{},\"lost\":{}}}",
+            ns_per(submit, n),
+            n as f64 / submit,
+            ns_per(clear, n),
+            ns_per(place, n),
+            ns_per(critical, n),
+            ns_per(discover, n),
+            ns_per(settle, n),
+            report.won,
+            report.lost
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{n} bids, {threads} submitting thread(s); the cycle: {} won, {} lost", report.won, report.lost);
+    println!("{:<34} {:>12} {:>12}", "", "ns/bid", "total ms");
+    let row = |name: &str, seconds: f64| {
+        println!("{name:<34} {:>12.1} {:>12.2}", ns_per(seconds, n), seconds * 1e3)
+    };
+    row("submit (validation, escrow, intake)", submit);
+    row("clear: whole cycle", clear);
+    row("  rank and place", place);
+    row("  critical values and shortfalls", critical);
+    row("  price discovery", discover);
+    row("  payments, settlement, events (rest)", settle);
+    println!("{:<34} {:>12.0}", "submitted bids/s", n as f64 / submit);
+    match bytes {
+        Some(b) => println!("{:<34} {:>12.1}", "bytes per pending bid (resident)", b),
+        None => println!("{:<34} {:>12}", "bytes per pending bid (resident)", "unknown"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
