@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::bid::Bid;
 use super::ids::{AgentId, BidId};
 use super::money::Credits;
 use crate::capacity::{Bundle, Window};
@@ -25,6 +26,30 @@ pub(crate) struct BookBid {
     /// The ledger shard of its agent.
     pub(crate) shard: u16,
     pub(crate) correlation_id: Option<Arc<str>>,
+}
+
+impl BookBid {
+    /// A bid that passed its checks, as the book holds it (`order` is set when sequenced).
+    pub(crate) fn new(
+        bid: Bid,
+        (window, reserve): (Window, Credits),
+        shard: u16,
+        correlation_id: Option<Arc<str>>,
+    ) -> BookBid {
+        BookBid {
+            beneficiary: bid.beneficiary.unwrap_or_else(|| bid.agent.clone()),
+            id: bid.id,
+            agent: bid.agent,
+            bundle: bid.bundle,
+            window,
+            limit: bid.limit,
+            reserve,
+            cycles_left: bid.good_for,
+            order: 0,
+            shard,
+            correlation_id,
+        }
+    }
 }
 
 /// Pending bids in acceptance order.

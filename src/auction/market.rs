@@ -333,19 +333,10 @@ impl Correlated<'_> {
                 cycle,
                 correlation_id: self.cid.clone(),
             }),
-            Ok((window, reserve)) => Ok(Admission {
-                bid: BookBid {
-                    beneficiary: bid.beneficiary.unwrap_or_else(|| bid.agent.clone()),
-                    shard: m.ledger.shard_of(&bid.agent),
-                    id: bid.id,
-                    agent: bid.agent,
-                    bundle: bid.bundle,
-                    window,
-                    limit: bid.limit,
-                    reserve,
-                    cycles_left: bid.good_for,
-                    order: 0,
-                    correlation_id: self.cid.clone(),
+            Ok(checked) => Ok(Admission {
+                bid: {
+                    let shard = m.ledger.shard_of(&bid.agent);
+                    BookBid::new(bid, checked, shard, self.cid.clone())
                 },
                 max_bids: m.config.max_bids_per_agent,
                 book_size: m.config.book_size,

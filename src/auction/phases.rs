@@ -45,20 +45,10 @@ impl Cycle {
         let config: Arc<Config> = Arc::new(config.validate().map_err(|e: ConfigError| Box::new(e))?);
         let mut book = Vec::with_capacity(bids.len());
         for (order, bid) in bids.into_iter().enumerate() {
-            let (window, reserve) = bid.check(&config, now).map_err(|e: Rejection| Box::new(e))?;
-            book.push(BookBid {
-                beneficiary: bid.beneficiary.clone().unwrap_or_else(|| bid.agent.clone()),
-                id: bid.id,
-                agent: bid.agent,
-                bundle: bid.bundle,
-                window,
-                limit: bid.limit,
-                reserve,
-                cycles_left: bid.good_for,
-                order: order as u64 + 1,
-                shard: 0,
-                correlation_id: None,
-            });
+            let checked = bid.check(&config, now).map_err(|e: Rejection| Box::new(e))?;
+            let mut booked = BookBid::new(bid, checked, 0, None);
+            booked.order = order as u64 + 1;
+            book.push(booked);
         }
         let timeline = Timeline::new(config.resources.len(), config.horizon, now);
         let rows = clearing::reach_of(&book, now.0);
