@@ -74,6 +74,68 @@ fn outcomes(events: &[Event]) -> BTreeMap<usize, Outcome> {
     out
 }
 
+/// Every decided bid's start, payment (under `critical_value`) and shortfall equal the
+/// oracle's, and payments stay within reserve and limit.
+fn matches_oracle(
+    s: &Setup,
+    specs: &[BidSpec],
+    limits: &[u64],
+    now: u64,
+    events: &[Event],
+) -> Result<(), TestCaseError> {
+    let accepted = oracle_bids(s, specs, limits, events);
+    let ref_bids: Vec<RefBid> = accepted.iter().map(|(_, b)| b.clone()).collect();
+    let free = capacity_fn(s);
+    let starts = reference::clear(s.priority, now, &free, &ref_bids);
+    let got = outcomes(events);
+    for (j, (k, rb)) in accepted.iter().enumerate() {
+        if rb.latest_end < now + rb.duration {
+            continue; // expired before clearing
+        }
+        let o = &got[k];
+        prop_assert_eq!(o.start, starts[j], "start of b{}", k);
+        if let Some(payment) = o.payment {
+            prop_assert!(payment <= rb.limit && payment >= rb.reserve);
+            match s.pricing {
+                PricingRule::PayAsBid => prop_assert_eq!(payment, rb.limit),
+                PricingRule::CriticalValue => prop_assert_eq!(
+                    Some(payment),
+                    reference::critical_value(s.priority, now, &free, &ref_bids, j),
+                    "critical value of b{}",
+                    k
+                ),
+                PricingRule::Uniform => {}
+            }
+        } else {
+            let needed =
+                reference::least_winning_limit(s.priority, now, &free, &ref_bids, j, (rb.limit, u64::MAX));
+            let shortfall = o.shortfall.unwrap();
+            prop_assert_eq!(shortfall.map(|x| x + rb.limit), needed, "shortfall of b{}", k);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(cases(8))]
+
+    /// Books of a few hundred bids with windows across many slots: the replays' indexes (span
+    /// buckets, position bitsets, checkpoints) span several words and buckets.
+    #[test]
+    fn large_books_match_the_oracle(
+        (mut s, specs) in setup().prop_flat_map(|s| {
+            let n = s.resources;
+            (Just(s), prop::collection::vec(wide_bid_spec(n), 120..220))
+        })
+    ) {
+        s.pricing = PricingRule::CriticalValue;
+        s.deposits = vec![1_000_000_000_000; 4];
+        let limits: Vec<u64> = specs.iter().map(|b| b.limit).collect();
+        let (_, events) = run_cycle(&s, &specs, &limits, 0, None);
+        matches_oracle(&s, &specs, &limits, 0, &events)?;
+    }
+}
+
 proptest! {
     #![proptest_config(cases(2000))]
 
@@ -88,35 +150,8 @@ proptest! {
     ) {
         let limits: Vec<u64> = specs.iter().map(|b| b.limit).collect();
         let (market, events) = run_cycle(&s, &specs, &limits, now, None);
-        let accepted = oracle_bids(&s, &specs, &limits, &events);
-        let ref_bids: Vec<RefBid> = accepted.iter().map(|(_, b)| b.clone()).collect();
-        let free = capacity_fn(&s);
-        let starts = reference::clear(s.priority, now, &free, &ref_bids);
         let got = outcomes(&events);
-
-        for (j, (k, rb)) in accepted.iter().enumerate() {
-            if rb.latest_end < now + rb.duration {
-                continue; // expired before clearing
-            }
-            let o = &got[k];
-            prop_assert_eq!(o.start, starts[j], "start of b{}", k);
-            if let Some(payment) = o.payment {
-                prop_assert!(payment <= rb.limit && payment >= rb.reserve);
-                match s.pricing {
-                    PricingRule::PayAsBid => prop_assert_eq!(payment, rb.limit),
-                    PricingRule::CriticalValue => prop_assert_eq!(
-                        Some(payment),
-                        reference::critical_value(s.priority, now, &free, &ref_bids, j),
-                        "critical value of b{}", k
-                    ),
-                    PricingRule::Uniform => {}
-                }
-            } else {
-                let needed = reference::least_winning_limit(s.priority, now, &free, &ref_bids, j, (rb.limit, u64::MAX));
-                let shortfall = o.shortfall.unwrap();
-                prop_assert_eq!(shortfall.map(|x| x + rb.limit), needed, "shortfall of b{}", k);
-            }
-        }
+        matches_oracle(&s, &specs, &limits, now, &events)?;
 
         // Invariants after the cycle.
         let t = market.totals();

@@ -125,7 +125,7 @@ impl Bundle {
     }
 
     /// `(resource index, share in millionths)` pairs: the form the clearing loops read.
-    pub(crate) fn raw(&self) -> impl ExactSizeIterator<Item = (usize, u32)> + '_ {
+    pub(crate) fn raw(&self) -> impl ExactSizeIterator<Item = (usize, u32)> + Clone + '_ {
         let n = self.len();
         self.resources[..n].iter().map(|&r| usize::from(r)).zip(self.shares[..n].iter().copied())
     }

@@ -108,6 +108,28 @@ pub(crate) fn bid_spec(resources: usize) -> impl Strategy<Value = BidSpec> {
         })
 }
 
+/// Bids with windows across much of the horizon, for books of hundreds of bids.
+pub(crate) fn wide_bid_spec(resources: usize) -> impl Strategy<Value = BidSpec> {
+    (
+        0usize..4,
+        prop::sample::subsequence((0..resources).collect::<Vec<_>>(), 1..=resources),
+        prop::collection::vec(1u32..=8, resources),
+        1u32..30,
+        0u64..70,
+        0u64..100,
+        1u64..120_000_000,
+    )
+        .prop_map(|(agent, chosen, shares, duration, earliest, slack, limit)| BidSpec {
+            agent,
+            bundle: chosen.into_iter().map(|r| (r, shares[r] * 50_000)).collect(),
+            duration,
+            earliest,
+            slack,
+            limit,
+            good_for: 1,
+        })
+}
+
 pub(crate) fn agent(i: usize) -> AgentId {
     AgentId::new(&format!("agent-{i}")).unwrap()
 }

@@ -8,10 +8,12 @@
 //!
 //! Without the winner, later bids may be placed differently, and those changes cascade. The
 //! counterfactual is replayed lazily (see [`super::replay`]): only bids whose window reaches the
-//! rows it holds are visited; a bid is placed as in the real run unless its window touches a
-//! *dirty* cell (one where the counterfactual differs) in a way that could open a start the real
-//! run found blocked, or close the one it took. The replay keeps its own copy of the rows it has
-//! looked at, grown on demand.
+//! rows it holds are visited, found through per-bucket bitsets over clearing positions and read
+//! from compact records in clearing order; a bid is placed as in the real run unless its window
+//! touches a *dirty* cell (one where the counterfactual differs) in a way that could open a start
+//! the real run found blocked, or close the one it took. The replay keeps its own copy of the rows
+//! it has looked at, grown on demand from the nearest checkpoint of the real run, and tracks which
+//! starts of the winner still fit as bits, so a take costs only the slots it touched.
 //!
 //! A loser moved earlier finds exactly the state the real run had there, so its threshold is the
 //! least limit that ranks it before the first winner after which it no longer fits. That winner
@@ -19,14 +21,14 @@
 
 use std::ops::Range;
 
-use super::grid::{Grid, overlaps};
+use super::grid::{Grid, Reach, overlaps};
 use super::rank::least_limit_beating;
-use super::replay::{Dirty, Local, SaleIndex, SpanIndex};
+use super::replay::{Dirty, Local, SaleIndex, Shares, SpanIndex, Visit};
 use super::{Placement, Ranked};
 use crate::auction::book::BookBid;
 use crate::auction::config::PriorityRule;
 
-/// Memory the loser checkpoints may take.
+/// Memory the checkpoints of the real run may take.
 const CHECKPOINT_BUDGET: usize = 64 << 20;
 
 pub(super) fn thresholds(
@@ -38,9 +40,57 @@ pub(super) fn thresholds(
     let mut out = vec![None; bids.len()];
     // Winners in clearing order, with their starts.
     let winners: Vec<(usize, u64)> = (0..bids.len()).filter_map(|i| p.starts[i].map(|s| (i, s))).collect();
-    winners_critical(rule, bids, p, initial, &winners, &mut out);
-    losers_needed(rule, bids, p, initial, &winners, &mut out);
+    let shares = Shares::new(bids);
+    let checkpoints = Checkpoints::new(initial, &shares, p, &winners);
+    let run = Run { bids, p, winners: &winners, shares, checkpoints };
+    winners_critical(rule, &run, initial, &mut out);
+    losers_needed(rule, &run, &mut out);
     out
+}
+
+/// What every replay of one cycle reads.
+struct Run<'a> {
+    bids: &'a [BookBid],
+    p: &'a Placement,
+    /// Positions and starts of the winners, in clearing order.
+    winners: &'a [(usize, u64)],
+    shares: Shares,
+    checkpoints: Checkpoints,
+}
+
+impl Run<'_> {
+    /// Takes the real sale of the bid at position `k` from `grid`, clipped to `rows`.
+    fn take_sale(&self, grid: &mut Grid, k: usize, start: u64, rows: Range<u64>) -> bool {
+        grid.take_within(self.shares.of(k), start, self.p.ranked[k].duration, rows)
+    }
+}
+
+/// States of the real run after every `every`-th winner, within [`CHECKPOINT_BUDGET`].
+struct Checkpoints {
+    every: usize,
+    states: Vec<Grid>,
+}
+
+impl Checkpoints {
+    fn new(initial: &Grid, shares: &Shares, p: &Placement, winners: &[(usize, u64)]) -> Checkpoints {
+        let grid_bytes = initial.free.len() * 4 + 1;
+        let every = (winners.len() * grid_bytes / CHECKPOINT_BUDGET + 1).max(8);
+        let mut states = vec![initial.clone()];
+        let mut state = initial.clone();
+        for (n, &(i, s)) in winners.iter().enumerate() {
+            state.take_within(shares.of(i), s, p.ranked[i].duration, initial.lo..initial.hi());
+            if (n + 1) % every == 0 {
+                states.push(state.clone());
+            }
+        }
+        Checkpoints { every, states }
+    }
+
+    /// The latest state holding at most the first `n` winners' sales, and how many it holds.
+    fn before(&self, n: usize) -> (&Grid, usize) {
+        let k = (n / self.every).min(self.states.len() - 1);
+        (&self.states[k], k * self.every)
+    }
 }
 
 fn threshold_against(rule: PriorityRule, me: &Ranked, rival: &Ranked, range: (u64, u64)) -> Option<u64> {
@@ -51,73 +101,71 @@ pub(super) fn placed(r: &Ranked, start: u64) -> Range<u64> {
     start..start + r.duration
 }
 
-fn winners_critical(
-    rule: PriorityRule,
-    bids: &[BookBid],
-    p: &Placement,
-    initial: &Grid,
-    winners: &[(usize, u64)],
-    out: &mut [Option<u64>],
-) {
+fn winners_critical(rule: PriorityRule, run: &Run<'_>, initial: &Grid, out: &mut [Option<u64>]) {
     // The real run, replayed winner by winner: before winner w it holds the state w met.
     let mut real = initial.clone();
     let mut local = Local::default();
-    let index = SpanIndex::new(p, initial.lo);
-    let sold = SaleIndex::new(p, winners, initial.lo);
+    let index = SpanIndex::new(run.p, initial.lo);
+    let sold = SaleIndex::new(run.p, run.winners, initial.lo);
     let mut dirty = Dirty::new(initial);
-    for (w, &(i, start)) in winners.iter().enumerate() {
-        let me = &p.ranked[i];
-        let blocker =
-            counterfactual_blocker(bids, p, &real, (winners, w), (&mut local, &mut dirty), (&index, &sold));
+    for (w, &(i, start)) in run.winners.iter().enumerate() {
+        let me = &run.p.ranked[i];
+        let blocker = counterfactual_blocker(run, &real, w, (&mut local, &mut dirty), (&index, &sold));
         out[i] = Some(match blocker {
             Some(q) => {
-                let rival = &p.ranked[q];
+                let rival = &run.p.ranked[q];
                 threshold_against(rule, me, rival, (me.reserve, me.limit))
                     .expect("a winner ranks before every bid after it")
             }
             None => me.reserve,
         });
-        real.take(&bids[i].bundle, start, me.duration);
+        run.take_sale(&mut real, i, start, initial.lo..initial.hi());
     }
 }
 
-/// The position of the first bid after which winner `winners[w]` no longer fits when it is
+/// The position of the first bid after which winner `run.winners[w]` no longer fits when it is
 /// left out, or `None` if it always fits. `base` is the real state just before it.
 fn counterfactual_blocker(
-    bids: &[BookBid],
-    p: &Placement,
+    run: &Run<'_>,
     base: &Grid,
-    (winners, w): (&[(usize, u64)], usize),
+    w: usize,
     (local, dirty): (&mut Local, &mut Dirty),
     (index, sold): (&SpanIndex, &SaleIndex),
 ) -> Option<usize> {
-    let (pos, start) = winners[w];
-    let i = pos;
-    let me = p.ranked[i];
-    let my_reach = p.reach(bids, i);
+    let (p, lo) = (run.p, index.lo);
+    let (pos, start) = run.winners[w];
+    let me = p.ranked[pos];
+    let my_reach = p.reach(run.bids, pos);
     local.reset(base, me.span());
+    let mut fit = Fit::new(&local.grid, &my_reach);
     // Where the counterfactual may differ from the real run: these cells.
     dirty.clear();
     dirty.mark(me.mask, placed(&me, start));
     // Only bids reaching the rows the counterfactual holds can change them or be changed.
     let mut scan = index.scan(pos, me.span());
-    while let Some(q) = scan.next() {
-        let j = q;
-        let other = &p.ranked[j];
-        let span = other.span();
-        let real_start = p.starts[j];
-        let new_start = if !may_change(dirty, other, real_start, p.blocked[j]) {
+    while let Some(visit) = scan.next() {
+        let q = visit.pos as usize;
+        let real_start = visit.real_start(lo);
+        let new_start = if !may_change(dirty, visit, lo) {
             // Untouched by the change: placed as in the real run.
             real_start
         } else {
-            local.extend(base, span.clone(), |rows, grid| {
-                // New rows hold the real state at this point: replay the real sales between.
-                sold.each_between(rows, pos, q, |k, s, clip| {
-                    grid.take_within(&bids[k].bundle, s, p.ranked[k].duration, clip);
-                });
+            let other = &p.ranked[q];
+            let span = other.span();
+            local.extend(span.clone(), |rows, grid| {
+                // New rows are untouched by the change: they hold the real state at this
+                // point, the nearest checkpoint's plus the real sales since.
+                let n = run.winners.partition_point(|&(at, _)| at < q);
+                let (state, held) = run.checkpoints.before(n);
+                grid.copy_rows(state, rows.clone());
+                if held < n {
+                    sold.each_in(rows, run.winners[held].0..q, |k, s, clip| {
+                        run.take_sale(grid, k, s, clip);
+                    });
+                }
             });
             scan.widen(local.rows.clone());
-            let mut reach = p.reach(bids, j);
+            let mut reach = p.reach(run.bids, q);
             if real_start.is_none()
                 && let Some(open) = dirty.slots(other.mask, span.clone())
             {
@@ -137,18 +185,55 @@ fn counterfactual_blocker(
             new_start
         };
         if let Some(s) = new_start {
-            let run = placed(other, s);
-            let touched = local.grid.take(&bids[j].bundle, s, other.duration);
-            if touched
-                && other.mask & me.mask != 0
-                && overlaps(&run, &me.span())
-                && local.grid.find_start(&my_reach).is_none()
-            {
-                return Some(q);
+            let taken = s..s + visit.duration();
+            let touched = local.take(run.shares.of(q), s, visit.duration());
+            if touched && visit.mask & me.mask != 0 && overlaps(&taken, &me.span()) {
+                let fits = match &mut fit {
+                    Some(fit) => {
+                        let common = run.shares.of(q).map(|(r, _)| r).filter(|&r| me.mask & 1 << r != 0);
+                        fit.after_take(&local.grid, &my_reach, common, taken)
+                    }
+                    None => local.grid.find_start(&my_reach).is_some(),
+                };
+                if !fits {
+                    return Some(q);
+                }
             }
         }
     }
     None
+}
+
+/// The slots of a winner's span (of at most 128) where its bundle still fits in the
+/// counterfactual; they only close as other bids take capacity.
+struct Fit {
+    open: u128,
+    width: u64,
+    duration: u64,
+}
+
+impl Fit {
+    fn new(grid: &Grid, reach: &Reach<'_>) -> Option<Fit> {
+        let width = reach.last_end - reach.first;
+        (width <= 128).then(|| Fit {
+            open: grid.fitting(reach, reach.span()),
+            width,
+            duration: reach.duration,
+        })
+    }
+
+    /// Closes the slots of `run` where a take of `resources` there left too little; whether the
+    /// bundle still fits somewhere.
+    fn after_take(
+        &mut self,
+        grid: &Grid,
+        reach: &Reach<'_>,
+        resources: impl Iterator<Item = usize> + Clone,
+        run: Range<u64>,
+    ) -> bool {
+        self.open &= !grid.short(reach, resources, run);
+        has_run(self.open, self.width, self.duration)
+    }
 }
 
 /// Whether a bid's placement may differ from the real run's, given the cells that differ.
@@ -156,17 +241,20 @@ fn counterfactual_blocker(
 /// In the real run, at this bid's turn, every start before its real one failed (and, for a
 /// loser, every start). A start whose run avoids the dirty cells sees exactly what it saw
 /// then, so it fails again; the real start, if its run avoids them, succeeds again.
-fn may_change(dirty: &Dirty, r: &Ranked, real_start: Option<u64>, blocked: Option<u128>) -> bool {
-    let span = r.span();
-    if !dirty.touches(r.mask, span.clone()) {
+fn may_change(dirty: &Dirty, v: &Visit, lo: u64) -> bool {
+    let span = v.span(lo);
+    if !dirty.touches(v.mask, span.clone()) {
         return false;
     }
-    let (Some(blocked), Some(changed)) = (blocked, dirty.slots(r.mask, span)) else { return true };
-    match real_start {
-        None => has_run(!(blocked & !changed), r.last_end - r.first, r.duration),
+    let (Some(blocked), Some(changed)) = (v.blocked(), dirty.slots(v.mask, span.clone())) else {
+        return true;
+    };
+    let (first, duration) = (span.start, v.duration());
+    match v.real_start(lo) {
+        None => has_run(!(blocked & !changed), span.end - first, duration),
         Some(s) => {
-            dirty.touches(r.mask, placed(r, s))
-                || has_run(!(blocked & !changed), s - r.first + r.duration - 1, r.duration)
+            dirty.touches(v.mask, s..s + duration)
+                || has_run(!(blocked & !changed), s - first + duration - 1, duration)
         }
     }
 }
@@ -187,54 +275,36 @@ fn has_run(open: u128, width: u64, len: u64) -> bool {
     open != 0
 }
 
-fn losers_needed(
-    rule: PriorityRule,
-    bids: &[BookBid],
-    p: &Placement,
-    initial: &Grid,
-    winners: &[(usize, u64)],
-    out: &mut [Option<u64>],
-) {
-    if winners.len() == bids.len() {
+fn losers_needed(rule: PriorityRule, run: &Run<'_>, out: &mut [Option<u64>]) {
+    let (p, winners, checkpoints) = (run.p, run.winners, &run.checkpoints);
+    if winners.len() == run.bids.len() {
         return;
     }
-    // Checkpoints of the real run: states after the first k * every winners.
-    let grid_bytes = initial.free.len() * 4 + 1;
-    let every = (winners.len() * grid_bytes / CHECKPOINT_BUDGET + 1).max(8);
-    let mut checkpoints = vec![initial.clone()];
-    let mut state = initial.clone();
-    for (n, &(i, s)) in winners.iter().enumerate() {
-        state.take(&bids[i].bundle, s, p.ranked[i].duration);
-        if (n + 1) % every == 0 {
-            checkpoints.push(state.clone());
-        }
-    }
-    drop(state);
     let mut local = Local::default();
     for (i, need) in out.iter_mut().enumerate() {
         if p.starts[i].is_some() {
             continue;
         }
         let me = &p.ranked[i];
-        let reach = p.reach(bids, i);
-        if checkpoints[0].find_start(&reach).is_none() {
+        let reach = p.reach(run.bids, i);
+        if checkpoints.states[0].find_start(&reach).is_none() {
             continue; // No limit would have won: it never fits.
         }
         // Winners ranked before it; it fits before the first of them and not after the last.
         let before = winners.partition_point(|&(at, _)| at < i);
-        let usable = before / every;
+        let usable = checkpoints.before(before).1 / checkpoints.every;
         // The last checkpoint (within those before it) where it still fits.
         let (mut lo, mut hi) = (0, usable);
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
-            if checkpoints[mid].find_start(&reach).is_some() { lo = mid } else { hi = mid - 1 }
+            if checkpoints.states[mid].find_start(&reach).is_some() { lo = mid } else { hi = mid - 1 }
         }
-        local.reset(&checkpoints[lo], me.span());
-        let blocker = winners[lo * every..before].iter().find(|&&(k, s)| {
+        local.reset(&checkpoints.states[lo], me.span());
+        let blocker = winners[lo * checkpoints.every..before].iter().find(|&&(k, s)| {
             let r = &p.ranked[k];
             r.mask & me.mask != 0
                 && overlaps(&placed(r, s), &me.span())
-                && local.grid.take(&bids[k].bundle, s, r.duration)
+                && local.take(run.shares.of(k), s, r.duration)
                 && local.grid.find_start(&reach).is_none()
         });
         let Some(&(at, _)) = blocker else {

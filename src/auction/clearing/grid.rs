@@ -60,9 +60,26 @@ impl Grid {
         self.row(slot).iter().zip(need).fold(true, |fits, (&free, &need)| fits & (free >= need))
     }
 
-    /// The earliest start at which the whole run fits, scanning the span once.
+    /// The earliest start at which the whole run fits. Each candidate's run is checked from its
+    /// last slot down, so a slot that does not fit skips every start whose run holds it; no slot
+    /// is looked at twice.
     pub(crate) fn find_start(&self, reach: &Reach<'_>) -> Option<u64> {
-        self.find_start_and_blocked(reach).0
+        let (mut start, mut verified) = (reach.first, reach.first);
+        // Slots in `start..verified` are known to fit.
+        'candidate: while start + reach.duration <= reach.last_end {
+            let end = start + reach.duration;
+            let mut slot = end;
+            while slot > verified {
+                slot -= 1;
+                if !self.fits_at(&reach.need, slot) {
+                    start = slot + 1;
+                    verified = end.max(start);
+                    continue 'candidate;
+                }
+            }
+            return Some(start);
+        }
+        None
     }
 
     /// The earliest start at which the whole run fits, and the slots before it that blocked.
@@ -86,17 +103,48 @@ impl Grid {
         (None, tracked.then_some(blocked))
     }
 
+    /// The slots of `rows` (within the reach's span, at most 128 after its first slot) in which
+    /// the bundle fits, as bits from the reach's first slot.
+    pub(crate) fn fitting(&self, reach: &Reach<'_>, rows: Range<u64>) -> u128 {
+        let from = rows.start.max(reach.first);
+        let to = rows.end.min(reach.last_end);
+        (from..to)
+            .filter(|&slot| self.fits_at(&reach.need, slot))
+            .fold(0, |bits, slot| bits | 1 << (slot - reach.first))
+    }
+
+    /// The slots of `rows` (within the reach's span, at most 128 after its first slot) in which
+    /// the bundle no longer fits for want of a resource among `resources`, as bits from the
+    /// reach's first slot: after a take of those resources, the only slots it can have closed.
+    pub(crate) fn short(
+        &self,
+        reach: &Reach<'_>,
+        resources: impl Iterator<Item = usize> + Clone,
+        rows: Range<u64>,
+    ) -> u128 {
+        let from = rows.start.max(reach.first);
+        let to = rows.end.min(reach.last_end);
+        let mut bits = 0;
+        for slot in from..to {
+            let at = (slot - self.lo) as usize * self.stride;
+            if resources.clone().any(|r| self.free[at + r] < reach.need[r]) {
+                bits |= 1 << (slot - reach.first);
+            }
+        }
+        bits
+    }
+
     /// Takes the bundle in `[start, start + duration)`, clipped to the grid's rows; whether any
     /// row was touched.
     pub(crate) fn take(&mut self, bundle: &Bundle, start: u64, duration: u64) -> bool {
-        self.take_within(bundle, start, duration, self.lo..self.hi())
+        self.take_within(bundle.raw(), start, duration, self.lo..self.hi())
     }
 
-    /// Takes the bundle in `[start, start + duration)`, clipped to `rows` and the grid's rows;
-    /// whether any row was touched.
+    /// Takes `shares` (resource index, share) in `[start, start + duration)`, clipped to `rows`
+    /// and the grid's rows; whether any row was touched.
     pub(crate) fn take_within(
         &mut self,
-        bundle: &Bundle,
+        shares: impl Iterator<Item = (usize, u32)> + Clone,
         start: u64,
         duration: u64,
         rows: Range<u64>,
@@ -105,11 +153,22 @@ impl Grid {
         let to = (start + duration).min(self.hi()).min(rows.end);
         for slot in from..to {
             let at = (slot - self.lo) as usize * self.stride;
-            for (r, share) in bundle.raw() {
+            for (r, share) in shares.clone() {
                 self.free[at + r] -= share as i32;
             }
         }
         from < to
+    }
+
+    /// Copies `rows` from `other`, a grid of the same shape.
+    pub(crate) fn copy_rows(&mut self, other: &Grid, rows: Range<u64>) {
+        debug_assert!(self.lo == other.lo && self.stride == other.stride);
+        if rows.is_empty() {
+            return;
+        }
+        let from = (rows.start - self.lo) as usize * self.stride;
+        let to = (rows.end - self.lo) as usize * self.stride;
+        self.free[from..to].copy_from_slice(&other.free[from..to]);
     }
 }
 
@@ -143,6 +202,7 @@ mod tests {
         assert!(g.take(&cpu_only, 2, 2));
         assert_eq!(g.free[4], 500_000);
         assert_eq!(g.find_start_and_blocked(&Reach::new(&b, 0, 4, 3)), (None, Some(0b1010)));
+        assert_eq!(g.find_start(&Reach::new(&b, 0, 4, 3)), None);
         assert_eq!(g.find_start_and_blocked(&Reach::new(&b, 0, 6, 2)), (Some(4), Some(0b1010)));
     }
 }

@@ -1,13 +1,12 @@
 //! The machinery of counterfactual replays: which bids reach which rows, which real sales
 //! touched them, which cells differ, and a growing private copy of the rows looked at.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::ops::Range;
 
 use super::Placement;
 use super::critical::placed;
 use super::grid::Grid;
+use crate::auction::book::BookBid;
 
 /// Cells where the counterfactual may differ from the real run: a bitset per resource over the
 /// grid's rows, cleared word by word between winners.
@@ -17,26 +16,46 @@ pub(super) struct Dirty {
     words: usize,
     bits: Vec<u64>,
     touched: Vec<usize>,
+    /// The slots from the first dirty cell to the last, of any resource.
+    hull: Range<u64>,
 }
 
 impl Dirty {
     pub(super) fn new(grid: &Grid) -> Dirty {
         let rows = grid.free.len() / grid.stride.max(1);
         let words = rows.div_ceil(64) + 2;
-        Dirty { lo: grid.lo, words, bits: vec![0; words * grid.stride.max(1)], touched: Vec::new() }
+        Dirty {
+            lo: grid.lo,
+            words,
+            bits: vec![0; words * grid.stride.max(1)],
+            touched: Vec::new(),
+            hull: 0..0,
+        }
     }
 
     pub(super) fn clear(&mut self) {
         for w in self.touched.drain(..) {
             self.bits[w] = 0;
         }
+        self.hull = 0..0;
     }
 
-    fn resources(mask: u16) -> impl Iterator<Item = usize> {
-        (0..16).filter(move |r| mask & (1 << r) != 0)
+    fn resources(mut mask: u16) -> impl Iterator<Item = usize> {
+        std::iter::from_fn(move || {
+            (mask != 0).then(|| {
+                let r = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                r
+            })
+        })
     }
 
     pub(super) fn mark(&mut self, mask: u16, rows: Range<u64>) {
+        self.hull = if self.hull.is_empty() {
+            rows.clone()
+        } else {
+            self.hull.start.min(rows.start)..self.hull.end.max(rows.end)
+        };
         for r in Dirty::resources(mask) {
             for slot in rows.clone() {
                 let bit = (slot - self.lo) as usize;
@@ -72,9 +91,10 @@ impl Dirty {
 
     /// Whether any cell of `rows` of a resource in `mask` is dirty.
     pub(super) fn touches(&self, mask: u16, rows: Range<u64>) -> bool {
-        let mut at = rows.start;
-        while at < rows.end {
-            let chunk = at..rows.end.min(at + 128);
+        let end = rows.end.min(self.hull.end);
+        let mut at = rows.start.max(self.hull.start);
+        while at < end {
+            let chunk = at..end.min(at + 128);
             if Dirty::resources(mask).any(|r| self.window(r, &chunk) != 0) {
                 return true;
             }
@@ -87,39 +107,91 @@ impl Dirty {
 /// Slots per bucket of the span index.
 const BUCKET: u64 = 64;
 
-/// For each bucket of [`BUCKET`] slots, the clearing positions of the bids whose span reaches
-/// into it, ascending.
+/// What a replay needs of a bid to decide whether its placement may change, stored in the span
+/// index so a scan reads buckets front to back instead of jumping about the book. Slots are
+/// relative to the index's first row.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Visit {
+    /// The slots of its span that blocked it in the real run, when `tracked`.
+    blocked: u128,
+    pub(super) pos: u32,
+    first: u32,
+    end: u32,
+    duration: u32,
+    /// Its real start, `u32::MAX` for a loser.
+    start: u32,
+    pub(super) mask: u16,
+    tracked: bool,
+}
+
+impl Visit {
+    pub(super) fn span(&self, lo: u64) -> Range<u64> {
+        lo + u64::from(self.first)..lo + u64::from(self.end)
+    }
+
+    pub(super) fn duration(&self) -> u64 {
+        u64::from(self.duration)
+    }
+
+    pub(super) fn real_start(&self, lo: u64) -> Option<u64> {
+        (self.start != u32::MAX).then(|| lo + u64::from(self.start))
+    }
+
+    pub(super) fn blocked(&self) -> Option<u128> {
+        self.tracked.then_some(self.blocked)
+    }
+}
+
+/// Every bid's [`Visit`] by clearing position, and for each bucket of [`BUCKET`] slots a bitset
+/// over positions of the bids whose span reaches into it.
 #[derive(Debug)]
 pub(super) struct SpanIndex {
-    lo: u64,
-    buckets: Vec<Vec<u32>>,
+    pub(super) lo: u64,
+    visits: Vec<Visit>,
+    /// Words per bucket.
+    words: usize,
+    bits: Vec<u64>,
 }
 
 impl SpanIndex {
     pub(super) fn new(p: &Placement, lo: u64) -> SpanIndex {
-        let mut buckets: Vec<Vec<u32>> = Vec::new();
-        for (pos, r) in p.ranked.iter().enumerate() {
-            let span = r.span();
-            let (first, last) = ((span.start - lo) / BUCKET, (span.end - 1 - lo) / BUCKET);
-            if buckets.len() <= last as usize {
-                buckets.resize_with(last as usize + 1, Vec::new);
-            }
-            for b in first..=last {
-                buckets[b as usize].push(pos as u32);
+        let rel = |slot: u64| u32::try_from(slot - lo).expect("the grid's rows fit in u32");
+        let visits: Vec<Visit> = (p.ranked.iter().enumerate())
+            .map(|(pos, r)| {
+                let span = r.span();
+                Visit {
+                    blocked: p.blocked[pos].unwrap_or(0),
+                    pos: pos as u32,
+                    first: rel(span.start),
+                    end: rel(span.end),
+                    duration: u32::try_from(r.duration).expect("runs fit in u32"),
+                    start: p.starts[pos].map_or(u32::MAX, rel),
+                    mask: r.mask,
+                    tracked: p.blocked[pos].is_some(),
+                }
+            })
+            .collect();
+        let words = visits.len().div_ceil(64);
+        let buckets = visits.iter().map(|v| (v.end as u64 - 1) / BUCKET + 1).max().unwrap_or(0) as usize;
+        let mut bits = vec![0u64; buckets * words];
+        for (pos, v) in visits.iter().enumerate() {
+            for b in u64::from(v.first) / BUCKET..=(u64::from(v.end) - 1) / BUCKET {
+                bits[b as usize * words + pos / 64] |= 1 << (pos % 64);
             }
         }
-        SpanIndex { lo, buckets }
+        SpanIndex { lo, visits, words, bits }
     }
 
     fn bucket_range(&self, rows: &Range<u64>) -> Range<usize> {
+        let buckets = self.bits.len() / self.words.max(1);
         let first = ((rows.start - self.lo) / BUCKET) as usize;
         let last = ((rows.end - 1 - self.lo) / BUCKET) as usize;
-        first.min(self.buckets.len())..(last + 1).min(self.buckets.len())
+        first.min(buckets)..(last + 1).min(buckets)
     }
 
-    /// The positions after `after` of bids reaching `rows`, in order.
+    /// The bids after position `after` reaching `rows`, in order.
     pub(super) fn scan(&self, after: usize, rows: Range<u64>) -> Scan<'_> {
-        let mut scan = Scan { index: self, after, covered: 0..0, heads: BinaryHeap::new(), last: None };
+        let mut scan = Scan { index: self, covered: 0..0, next: after + 1, at: 0, word: 0 };
         scan.widen(rows);
         scan
     }
@@ -149,13 +221,12 @@ impl SaleIndex {
         SaleIndex { lo, buckets }
     }
 
-    /// Calls `each(bid, start, clip)` for every real sale at a position in `(after, before)`
-    /// with its rows clipped to one bucket's part of `rows`: each sold cell of `rows` once.
-    pub(super) fn each_between(
+    /// Calls `each(bid, start, clip)` for every real sale at a position in `positions` with its
+    /// rows clipped to one bucket's part of `rows`: each sold cell of `rows` once.
+    pub(super) fn each_in(
         &self,
         rows: Range<u64>,
-        after: usize,
-        before: usize,
+        positions: Range<usize>,
         mut each: impl FnMut(usize, u64, Range<u64>),
     ) {
         let first = ((rows.start - self.lo) / BUCKET) as usize;
@@ -164,9 +235,9 @@ impl SaleIndex {
             let bucket = self.lo + b as u64 * BUCKET;
             let clip = rows.start.max(bucket)..rows.end.min(bucket + BUCKET);
             let list = &self.buckets[b];
-            let from = list.partition_point(|&(i, _)| i as usize <= after);
+            let from = list.partition_point(|&(i, _)| (i as usize) < positions.start);
             for &(i, start) in &list[from..] {
-                if i as usize >= before {
+                if i as usize >= positions.end {
                     break;
                 }
                 each(i as usize, start, clip.clone());
@@ -175,59 +246,64 @@ impl SaleIndex {
     }
 }
 
-/// A merge of the index's buckets over a growing range of rows, without repeats.
+/// The positions set in any covered bucket's bitset, ascending, over a growing range of rows.
 #[derive(Debug)]
 pub(super) struct Scan<'a> {
     index: &'a SpanIndex,
-    /// Positions up to this one are behind the scan.
-    after: usize,
     covered: Range<usize>,
-    /// `(position, bucket, offset in bucket)` of each covered bucket's next entry.
-    heads: BinaryHeap<Reverse<(u32, usize, usize)>>,
-    last: Option<u32>,
+    /// The next position to look at.
+    next: usize,
+    /// The covered buckets' bits of word `at`, from `next` on.
+    at: usize,
+    word: u64,
 }
 
 impl Scan<'_> {
-    /// Adds the buckets of `rows` not yet covered, from just after the current position.
+    /// Covers the buckets of `rows` too, from the current position on.
     pub(super) fn widen(&mut self, rows: Range<u64>) {
         let want = self.index.bucket_range(&rows);
-        let from = self.last.map_or(self.after as u32 + 1, |l| l + 1);
-        let start = if self.covered.is_empty() { want.start } else { want.start.min(self.covered.start) };
-        let end = want.end.max(self.covered.end);
-        for b in start..end {
-            if self.covered.contains(&b) {
-                continue;
-            }
-            let list = &self.index.buckets[b];
-            let at = list.partition_point(|&pos| pos < from);
-            if at < list.len() {
-                self.heads.push(Reverse((list[at], b, at)));
-            }
+        let covered = if self.covered.is_empty() {
+            want
+        } else {
+            want.start.min(self.covered.start)..want.end.max(self.covered.end)
+        };
+        if covered != self.covered {
+            self.covered = covered;
+            self.at = self.next / 64;
+            self.word = self.load(self.next);
         }
-        self.covered = start..end;
+    }
+
+    /// The covered bits of the word holding `pos`, from `pos` on.
+    fn load(&self, pos: usize) -> u64 {
+        let (w, words) = (pos / 64, self.index.words);
+        if w >= words {
+            return 0;
+        }
+        let any = self.covered.clone().fold(0, |acc, b| acc | self.index.bits[b * words + w]);
+        any & (u64::MAX << (pos % 64))
     }
 }
 
-impl Iterator for Scan<'_> {
-    type Item = usize;
+impl<'a> Iterator for Scan<'a> {
+    type Item = &'a Visit;
 
-    fn next(&mut self) -> Option<usize> {
-        loop {
-            let Reverse((pos, b, at)) = self.heads.pop()?;
-            let list = &self.index.buckets[b];
-            if at + 1 < list.len() {
-                self.heads.push(Reverse((list[at + 1], b, at + 1)));
+    fn next(&mut self) -> Option<&'a Visit> {
+        while self.word == 0 {
+            self.at += 1;
+            if self.at >= self.index.words {
+                return None;
             }
-            if self.last == Some(pos) {
-                continue;
-            }
-            self.last = Some(pos);
-            return Some(pos as usize);
+            self.word = self.load(self.at * 64);
         }
+        let pos = self.at * 64 + self.word.trailing_zeros() as usize;
+        self.word &= self.word - 1;
+        self.next = pos + 1;
+        Some(&self.index.visits[pos])
     }
 }
 
-/// A copy of some rows of the grid, grown as the counterfactual looks further.
+/// A working copy of the grid of which only `rows` are current, grown as a replay looks further.
 #[derive(Debug, Default)]
 pub(super) struct Local {
     pub(super) grid: Grid,
@@ -235,50 +311,68 @@ pub(super) struct Local {
 }
 
 impl Local {
+    /// Starts over holding `rows` of `base`; the other rows are stale until extended over.
     pub(super) fn reset(&mut self, base: &Grid, rows: Range<u64>) {
-        self.rows = rows.clone();
-        self.grid.lo = rows.start;
-        self.grid.stride = base.stride;
-        self.grid.free.clear();
-        copy_rows(base, rows, &mut self.grid.free);
+        if self.grid.lo != base.lo
+            || self.grid.stride != base.stride
+            || self.grid.free.len() != base.free.len()
+        {
+            self.grid.clone_from(base);
+        } else {
+            self.grid.copy_rows(base, rows.clone());
+        }
+        self.rows = rows;
     }
 
-    /// Grows the copy to cover `want`; `replay(new_rows, grid)` brings each new range of rows
-    /// from the base state up to date, touching only those rows.
-    pub(super) fn extend(
-        &mut self,
-        base: &Grid,
-        want: Range<u64>,
-        mut replay: impl FnMut(Range<u64>, &mut Grid),
-    ) {
-        let lo = want.start.min(self.rows.start);
-        let hi = want.end.max(self.rows.end);
-        if lo == self.rows.start && hi == self.rows.end {
-            return;
-        }
-        let stride = base.stride;
-        let mut free = Vec::with_capacity((hi - lo) as usize * stride);
-        copy_rows(base, lo..self.rows.start, &mut free);
-        free.extend_from_slice(&self.grid.free);
-        copy_rows(base, self.rows.end..hi, &mut free);
+    /// Grows the current rows to cover `want`; `fill(new_rows, grid)` brings each new range of
+    /// rows up to date, touching only those rows.
+    pub(super) fn extend(&mut self, want: Range<u64>, mut fill: impl FnMut(Range<u64>, &mut Grid)) {
         let old = self.rows.clone();
-        self.grid = Grid { lo, stride, free };
-        self.rows = lo..hi;
+        let (lo, hi) = (want.start.min(old.start), want.end.max(old.end));
         for new in [lo..old.start, old.end..hi] {
             if !new.is_empty() {
-                replay(new, &mut self.grid);
+                fill(new, &mut self.grid);
             }
         }
+        self.rows = lo..hi;
+    }
+
+    /// Takes `shares` in `[start, start + duration)` within the current rows; whether any row
+    /// was touched.
+    pub(super) fn take(
+        &mut self,
+        shares: impl Iterator<Item = (usize, u32)> + Clone,
+        start: u64,
+        duration: u64,
+    ) -> bool {
+        self.grid.take_within(shares, start, duration, self.rows.clone())
     }
 }
 
-fn copy_rows(base: &Grid, rows: Range<u64>, out: &mut Vec<i32>) {
-    if rows.is_empty() {
-        return;
+/// Every bid's shares packed in clearing order, so replays take capacity without reading the
+/// book.
+#[derive(Debug)]
+pub(super) struct Shares {
+    at: Vec<u32>,
+    items: Vec<(u32, u32)>,
+}
+
+impl Shares {
+    pub(super) fn new(bids: &[BookBid]) -> Shares {
+        let mut at = Vec::with_capacity(bids.len() + 1);
+        let mut items = Vec::with_capacity(bids.len() * 2);
+        at.push(0);
+        for b in bids {
+            items.extend(b.bundle.raw().map(|(r, s)| (r as u32, s)));
+            at.push(items.len() as u32);
+        }
+        Shares { at, items }
     }
-    let from = (rows.start - base.lo) as usize * base.stride;
-    let to = (rows.end - base.lo) as usize * base.stride;
-    out.extend_from_slice(&base.free[from..to]);
+
+    /// The shares of the bid at position `i`: (resource index, share).
+    pub(super) fn of(&self, i: usize) -> impl Iterator<Item = (usize, u32)> + Clone + '_ {
+        self.items[self.at[i] as usize..self.at[i + 1] as usize].iter().map(|&(r, s)| (r as usize, s))
+    }
 }
 
 #[cfg(test)]
