@@ -1,18 +1,20 @@
-//! Criterion benches of the hot paths: intake (submit from one and two threads), whole
-//! clearing cycles at 10k and 100k bids with the reference clearing as a baseline, and price
-//! discovery alone.
+//! Criterion benches of the hot paths: intake (submit from one and two threads, singly and in
+//! batches), whole clearing cycles at 10k and 100k bids, placement alone against the reference
+//! clearing on the same book (the ratio is printed at the end of every run that has both),
+//! price discovery alone, and settlement.
 //!
 //! Workload: `phases::Workload` — 4 resources, horizon 3600 slots, windows of up to 120 slots,
 //! 1-60 slot runs, shares of 1-20% of one to four resources, 1,000 agents.
 
 use std::hint::black_box;
+use std::path::PathBuf;
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use capacity_auction::phases::{Cycle, Workload};
 use capacity_auction::reference::{self, RefBid};
-use capacity_auction::{Bid, Market, PriorityRule, Slot};
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use capacity_auction::{Bid, Credits, Market, PriorityRule, Slot};
+use criterion::{BatchSize, Criterion, Throughput};
 
 /// Submits `iters` bids from `threads` threads (one at a time, or in batches of `batch`), in
 /// chunks on fresh markets; returns the wall time of the concurrent part.
@@ -123,7 +125,16 @@ fn define_clear(c: &mut Criterion) {
     }
     let n = 10_000;
     g.throughput(Throughput::Elements(n as u64));
-    let bids = reference_bids(&Workload::new(n).bids(n, 11, "b"));
+    let workload = Workload::new(n);
+    let cycle = Cycle::new(&workload.config, workload.bids(n, 11, "b"), Slot(0)).unwrap();
+    g.bench_function("10k/place", |b| {
+        b.iter(|| {
+            let (placed, won) = cycle.place();
+            assert!(won > 0);
+            placed
+        })
+    });
+    let bids = reference_bids(&workload.bids(n, 11, "b"));
     let full = |_: usize, _: u64| 1_000_000i64;
     g.bench_function("10k/reference", |b| {
         b.iter(|| {
@@ -155,11 +166,65 @@ fn define_discover(c: &mut Criterion) {
     g.finish();
 }
 
+fn define_settle(c: &mut Criterion) {
+    let mut g = c.benchmark_group("settle");
+    g.sample_size(10);
+    let n = 100_000;
+    let workload = Workload::new(n);
+    let cycle = Cycle::new(&workload.config, workload.bids(n, 11, "b"), Slot(0)).unwrap();
+    let (placed, won) = cycle.place();
+    assert!(won > 0);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("100k", |b| {
+        b.iter_batched(
+            || cycle.escrowed(&placed),
+            |mut ledger| {
+                let (paid, escrowed) = ledger.settle();
+                assert!(paid > Credits::ZERO && escrowed == Credits::ZERO);
+                ledger
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     define_intake(c);
     define_clear(c);
     define_discover(c);
+    define_settle(c);
 }
 
-criterion_group!(market_benches, benches);
-criterion_main!(market_benches);
+/// Medians of this run's benches, read back from Criterion's estimates; `None` for a bench the
+/// run filtered out (older estimates on disk are ignored).
+fn median_ns(started: SystemTime, id: &str) -> Option<f64> {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let path = target.join("criterion").join(id).join("new/estimates.json");
+    let fresh = std::fs::metadata(&path).ok()?.modified().ok()? >= started;
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    fresh.then(|| json["median"]["point_estimate"].as_f64()).flatten()
+}
+
+/// Prints how the fast clearing compares with the reference on the same book.
+fn report_ratios(started: SystemTime) {
+    let reference = median_ns(started, "clear/10k_reference");
+    for (id, what) in [("clear/10k_place", "ranking and placement"), ("clear/10k_los", "whole cycle")] {
+        if let (Some(fast), Some(reference)) = (median_ns(started, id), reference) {
+            println!(
+                "fast/reference at 10k, {what}: {:.3} ({:.2} ms fast, {:.2} ms reference placement)",
+                fast / reference,
+                fast / 1e6,
+                reference / 1e6
+            );
+        }
+    }
+}
+
+fn main() {
+    let started = SystemTime::now();
+    let mut c = Criterion::default().configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+    report_ratios(started);
+}

@@ -7,7 +7,7 @@
 //! `available + escrowed (over all accounts) + burned = deposits`, where pool settlement is a
 //! credit to the pool account.
 
-use std::collections::VecDeque;
+use std::collections::{VecDeque, hash_map};
 use std::hash::BuildHasher;
 
 use foldhash::HashMap;
@@ -92,9 +92,11 @@ impl Shard {
             );
             return Err(r);
         };
-        if let Some(first) = account.bids.get(&a.bid.id) {
-            return first_result(first);
-        }
+        // One hash and probe of the id for both the repeat check and the record.
+        let slot = match account.bids.entry(a.bid.id.clone()) {
+            hash_map::Entry::Occupied(first) => return first_result(first.get()),
+            hash_map::Entry::Vacant(slot) => slot,
+        };
         let limit = a.bid.limit.micros();
         let refusal = if account.live >= a.max_bids {
             Some(reject(
@@ -116,7 +118,7 @@ impl Shard {
             None
         };
         if let Some(r) = refusal {
-            account.bids.insert(a.bid.id.clone(), BidState::Refused { cycle: a.cycle, rejection: r.clone() });
+            slot.insert(BidState::Refused { cycle: a.cycle, rejection: r.clone() });
             shard.forget.push_back((a.cycle, a.bid.agent.clone(), a.bid.id.clone()));
             shard.note(
                 intake,
@@ -124,10 +126,10 @@ impl Shard {
             );
             return Err(r);
         }
+        slot.insert(BidState::Pending { epoch: intake.epoch(), limit });
         account.available -= limit;
         account.escrowed += limit;
         account.live += 1;
-        account.bids.insert(a.bid.id.clone(), BidState::Pending { epoch: intake.epoch(), limit });
         shard.note(intake, Entry::Accepted(a.bid));
         Ok(Admitted::New)
     }
@@ -422,7 +424,12 @@ impl Ledger {
                 account.available += limit - payment;
                 account.live -= 1;
                 paid += payment;
-                account.bids.insert(bid.id.clone(), BidState::Decided { cycle });
+                match account.bids.get_mut(&bid.id) {
+                    Some(state) => *state = BidState::Decided { cycle },
+                    None => {
+                        account.bids.insert(bid.id.clone(), BidState::Decided { cycle });
+                    }
+                }
                 shard.forget.push_back((cycle, bid.agent.clone(), bid.id.clone()));
             }
         }

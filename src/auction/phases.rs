@@ -9,6 +9,8 @@ use super::clearing::{self, Discovery, Grid, Placement};
 use super::config::{Config, ConfigError, MarketConfig};
 use super::error::Rejection;
 use super::ids::{AgentId, BidId};
+use super::intake::Intake;
+use super::ledger::{Admission, Ledger, Release};
 use super::market::Market;
 use super::money::Credits;
 use crate::capacity::{Bundle, ResourceId, Share, Slot, Timeline};
@@ -84,10 +86,53 @@ impl Cycle {
             .count()
     }
 
+    /// A ledger of its own funding every agent with exactly its bids' limits, and each bid of
+    /// `placed` escrowed in it, as the market holds them when clearing starts. Winners will
+    /// pay their limits (the amounts do not change the work).
+    ///
+    /// # Panics
+    ///
+    /// Never: every bid's agent is funded before it is escrowed.
+    pub fn escrowed(&self, placed: &Placed) -> Escrowed {
+        let (ledger, intake) = (Ledger::new(), Intake::new());
+        let mut bids = placed.bids.clone();
+        for b in &mut bids {
+            b.shard = ledger.shard_of(&b.agent);
+            ledger.deposit(&intake, &b.agent, b.limit, &None).expect("a positive limit");
+            let admission = Admission { bid: b.clone(), max_bids: u32::MAX, book_size: usize::MAX, cycle: 0 };
+            ledger.admit(&intake, admission).expect("a funded agent");
+        }
+        let payments =
+            (bids.iter().zip(&placed.placement.starts)).map(|(b, start)| start.map(|_| b.limit)).collect();
+        Escrowed { ledger, intake, bids, payments }
+    }
+
     /// Discovers the cycle's prices; returns `(ir, envy)`.
     pub fn discover(&self, placed: &Placed) -> (f64, f64) {
         let d: Discovery = clearing::discover(&self.config, &placed.bids, &placed.placement, &placed.left);
         (d.ir, d.envy)
+    }
+}
+
+/// A cycle's bids escrowed in a ledger, ready to be settled.
+#[derive(Debug)]
+pub struct Escrowed {
+    ledger: Ledger,
+    intake: Intake,
+    bids: Vec<BookBid>,
+    payments: Vec<Option<Credits>>,
+}
+
+impl Escrowed {
+    /// Settles the cycle as clearing does, once: winners pay, the others get their escrow back.
+    /// Returns what was paid (burned) and what stays escrowed (nothing, when all went well).
+    pub fn settle(&mut self) -> (Credits, Credits) {
+        let mut releases: Vec<(&BookBid, Release)> = (self.bids.iter().zip(&self.payments))
+            .map(|(b, p)| (b, p.map_or(Release::Returned, |payment| Release::Won { payment })))
+            .collect();
+        self.ledger.settle(&self.intake, &mut releases, 1, None);
+        let totals = self.ledger.totals();
+        (totals.burned, totals.escrowed)
     }
 }
 
