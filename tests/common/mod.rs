@@ -85,17 +85,25 @@ pub(crate) fn setup() -> impl Strategy<Value = Setup> {
     })
 }
 
-pub(crate) fn bid_spec(resources: usize) -> impl Strategy<Value = BidSpec> {
+/// Bids over `resources` with runs from `durations`, first starts from `earliest`, extra room
+/// in the window from `slack` and shares of 5% times `units`.
+fn bid_spec_in(
+    resources: usize,
+    units: std::ops::RangeInclusive<u32>,
+    durations: std::ops::Range<u32>,
+    earliest: std::ops::Range<u64>,
+    slack: impl Strategy<Value = u64>,
+    good_for: std::ops::Range<u32>,
+) -> impl Strategy<Value = BidSpec> {
     (
         0usize..4,
         prop::sample::subsequence((0..resources).collect::<Vec<_>>(), 1..=resources),
-        prop::collection::vec(1u32..=12, resources),
-        1u32..6,
-        0u64..10,
-        // Mostly short windows (crowded), some past 128 slots (the long-span paths).
-        prop_oneof![9 => 0u64..8, 1 => 120u64..160],
+        prop::collection::vec(units, resources),
+        durations,
+        earliest,
+        slack,
         1u64..120_000_000,
-        1u32..3,
+        good_for,
     )
         .prop_map(|(agent, chosen, shares, duration, earliest, slack, limit, good_for)| BidSpec {
             agent,
@@ -108,26 +116,14 @@ pub(crate) fn bid_spec(resources: usize) -> impl Strategy<Value = BidSpec> {
         })
 }
 
+pub(crate) fn bid_spec(resources: usize) -> impl Strategy<Value = BidSpec> {
+    // Mostly short windows (crowded), some past 128 slots (the long-span paths).
+    bid_spec_in(resources, 1..=12, 1..6, 0..10, prop_oneof![9 => 0u64..8, 1 => 120u64..160], 1..3)
+}
+
 /// Bids with windows across much of the horizon, for books of hundreds of bids.
 pub(crate) fn wide_bid_spec(resources: usize) -> impl Strategy<Value = BidSpec> {
-    (
-        0usize..4,
-        prop::sample::subsequence((0..resources).collect::<Vec<_>>(), 1..=resources),
-        prop::collection::vec(1u32..=8, resources),
-        1u32..30,
-        0u64..70,
-        0u64..100,
-        1u64..120_000_000,
-    )
-        .prop_map(|(agent, chosen, shares, duration, earliest, slack, limit)| BidSpec {
-            agent,
-            bundle: chosen.into_iter().map(|r| (r, shares[r] * 50_000)).collect(),
-            duration,
-            earliest,
-            slack,
-            limit,
-            good_for: 1,
-        })
+    bid_spec_in(resources, 1..=8, 1..30, 0..70, 0u64..100, 1..2)
 }
 
 pub(crate) fn agent(i: usize) -> AgentId {
