@@ -82,12 +82,18 @@ impl Shard {
         self.pending.push((intake.tickets(1), entry));
     }
 
-    fn admit(&mut self, intake: &Intake, a: Admission) -> Result<Admitted, Rejection> {
+    /// Appends an intake entry under a ticket drawn earlier with this shard locked.
+    fn push(&mut self, ticket: u64, entry: Entry) {
+        self.pending.push((ticket, entry));
+    }
+
+    /// Books a checked bid; its entry, if it makes one, goes under `ticket`.
+    fn admit(&mut self, intake: &Intake, ticket: u64, a: Admission) -> Result<Admitted, Rejection> {
         let shard = self;
         let Some(account) = shard.accounts.get_mut(&a.bid.agent) else {
             let r = reject(RejectCode::UnknownAgent, format!("agent `{}` has no account", a.bid.agent));
-            shard.note(
-                intake,
+            shard.push(
+                ticket,
                 rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id),
             );
             return Err(r);
@@ -120,8 +126,8 @@ impl Shard {
         if let Some(r) = refusal {
             slot.insert(BidState::Refused { cycle: a.cycle, rejection: r.clone() });
             shard.forget.push_back((a.cycle, a.bid.agent.clone(), a.bid.id.clone()));
-            shard.note(
-                intake,
+            shard.push(
+                ticket,
                 rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id),
             );
             return Err(r);
@@ -130,11 +136,12 @@ impl Shard {
         account.available -= limit;
         account.escrowed += limit;
         account.live += 1;
-        shard.note(intake, Entry::Accepted(a.bid));
+        shard.push(ticket, Entry::Accepted(a.bid));
         Ok(Admitted::New)
     }
 
-    fn refuse(&mut self, intake: &Intake, r: Refusal) -> Result<Admitted, Rejection> {
+    /// Records a refused submit; its entry, if it makes one, goes under `ticket`.
+    fn refuse(&mut self, ticket: u64, r: Refusal) -> Result<Admitted, Rejection> {
         let shard = self;
         let Refusal { agent, bid, rejection, cycle, correlation_id } = r;
         let (agent, bid, correlation_id) = (&agent, &bid, &correlation_id);
@@ -145,7 +152,7 @@ impl Shard {
             account.bids.insert(bid.clone(), BidState::Refused { cycle, rejection: rejection.clone() });
             shard.forget.push_back((cycle, agent.clone(), bid.clone()));
         }
-        shard.note(intake, rejected_entry(bid.as_str(), agent.as_str(), &rejection, correlation_id));
+        shard.push(ticket, rejected_entry(bid.as_str(), agent.as_str(), &rejection, correlation_id));
         Err(rejection)
     }
 }
@@ -239,17 +246,20 @@ impl Ledger {
     /// Books a checked bid: dedupe, per-agent and book limits, then escrow, all under the agent's
     /// shard lock, and notes its entry.
     pub(crate) fn admit(&self, intake: &Intake, a: Admission) -> Result<Admitted, Rejection> {
-        self.lock(a.bid.shard).admit(intake, a)
+        let mut shard = self.lock(a.bid.shard);
+        shard.admit(intake, intake.tickets(1), a)
     }
 
     /// Records a submit refused by its checks, unless the id was used before (then the first
     /// result answers), and notes its `bid_rejected`.
     pub(crate) fn refuse(&self, intake: &Intake, r: Refusal) -> Result<Admitted, Rejection> {
-        self.lock(self.shard_of(&r.agent)).refuse(intake, r)
+        let mut shard = self.lock(self.shard_of(&r.agent));
+        shard.refuse(intake.tickets(1), r)
     }
 
     /// Admits or refuses a batch, in order, locking each shard involved once (in shard order, so
-    /// batches and cuts cannot deadlock).
+    /// batches and cuts cannot deadlock) and drawing the batch's tickets at once: the items keep
+    /// their order, and producers touch the shared counter once per batch, not once per bid.
     pub(crate) fn batch(
         &self,
         intake: &Intake,
@@ -264,14 +274,16 @@ impl Ledger {
         wanted.sort_unstable();
         wanted.dedup();
         let mut guards: Vec<MutexGuard<'_, Shard>> = wanted.iter().map(|&k| self.lock(k)).collect();
+        let first = intake.tickets(items.len() as u64);
         items
             .into_iter()
             .zip(order)
-            .map(|(item, k)| {
+            .zip(first..)
+            .map(|((item, k), ticket)| {
                 let shard = &mut *guards[wanted.binary_search(&k).expect("locked above")];
                 match item {
-                    Ok(a) => shard.admit(intake, a),
-                    Err(r) => shard.refuse(intake, r),
+                    Ok(a) => shard.admit(intake, ticket, a),
+                    Err(r) => shard.refuse(ticket, r),
                 }
             })
             .collect()
