@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 mod auction;
+pub mod bindings;
 mod capacity;
 pub mod reference;
 #[doc(hidden)]

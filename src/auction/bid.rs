@@ -237,10 +237,21 @@ pub struct BidRequest {
 }
 
 /// A bundle as JSON gives it: resource names and shares, in the order written.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "schema", schemars(with = "std::collections::BTreeMap<String, String>"))]
 pub struct BundleRequest(pub Vec<(String, Decimal)>);
+
+impl Serialize for BundleRequest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, share) in &self.0 {
+            map.serialize_entry(name, share)?;
+        }
+        map.end()
+    }
+}
 
 impl<'de> Deserialize<'de> for BundleRequest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<BundleRequest, D::Error> {
@@ -407,6 +418,14 @@ mod tests {
             code(r#"{"id":"b","agent":"a","bundle":{"cpu":0.1,"cpu":0.2},"duration":1,"limit":1}"#),
             RejectCode::Malformed
         );
+    }
+
+    #[test]
+    fn requests_round_trip_through_json() {
+        let json =
+            r#"{"id":"b","agent":"a","bundle":{"memory":"0.05","cpu":"0.1"},"duration":3,"limit":"2.5"}"#;
+        let req = BidRequest::from_json(json.as_bytes()).unwrap();
+        assert_eq!(serde_json::to_string(&req).unwrap(), json);
     }
 
     #[test]

@@ -366,15 +366,25 @@ impl Correlated<'_> {
         match BidRequest::from_json(json) {
             Ok(request) => self.submit_request(&request),
             Err(r) => {
-                /// What can be read of a payload that is not a bid.
-                #[derive(serde::Deserialize)]
-                struct Names {
-                    id: Option<String>,
-                    agent: Option<String>,
-                }
-                let names = serde_json::from_slice::<Names>(json).ok();
-                let (id, agent) = names.map(|n| (n.id, n.agent)).unwrap_or_default();
+                let (id, agent) = readable_names(json);
                 self.refuse_raw(id.as_deref().unwrap_or(""), agent.as_deref().unwrap_or(""), r)
+            }
+        }
+    }
+
+    /// Submits a bid given as JSON on behalf of `agent` (authenticated elsewhere, e.g. by a
+    /// subject): as [`submit_as`](Correlated::submit_as), and a payload that does not decode is
+    /// refused under the id it names, if any, and `agent`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Market::submit_as`].
+    pub fn submit_json_as(&self, agent: &AgentId, json: &[u8]) -> Result<Receipt> {
+        match BidRequest::from_json(json) {
+            Ok(request) => self.submit_as(agent, &request),
+            Err(r) => {
+                let (id, _) = readable_names(json);
+                self.refuse_raw(id.as_deref().unwrap_or(""), agent.as_str(), r)
             }
         }
     }
@@ -501,4 +511,14 @@ impl Correlated<'_> {
         engine.publish();
         Ok(report)
     }
+}
+
+/// What can be read of a payload that is not a bid: its `id` and `agent`, if it names them.
+fn readable_names(json: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Names {
+        id: Option<String>,
+        agent: Option<String>,
+    }
+    serde_json::from_slice::<Names>(json).map(|n| (n.id, n.agent)).unwrap_or_default()
 }

@@ -136,6 +136,11 @@ impl Capacity {
     pub const fn micros(self) -> u32 {
         self.0
     }
+
+    /// The capacity as a decimal.
+    pub fn to_decimal(self) -> Decimal {
+        fixed::from_micro(i128::from(self.0))
+    }
 }
 
 impl std::str::FromStr for Capacity {

@@ -1,0 +1,22 @@
+//! The market served over NATS (DESIGN.md §10): request-reply subjects per agent, every event on
+//! the `audit_log` JetStream stream, prices and balances in KV.
+//!
+//! [`MarketService`] runs a [`Market`](crate::Market) behind the subjects; [`MarketClient`] is
+//! the typed client agents, operators and tests use. The core stays sans-IO: the service only
+//! calls the market's public API and publishes what it emits.
+
+mod client;
+mod publisher;
+mod service;
+mod subjects;
+mod waiters;
+mod wire;
+
+pub use client::{ClientError, MarketClient};
+pub use publisher::CORRELATION_ID;
+pub use service::{MarketService, ServiceConfig, ServiceError};
+pub use subjects::Subjects;
+pub use wire::{
+    Ack, BalanceReply, CancelRequest, CapacityRequest, ClearRequest, DepositRequest, Reply, TransferRequest,
+    WireError,
+};
