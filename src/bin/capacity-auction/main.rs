@@ -3,6 +3,8 @@
 mod bench;
 mod charts;
 mod scenario;
+#[cfg(feature = "nats")]
+mod serve;
 mod simulate;
 
 use std::process::ExitCode;
@@ -29,6 +31,9 @@ enum Command {
         #[command(subcommand)]
         command: scenario::Command,
     },
+    /// Serves a market over NATS until interrupted (feature `nats`).
+    #[cfg(feature = "nats")]
+    Serve(serve::Serve),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +42,8 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Scenario { command } => scenario::run(command),
+        #[cfg(feature = "nats")]
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,52 @@
+//! The NATS commands against a server of the test's own: `serve` answers until SIGINT and then
+//! drains cleanly.
+
+#![cfg(all(feature = "nats", feature = "cli"))]
+
+mod nats_harness;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use capacity_auction::bindings::nats::MarketClient;
+use capacity_auction::{BidRequest, Credits, Event, EventKind, Slot};
+use nats_harness::NatsServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_until_sigint_then_drains() {
+    let server = NatsServer::start().await;
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_capacity-auction"))
+        .args(["serve", "--nats", &server.url, "--namespace", "cli", "--cadence-ms", "0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let first = tokio::task::spawn_blocking(move || {
+        let first = lines.next().unwrap().unwrap();
+        (first, lines)
+    });
+    let (first, lines) = tokio::time::timeout(Duration::from_secs(20), first).await.unwrap().unwrap();
+    assert!(first.starts_with("serving market `default`"), "{first}");
+
+    let client = MarketClient::new(server.connect().await, Some("cli")).unwrap();
+    client.deposit("alice", "10".parse::<Credits>().unwrap()).await.unwrap();
+    let json = br#"{"id":"a1","bundle":{"cpu":"0.5"},"duration":2,"limit":"3"}"#;
+    let accepted = client.bid("alice", &BidRequest::from_json(json).unwrap()).await.unwrap();
+    let cleared = client.clear(Some(Slot(0))).await.unwrap();
+    assert!(accepted.seq < cleared.seq);
+
+    let interrupted = Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap();
+    assert!(interrupted.success());
+    let status = tokio::task::spawn_blocking(move || serve.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(rest.last().map(String::as_str), Some("stopped"), "{rest:?}");
+
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let mut stream = js.get_stream("cli_audit_log").await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let last = Event::from_json(&stream.get_raw_message(last).await.unwrap().payload).unwrap();
+    assert_eq!(Some(last.seq), cleared.seq);
+    assert!(matches!(last.kind, EventKind::CycleCleared { won: 1, .. }));
+}
