@@ -40,26 +40,29 @@ impl NatsServer {
             .await
     }
 
-    /// A server from a configuration file's `text` (JetStream and the store are added; `listen`
-    /// must be left out: the port is ephemeral).
-    pub async fn with_config(text: &str) -> NatsServer {
-        NatsServer::spawn(|dir| {
-            let file = dir.join("server.conf");
-            let store = dir.join("store").display().to_string();
-            std::fs::write(&file, format!("jetstream {{ store_dir: \"{store}\" }}\n{text}")).unwrap();
-            vec!["-c".into(), file.display().to_string()]
-        })
-        .await
+    /// A server from the configuration file at `path`, with `env` set for the `$VARS` it reads
+    /// and `NATS_STORE_DIR` pointing at a fresh store; the port comes from the command line.
+    pub async fn with_config_file(path: &Path, env: &[(&str, &str)]) -> NatsServer {
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let path = path.display().to_string();
+        NatsServer::spawn_with(env, move |_| vec!["-c".into(), path]).await
     }
 
     async fn spawn(args: impl FnOnce(&Path) -> Vec<String>) -> NatsServer {
+        NatsServer::spawn_with(Vec::new(), args).await
+    }
+
+    async fn spawn_with(env: Vec<(String, String)>, args: impl FnOnce(&Path) -> Vec<String>) -> NatsServer {
         let dir = fresh_dir();
         let child = Command::new(binary())
+            .envs(env)
+            .env("NATS_STORE_DIR", dir.join("store"))
             .args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
             .arg(&dir)
             .args(args(&dir))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("server.log")).expect("a log file"))
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot run {:?} ({e}); run scripts/test, or set NATS_SERVER_BIN", binary())
@@ -75,7 +78,8 @@ impl NatsServer {
                 break url.to_owned();
             }
             if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("nats-server exited at start-up: {status}");
+                let log = std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
+                panic!("nats-server exited at start-up ({status}):\n{log}");
             }
             assert!(Instant::now() < deadline, "nats-server wrote no ports file in 10 s");
             tokio::time::sleep(Duration::from_millis(10)).await;

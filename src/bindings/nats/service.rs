@@ -25,7 +25,8 @@ use crate::{
 pub struct ServiceConfig {
     /// Subjects, stream and buckets under this namespace (DESIGN.md §10); none by default.
     pub namespace: Option<String>,
-    /// How often the market clears; `None` clears only on `admin.market.clear`.
+    /// How often the market clears; `None` clears only on `admin.market.clear`. A market with
+    /// no live bids clears once per slot only, to move its clock on.
     pub cadence: Option<Duration>,
     /// Replicas of the stream and buckets (1 on a single server).
     pub replicas: usize,
@@ -214,6 +215,11 @@ async fn clear_every(shared: Arc<Shared>, cadence: Duration, mut stop: watch::Re
         }
         let market = shared.market.clone();
         let slot = shared.clock.slot().max(market.now());
+        // An idle market clears once per slot, to move time on (bids without a start begin at
+        // the market's slot); that keeps empty cycles from filling the audit log.
+        if market.live_bids() == 0 && slot == market.now() {
+            continue;
+        }
         // A refusal means an operator cleared at a later slot meanwhile: the next tick catches up.
         let _ = tokio::task::spawn_blocking(move || market.clear(slot)).await;
         shared.wake.notify_one();
