@@ -50,3 +50,40 @@ async fn serve_answers_until_sigint_then_drains() {
     assert_eq!(Some(last.seq), cleared.seq);
     assert!(matches!(last.kind, EventKind::CycleCleared { won: 1, .. }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_reports_throughput_and_latency_percentiles() {
+    let server = NatsServer::start().await;
+    let nats = server.connect().await;
+    let market = std::sync::Arc::new(capacity_auction::Market::builder().build().unwrap());
+    let config = capacity_auction::bindings::nats::ServiceConfig {
+        namespace: Some("load".into()),
+        cadence: Some(Duration::from_millis(50)),
+        ..Default::default()
+    };
+    let service =
+        capacity_auction::bindings::nats::MarketService::start(nats, market.clone(), config).await.unwrap();
+    let url = server.url.clone();
+    let run = |batch: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_capacity-auction"))
+                .args(["load", "--nats", &url, "--namespace", "load", "--agents", "5", "--rate", "400"])
+                .args(["--duration", "0.5", "--batch", batch, "--json"])
+                .output()
+                .unwrap()
+        })
+    };
+    for (batch, requests) in [("1", 200), ("8", 25)] {
+        let out = run(batch).await.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["requests"], requests, "{v}");
+        assert_eq!(v["bids_accepted"], 200, "{v}");
+        let quantiles = ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"].map(|k| v[k].as_f64().unwrap());
+        assert!(quantiles[0] > 0.0 && quantiles.windows(2).all(|w| w[0] <= w[1]), "{v}");
+        assert!(v["accepted_per_s"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(market.balance(&"load-0".parse().unwrap()).map(|b| b.available > Credits::ZERO), Some(true));
+    service.shutdown().await;
+}

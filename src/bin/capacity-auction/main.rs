@@ -2,6 +2,8 @@
 
 mod bench;
 mod charts;
+#[cfg(feature = "nats")]
+mod load;
 mod scenario;
 #[cfg(feature = "nats")]
 mod serve;
@@ -34,6 +36,9 @@ enum Command {
     /// Serves a market over NATS until interrupted (feature `nats`).
     #[cfg(feature = "nats")]
     Serve(serve::Serve),
+    /// Drives a served market open-loop and prints throughput and latency (feature `nats`).
+    #[cfg(feature = "nats")]
+    Load(load::Load),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +49,8 @@ fn main() -> ExitCode {
         Command::Scenario { command } => scenario::run(command),
         #[cfg(feature = "nats")]
         Command::Serve(args) => serve::run(args),
+        #[cfg(feature = "nats")]
+        Command::Load(args) => load::run(args),
     };
     match result {
         Ok(code) => code,
