@@ -239,6 +239,11 @@ impl Market {
         self.ledger.totals()
     }
 
+    /// Clearing cycles run so far; the next one is this plus one.
+    pub fn cycles(&self) -> u64 {
+        self.cycles.load(Ordering::Acquire)
+    }
+
     /// Live bids: pending in the book or accepted and not yet sequenced.
     pub fn live_bids(&self) -> usize {
         self.intake.live()

@@ -47,7 +47,8 @@ impl ClientError {
 /// Calls a market's subjects (DESIGN.md §10).
 ///
 /// Requests carry the client's `correlation-id` header, if set, which the market copies onto
-/// every event the request causes.
+/// every event the request causes, and (feature `otel`) the current trace context, so the
+/// service's spans and the events continue the caller's trace.
 #[derive(Clone, Debug)]
 pub struct MarketClient {
     client: Client,
@@ -102,9 +103,12 @@ impl MarketClient {
     /// [`ClientError::Timeout`], [`ClientError::NoResponders`] or [`ClientError::Transport`].
     pub async fn request(&self, subject: String, payload: Bytes) -> Result<Bytes, ClientError> {
         let mut request = Request::new().payload(payload).timeout(Some(self.timeout));
+        let mut headers = HeaderMap::new();
         if let Some(cid) = &self.correlation_id {
-            let mut headers = HeaderMap::new();
             headers.insert(CORRELATION_ID, cid.as_str());
+        }
+        super::inject_current(&mut headers);
+        if !headers.is_empty() {
             request = request.headers(headers);
         }
         match self.client.send_request(subject.clone(), request).await {

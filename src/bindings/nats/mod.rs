@@ -9,6 +9,7 @@ mod client;
 mod publisher;
 mod service;
 mod subjects;
+mod trace;
 mod waiters;
 mod wire;
 
@@ -16,6 +17,9 @@ pub use client::{ClientError, MarketClient};
 pub use publisher::CORRELATION_ID;
 pub use service::{MarketService, ServiceConfig, ServiceError};
 pub use subjects::Subjects;
+pub use trace::inject_current;
+#[cfg(feature = "otel")]
+pub use trace::{HeaderExtractor, HeaderInjector};
 pub use wire::{
     Ack, BalanceReply, CancelRequest, CapacityRequest, ClearRequest, DepositRequest, Reply, TransferRequest,
     WireError,

@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, kv, stream};
 use bytes::Bytes;
 
 use super::Subjects;
+use super::trace::{ServerSpan, Spans};
 use super::wire::BalanceReply;
 use crate::{AgentId, Event, EventKind, Market};
 
@@ -61,11 +62,15 @@ impl Sink {
     /// one. A failed publish is retried with the same `Nats-Msg-Id`, so the stream keeps each
     /// event once; the positions of events still refused after [`ATTEMPTS`] are returned (their
     /// requests are never told they succeeded).
-    pub(crate) async fn publish(&self, events: &[Event]) -> Vec<usize> {
+    pub(crate) async fn publish(&self, events: &[Event], spans: &std::sync::Mutex<Spans>) -> Vec<usize> {
+        let spans: Vec<Option<std::sync::Arc<ServerSpan>>> = {
+            let mut spans = spans.lock().unwrap_or_else(|e| e.into_inner());
+            events.iter().map(|e| spans.take(e)).collect()
+        };
         let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(events.len());
         let mut failed = Vec::new();
         for (i, event) in events.iter().enumerate() {
-            match self.send(event).await {
+            match self.send(event, spans[i].as_deref()).await {
                 Ok(ack) => acks.push((i, ack)),
                 Err(_) => failed.push(i),
             }
@@ -78,30 +83,37 @@ impl Sink {
         failed.sort_unstable();
         let mut lost = Vec::new();
         for i in failed {
-            if !self.retry(&events[i]).await {
+            if !self.retry(&events[i], spans[i].as_deref()).await {
                 lost.push(i);
             }
         }
         lost
     }
 
-    async fn send(&self, event: &Event) -> Result<PublishAckFuture, async_nats::Error> {
+    async fn send(
+        &self,
+        event: &Event,
+        span: Option<&ServerSpan>,
+    ) -> Result<PublishAckFuture, async_nats::Error> {
         let mut headers = HeaderMap::new();
-        headers
-            .insert(async_nats::header::NATS_MESSAGE_ID, format!("{}:{}", self.market, event.seq).as_str());
+        let id = format!("{}:{}", self.market, event.seq);
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
         if let Some(cid) = &event.correlation_id {
             headers.insert(CORRELATION_ID, &**cid);
+        }
+        if let Some(span) = span {
+            span.inject(&mut headers);
         }
         let subject = self.subjects.event(&event.kind);
         Ok(self.js.publish_with_headers(subject, headers, Bytes::from(event.to_json())).await?)
     }
 
-    async fn retry(&self, event: &Event) -> bool {
+    async fn retry(&self, event: &Event, span: Option<&ServerSpan>) -> bool {
         let mut pause = Duration::from_millis(10);
         for _ in 1..ATTEMPTS {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
-            if let Ok(ack) = self.send(event).await
+            if let Ok(ack) = self.send(event, span).await
                 && ack.await.is_ok()
             {
                 return true;

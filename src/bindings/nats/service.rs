@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use super::publisher::{CORRELATION_ID, Sink, touched};
 use super::subjects::{Route, Subjects};
+use super::trace::{Origin, ServerSpan, Spans};
 use super::waiters::{Key, Wait, Waiters};
 use super::wire::{self, BalanceReply, Reply};
 use crate::{
@@ -89,11 +90,44 @@ struct Shared {
     /// The latest `price_discovered` per resource, as published.
     prices: Mutex<Vec<(Arc<str>, Bytes)>>,
     clock: Clock,
+    /// The spans events go out under.
+    spans: Mutex<Spans>,
+    /// One clearing at a time (the loop's or an operator's), so the next cycle's number is known
+    /// before it runs.
+    clearing: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
     fn waiters(&self) -> MutexGuard<'_, Waiters> {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spans(&self) -> MutexGuard<'_, Spans> {
+        self.spans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Clears at `slot` under `span` (a new root span when `None`).
+    async fn clear(
+        &self,
+        slot: Slot,
+        cid: Option<String>,
+        span: Option<&ServerSpan>,
+    ) -> crate::Result<crate::CycleReport> {
+        let _one = self.clearing.lock().await;
+        let market = self.market.clone();
+        let cycle = market.cycles() + 1;
+        self.spans().expect_cycle(cycle, Arc::new(ServerSpan::cycle(cycle, span)));
+        let report = tokio::task::spawn_blocking(move || match &cid {
+            Some(cid) => market.correlated(cid).clear(slot),
+            None => market.clear(slot),
+        })
+        .await
+        .unwrap_or_else(|e| Err(Rejection::new(RejectCode::Malformed, format!("clearing failed: {e}"))));
+        if report.is_err() {
+            self.spans().drop_cycle(cycle);
+        }
+        self.wake.notify_one();
+        report
     }
 }
 
@@ -146,6 +180,8 @@ impl MarketService {
             wake: Notify::new(),
             prices: Mutex::new(Vec::new()),
             clock,
+            spans: Mutex::new(Spans::default()),
+            clearing: tokio::sync::Mutex::new(()),
         });
         let (stop_requests, requests_stopped) = watch::channel(false);
         let (stop_writer, writer_stopped) = watch::channel(false);
@@ -213,7 +249,7 @@ async fn clear_every(shared: Arc<Shared>, cadence: Duration, mut stop: watch::Re
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let market = shared.market.clone();
+        let market = &shared.market;
         let slot = shared.clock.slot().max(market.now());
         // An idle market clears once per slot, to move time on (bids without a start begin at
         // the market's slot); that keeps empty cycles from filling the audit log.
@@ -221,8 +257,7 @@ async fn clear_every(shared: Arc<Shared>, cadence: Duration, mut stop: watch::Re
             continue;
         }
         // A refusal means an operator cleared at a later slot meanwhile: the next tick catches up.
-        let _ = tokio::task::spawn_blocking(move || market.clear(slot)).await;
-        shared.wake.notify_one();
+        let _ = shared.clear(slot, None, None).await;
     }
 }
 
@@ -250,7 +285,7 @@ async fn write(shared: Arc<Shared>, sink: Sink, mut events: Subscription, mut st
         let Ok((back, batch)) = drained else { return };
         events = back;
         if !batch.is_empty() {
-            let lost = sink.publish(&batch).await;
+            let lost = sink.publish(&batch, &shared.spans).await;
             let acknowledged: Vec<Event> = if lost.is_empty() {
                 batch
             } else {
@@ -331,26 +366,30 @@ async fn respond(shared: &Shared, message: &Message, cid: Option<&str>) -> Optio
         Some(cid) => shared.market.correlated(cid),
         None => shared.market.uncorrelated(),
     };
+    let span = Arc::new(ServerSpan::request(route.name(), &message.subject, message.headers.as_ref()));
     let result = match route {
         Route::Bid(agent) => match token(AgentId::new, "agent", agent) {
             Ok(agent) => {
-                let pending = submit(shared, &market, &agent, payload);
+                let pending = submit(shared, &market, &agent, payload, &span);
                 return finish(shared, pending).await.map(|r| r.to_bytes());
             }
             Err(r) => Err(r),
         },
-        Route::Bids(agent) => return bids(shared, &market, agent, payload).await,
-        Route::Cancel(agent) => cancel(shared, cid, agent, payload).await,
+        Route::Bids(agent) => return bids(shared, &market, agent, payload, &span).await,
+        Route::Cancel(agent) => cancel(shared, cid, agent, payload, &span).await,
         Route::State(resource) => return Some(state(shared, resource)),
         Route::Balance(agent) => return Some(balance(shared, agent)),
-        Route::Transfer(agent) => transfer(shared, &market, agent, payload).await,
-        Route::Deposit => deposit(shared, &market, payload).await,
-        Route::Capacity => capacity(shared, cid, payload).await,
-        Route::Clear => clear(shared, cid, payload).await,
+        Route::Transfer(agent) => transfer(shared, &market, agent, payload, &span).await,
+        Route::Deposit => deposit(shared, &market, payload, &span).await,
+        Route::Capacity => capacity(shared, cid, payload, &span).await,
+        Route::Clear => clear(shared, cid, payload, &span).await,
     };
     match result {
         Ok(wait) => wait_for(shared, wait).await.map(|seq| Reply::ok(seq).to_bytes()),
-        Err(r) => Some(Reply::refused(&r).to_bytes()),
+        Err(r) => {
+            span.fail(&r.to_string());
+            Some(Reply::refused(&r).to_bytes())
+        }
     }
 }
 
@@ -361,9 +400,21 @@ enum Pending {
     Repeat(AgentId, BidId, Wait),
 }
 
-fn submit(shared: &Shared, market: &Correlated<'_>, agent: &AgentId, json: &[u8]) -> Pending {
+fn submit(
+    shared: &Shared,
+    market: &Correlated<'_>,
+    agent: &AgentId,
+    json: &[u8],
+    span: &Arc<ServerSpan>,
+) -> Pending {
+    if Spans::ON {
+        shared.spans().expect(Origin::Bid(agent.to_string(), bid_id(json)), span);
+    }
     match market.submit_json_as(agent, json) {
-        Err(r) => Pending::Done(Reply::refused(&r)),
+        Err(r) => {
+            span.fail(&r.to_string());
+            Pending::Done(Reply::refused(&r))
+        }
         Ok(receipt) => {
             shared.wake.notify_one();
             let key = Key::Accepted(receipt.agent.clone(), receipt.bid.clone());
@@ -375,6 +426,15 @@ fn submit(shared: &Shared, market: &Correlated<'_>, agent: &AgentId, json: &[u8]
             }
         }
     }
+}
+
+/// The bid id a payload names, as a `bid_rejected` would write it.
+fn bid_id(json: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        id: Option<String>,
+    }
+    serde_json::from_slice::<Named>(json).ok().and_then(|n| n.id).unwrap_or_default()
 }
 
 /// How long a repeat waits for the first acceptance's event when it is not remembered: it is
@@ -405,7 +465,13 @@ async fn wait_for(shared: &Shared, wait: Wait) -> Option<u64> {
     }
 }
 
-async fn bids(shared: &Shared, market: &Correlated<'_>, agent: &str, payload: &[u8]) -> Option<Bytes> {
+async fn bids(
+    shared: &Shared,
+    market: &Correlated<'_>,
+    agent: &str,
+    payload: &[u8],
+    span: &Arc<ServerSpan>,
+) -> Option<Bytes> {
     let agent = match token(AgentId::new, "agent", agent) {
         Ok(a) => a,
         Err(r) => return Some(Reply::refused(&r).to_bytes()),
@@ -418,7 +484,7 @@ async fn bids(shared: &Shared, market: &Correlated<'_>, agent: &str, payload: &[
         }
     };
     let pending: Vec<Pending> =
-        items.iter().map(|raw| submit(shared, market, &agent, raw.get().as_bytes())).collect();
+        items.iter().map(|raw| submit(shared, market, &agent, raw.get().as_bytes(), span)).collect();
     let mut replies = Vec::with_capacity(pending.len());
     for p in pending {
         replies.push(finish(shared, p).await?);
@@ -426,8 +492,15 @@ async fn bids(shared: &Shared, market: &Correlated<'_>, agent: &str, payload: &[
     Some(serde_json::to_vec(&replies).expect("replies always serialize").into())
 }
 
-/// Registers the wait for `key`, runs `op`, and keeps the wait only if `op` succeeded.
-fn waiting(shared: &Shared, key: Key, op: impl FnOnce() -> crate::Result<()>) -> Result<Wait, Rejection> {
+/// Registers the wait for `key` (and its event's span), runs `op`, and keeps the wait only if
+/// `op` succeeded.
+fn waiting(
+    shared: &Shared,
+    key: Key,
+    span: &Arc<ServerSpan>,
+    op: impl FnOnce() -> crate::Result<()>,
+) -> Result<Wait, Rejection> {
+    shared.spans().expect(Origin::Operation(key.clone()), span);
     let wait = shared.waiters().wait(key.clone());
     match op() {
         Ok(()) => {
@@ -442,10 +515,17 @@ fn waiting(shared: &Shared, key: Key, op: impl FnOnce() -> crate::Result<()>) ->
     }
 }
 
-async fn cancel(shared: &Shared, cid: Option<&str>, agent: &str, payload: &[u8]) -> Result<Wait, Rejection> {
+async fn cancel(
+    shared: &Shared,
+    cid: Option<&str>,
+    agent: &str,
+    payload: &[u8],
+    span: &Arc<ServerSpan>,
+) -> Result<Wait, Rejection> {
     let agent = token(AgentId::new, "agent", agent)?;
     let request: wire::CancelRequest = wire::decode(payload)?;
     let bid = token(BidId::new, "bid", &request.bid)?;
+    shared.spans().expect(Origin::Bid(agent.to_string(), bid.to_string()), span);
     let market = shared.market.clone();
     let cid = cid.map(str::to_owned);
     let (a, b) = (agent.clone(), bid.clone());
@@ -496,24 +576,34 @@ async fn transfer(
     market: &Correlated<'_>,
     agent: &str,
     payload: &[u8],
+    span: &Arc<ServerSpan>,
 ) -> Result<Wait, Rejection> {
     let from = token(AgentId::new, "agent", agent)?;
     let request: wire::TransferRequest = wire::decode(payload)?;
     let to = token(AgentId::new, "agent", &request.to)?;
     let amount = amount(request.amount)?;
-    waiting(shared, Key::Transferred(from.clone(), to.clone(), amount), || {
-        market.transfer(&from, &to, amount)
-    })
+    let key = Key::Transferred(from.clone(), to.clone(), amount);
+    waiting(shared, key, span, || market.transfer(&from, &to, amount))
 }
 
-async fn deposit(shared: &Shared, market: &Correlated<'_>, payload: &[u8]) -> Result<Wait, Rejection> {
+async fn deposit(
+    shared: &Shared,
+    market: &Correlated<'_>,
+    payload: &[u8],
+    span: &Arc<ServerSpan>,
+) -> Result<Wait, Rejection> {
     let request: wire::DepositRequest = wire::decode(payload)?;
     let agent = token(AgentId::new, "agent", &request.agent)?;
     let amount = amount(request.amount)?;
-    waiting(shared, Key::Deposited(agent.clone(), amount), || market.deposit(&agent, amount))
+    waiting(shared, Key::Deposited(agent.clone(), amount), span, || market.deposit(&agent, amount))
 }
 
-async fn capacity(shared: &Shared, cid: Option<&str>, payload: &[u8]) -> Result<Wait, Rejection> {
+async fn capacity(
+    shared: &Shared,
+    cid: Option<&str>,
+    payload: &[u8],
+    span: &Arc<ServerSpan>,
+) -> Result<Wait, Rejection> {
     let request: wire::CapacityRequest = wire::decode(payload)?;
     let capacity = Capacity::from_decimal(request.capacity)
         .map_err(|e| Rejection::new(RejectCode::InvalidShare, format!("capacity: {e}")))?;
@@ -528,6 +618,7 @@ async fn capacity(shared: &Shared, cid: Option<&str>, payload: &[u8]) -> Result<
     let key = Key::Capacity(name, from, to, capacity);
     let market = shared.market.clone();
     let cid = cid.map(str::to_owned);
+    shared.spans().expect(Origin::Operation(key.clone()), span);
     let wait = shared.waiters().wait(key.clone());
     // Capacity changes wait for a running cycle: off the async threads.
     let done = tokio::task::spawn_blocking(move || {
@@ -548,18 +639,15 @@ async fn capacity(shared: &Shared, cid: Option<&str>, payload: &[u8]) -> Result<
     Ok(wait)
 }
 
-async fn clear(shared: &Shared, cid: Option<&str>, payload: &[u8]) -> Result<Wait, Rejection> {
+async fn clear(
+    shared: &Shared,
+    cid: Option<&str>,
+    payload: &[u8],
+    span: &Arc<ServerSpan>,
+) -> Result<Wait, Rejection> {
     let request: wire::ClearRequest =
         if payload.is_empty() { Default::default() } else { wire::decode(payload)? };
-    let market = shared.market.clone();
-    let slot = request.at.map(Slot).unwrap_or_else(|| shared.clock.slot().max(market.now()));
-    let cid = cid.map(str::to_owned);
-    let report = tokio::task::spawn_blocking(move || match &cid {
-        Some(cid) => market.correlated(cid).clear(slot),
-        None => market.clear(slot),
-    })
-    .await
-    .map_err(|e| Rejection::new(RejectCode::Malformed, format!("clearing failed: {e}")))??;
-    shared.wake.notify_one();
+    let slot = request.at.map(Slot).unwrap_or_else(|| shared.clock.slot().max(shared.market.now()));
+    let report = shared.clear(slot, cid.map(str::to_owned), Some(span)).await?;
     Ok(shared.waiters().wait(Key::Cycle(report.cycle)))
 }

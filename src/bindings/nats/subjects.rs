@@ -38,6 +38,23 @@ pub(crate) enum Route<'a> {
     Clear,
 }
 
+impl Route<'_> {
+    /// The subject's pattern, as span names write it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Route::Bid(_) => "market.bid",
+            Route::Bids(_) => "market.bids",
+            Route::Cancel(_) => "market.cancel",
+            Route::State(_) => "market.state",
+            Route::Balance(_) => "economic.balance",
+            Route::Transfer(_) => "economic.transfer",
+            Route::Deposit => "admin.market.deposit",
+            Route::Capacity => "admin.market.capacity",
+            Route::Clear => "admin.market.clear",
+        }
+    }
+}
+
 impl Subjects {
     /// The names under `namespace` (none: the plain names).
     ///

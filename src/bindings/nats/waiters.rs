@@ -32,7 +32,7 @@ impl Key {
     }
 
     /// The key an event answers, if a request can wait for it.
-    fn of(event: &Event) -> Option<Key> {
+    pub(crate) fn of(event: &Event) -> Option<Key> {
         let intake = event.cycle.is_none();
         Some(match &event.kind {
             EventKind::BidAccepted { agent, bid, .. } => Key::Accepted(agent.clone(), bid.clone()),
