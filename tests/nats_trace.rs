@@ -34,7 +34,8 @@ async fn a_clients_trace_continues_through_the_service_into_the_events() {
     let server = NatsServer::start().await;
     let nats = server.connect().await;
     let market = Arc::new(Market::builder().build().unwrap());
-    let config = ServiceConfig { namespace: Some("traced".into()), cadence: None, ..ServiceConfig::default() };
+    let config =
+        ServiceConfig { namespace: Some("traced".into()), cadence: None, ..ServiceConfig::default() };
     let service = MarketService::start(nats.clone(), market, config).await.unwrap();
     let client = MarketClient::new(nats, Some("traced")).unwrap();
 

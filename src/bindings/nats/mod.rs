@@ -6,6 +6,7 @@
 //! calls the market's public API and publishes what it emits.
 
 mod client;
+mod handlers;
 mod publisher;
 mod service;
 mod subjects;

@@ -5,21 +5,18 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use async_nats::{Client, Message};
+use async_nats::Client;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use super::publisher::{CORRELATION_ID, Sink, touched};
-use super::subjects::{Route, Subjects};
-use super::trace::{Origin, ServerSpan, Spans};
-use super::waiters::{Key, Wait, Waiters};
-use super::wire::{self, BalanceReply, Reply};
-use crate::{
-    AgentId, BidId, Capacity, Correlated, Credits, Event, EventKind, Market, RejectCode, Rejection, Slot,
-    Subscription,
-};
+use super::handlers;
+use super::publisher::{Sink, touched};
+use super::subjects::Subjects;
+use super::trace::{ServerSpan, Spans};
+use super::waiters::Waiters;
+use crate::{AgentId, Event, EventKind, Market, RejectCode, Rejection, Slot, Subscription};
 
 /// How the service runs.
 #[derive(Clone, Debug)]
@@ -65,49 +62,49 @@ pub enum ServiceError {
 /// The market's slot by the wall clock: the market's slot at start-up, then one more every
 /// `slot_ms`.
 #[derive(Debug)]
-struct Clock {
+pub(super) struct Clock {
     started: Instant,
     base: u64,
     slot_ms: u64,
 }
 
 impl Clock {
-    fn slot(&self) -> Slot {
+    pub(super) fn slot(&self) -> Slot {
         let elapsed = self.started.elapsed().as_millis() as u64;
         Slot(self.base + elapsed / self.slot_ms.max(1))
     }
 }
 
 #[derive(Debug)]
-struct Shared {
-    market: Arc<Market>,
-    client: Client,
-    subjects: Subjects,
-    config: ServiceConfig,
-    waiters: Mutex<Waiters>,
+pub(super) struct Shared {
+    pub(super) market: Arc<Market>,
+    pub(super) client: Client,
+    pub(super) subjects: Subjects,
+    pub(super) config: ServiceConfig,
+    pub(super) waiters: Mutex<Waiters>,
     /// Rung when intake has something to sequence.
-    wake: Notify,
+    pub(super) wake: Notify,
     /// The latest `price_discovered` per resource, as published.
-    prices: Mutex<Vec<(Arc<str>, Bytes)>>,
-    clock: Clock,
+    pub(super) prices: Mutex<Vec<(Arc<str>, Bytes)>>,
+    pub(super) clock: Clock,
     /// The spans events go out under.
-    spans: Mutex<Spans>,
+    pub(super) spans: Mutex<Spans>,
     /// One clearing at a time (the loop's or an operator's), so the next cycle's number is known
     /// before it runs.
-    clearing: tokio::sync::Mutex<()>,
+    pub(super) clearing: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
-    fn waiters(&self) -> MutexGuard<'_, Waiters> {
+    pub(super) fn waiters(&self) -> MutexGuard<'_, Waiters> {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn spans(&self) -> MutexGuard<'_, Spans> {
+    pub(super) fn spans(&self) -> MutexGuard<'_, Spans> {
         self.spans.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Clears at `slot` under `span` (a new root span when `None`).
-    async fn clear(
+    pub(super) async fn clear(
         &self,
         slot: Slot,
         cid: Option<String>,
@@ -230,7 +227,7 @@ async fn serve(
             message = requests.next() => match message {
                 Some(message) => {
                     while tasks.try_join_next().is_some() {}
-                    tasks.spawn(answer(shared.clone(), message));
+                    tasks.spawn(handlers::answer(shared.clone(), message));
                 }
                 None => break,
             },
@@ -323,331 +320,4 @@ async fn after_publish(shared: &Shared, sink: &Sink, events: &[Event], agents: &
         sink.put_state(&shared.market, &prices, agents).await;
         agents.clear();
     }
-}
-
-/// Answers one request on its reply subject.
-async fn answer(shared: Arc<Shared>, message: Message) {
-    let Some(reply_to) = message.reply.clone() else { return };
-    let correlation_id =
-        message.headers.as_ref().and_then(|h| h.get(CORRELATION_ID)).map(|v| v.as_str().to_owned());
-    let body = respond(&shared, &message, correlation_id.as_deref()).await;
-    let Some(body) = body else { return };
-    let _ = shared.client.publish(reply_to, body).await;
-}
-
-fn refused(code: RejectCode, message: impl Into<String>) -> Bytes {
-    Reply::refused(&Rejection::new(code, message)).to_bytes()
-}
-
-fn token<T>(parse: impl Fn(&str) -> Result<T, crate::IdError>, what: &str, s: &str) -> Result<T, Rejection> {
-    parse(s).map_err(|_| {
-        Rejection::new(RejectCode::Malformed, format!("{what} `{s}` is not 1 to 64 of [A-Za-z0-9_-]"))
-    })
-}
-
-/// The reply body, or `None` when the service stopped waiting for the event (no reply: the
-/// caller times out, as it would if the service had died).
-async fn respond(shared: &Shared, message: &Message, cid: Option<&str>) -> Option<Bytes> {
-    let payload = &message.payload[..];
-    if payload.len() > shared.config.max_payload {
-        let limit = shared.config.max_payload;
-        return Some(refused(
-            RejectCode::Malformed,
-            format!("a payload of {} bytes is over {limit}", payload.len()),
-        ));
-    }
-    let Some(route) = shared.subjects.route(&message.subject) else {
-        return Some(refused(
-            RejectCode::Malformed,
-            format!("`{}` is not a market subject", message.subject),
-        ));
-    };
-    let market = match cid {
-        Some(cid) => shared.market.correlated(cid),
-        None => shared.market.uncorrelated(),
-    };
-    let span = Arc::new(ServerSpan::request(route.name(), &message.subject, message.headers.as_ref()));
-    let result = match route {
-        Route::Bid(agent) => match token(AgentId::new, "agent", agent) {
-            Ok(agent) => {
-                let pending = submit(shared, &market, &agent, payload, &span);
-                return finish(shared, pending).await.map(|r| r.to_bytes());
-            }
-            Err(r) => Err(r),
-        },
-        Route::Bids(agent) => return bids(shared, &market, agent, payload, &span).await,
-        Route::Cancel(agent) => cancel(shared, cid, agent, payload, &span).await,
-        Route::State(resource) => return Some(state(shared, resource)),
-        Route::Balance(agent) => return Some(balance(shared, agent)),
-        Route::Transfer(agent) => transfer(shared, &market, agent, payload, &span).await,
-        Route::Deposit => deposit(shared, &market, payload, &span).await,
-        Route::Capacity => capacity(shared, cid, payload, &span).await,
-        Route::Clear => clear(shared, cid, payload, &span).await,
-    };
-    match result {
-        Ok(wait) => wait_for(shared, wait).await.map(|seq| Reply::ok(seq).to_bytes()),
-        Err(r) => {
-            span.fail(&r.to_string());
-            Some(Reply::refused(&r).to_bytes())
-        }
-    }
-}
-
-/// A submit's outcome before its event is out.
-enum Pending {
-    Done(Reply),
-    Accepted(Wait),
-    Repeat(AgentId, BidId, Wait),
-}
-
-fn submit(
-    shared: &Shared,
-    market: &Correlated<'_>,
-    agent: &AgentId,
-    json: &[u8],
-    span: &Arc<ServerSpan>,
-) -> Pending {
-    if Spans::ON {
-        shared.spans().expect(Origin::Bid(agent.to_string(), bid_id(json)), span);
-    }
-    match market.submit_json_as(agent, json) {
-        Err(r) => {
-            span.fail(&r.to_string());
-            Pending::Done(Reply::refused(&r))
-        }
-        Ok(receipt) => {
-            shared.wake.notify_one();
-            let key = Key::Accepted(receipt.agent.clone(), receipt.bid.clone());
-            let wait = shared.waiters().wait(key);
-            if receipt.repeat {
-                Pending::Repeat(receipt.agent, receipt.bid, wait)
-            } else {
-                Pending::Accepted(wait)
-            }
-        }
-    }
-}
-
-/// The bid id a payload names, as a `bid_rejected` would write it.
-fn bid_id(json: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct Named {
-        id: Option<String>,
-    }
-    serde_json::from_slice::<Named>(json).ok().and_then(|n| n.id).unwrap_or_default()
-}
-
-/// How long a repeat waits for the first acceptance's event when it is not remembered: it is
-/// either in flight (and comes within a writer round) or forgotten.
-const REPEAT_PATIENCE: Duration = Duration::from_secs(1);
-
-async fn finish(shared: &Shared, pending: Pending) -> Option<Reply> {
-    match pending {
-        Pending::Done(reply) => Some(reply),
-        Pending::Accepted(wait) => wait_for(shared, wait).await.map(Reply::ok),
-        Pending::Repeat(agent, bid, wait) => {
-            let seq = match wait {
-                Wait::Known(seq) => Some(seq),
-                Wait::Pending(rx) => {
-                    let seq = tokio::time::timeout(REPEAT_PATIENCE, rx).await.ok().and_then(Result::ok);
-                    seq.or_else(|| shared.waiters().known(&Key::Accepted(agent, bid)))
-                }
-            };
-            Some(Reply::repeat(seq))
-        }
-    }
-}
-
-async fn wait_for(shared: &Shared, wait: Wait) -> Option<u64> {
-    match wait {
-        Wait::Known(seq) => Some(seq),
-        Wait::Pending(rx) => tokio::time::timeout(shared.config.reply_within, rx).await.ok()?.ok(),
-    }
-}
-
-async fn bids(
-    shared: &Shared,
-    market: &Correlated<'_>,
-    agent: &str,
-    payload: &[u8],
-    span: &Arc<ServerSpan>,
-) -> Option<Bytes> {
-    let agent = match token(AgentId::new, "agent", agent) {
-        Ok(a) => a,
-        Err(r) => return Some(Reply::refused(&r).to_bytes()),
-    };
-    let items: Vec<Box<serde_json::value::RawValue>> = match wire::decode(payload) {
-        Ok(items) => items,
-        Err(r) => {
-            let r = Rejection::new(r.code, format!("a batch is an array of bids: {}", r.message));
-            return Some(Reply::refused(&r).to_bytes());
-        }
-    };
-    let pending: Vec<Pending> =
-        items.iter().map(|raw| submit(shared, market, &agent, raw.get().as_bytes(), span)).collect();
-    let mut replies = Vec::with_capacity(pending.len());
-    for p in pending {
-        replies.push(finish(shared, p).await?);
-    }
-    Some(serde_json::to_vec(&replies).expect("replies always serialize").into())
-}
-
-/// Registers the wait for `key` (and its event's span), runs `op`, and keeps the wait only if
-/// `op` succeeded.
-fn waiting(
-    shared: &Shared,
-    key: Key,
-    span: &Arc<ServerSpan>,
-    op: impl FnOnce() -> crate::Result<()>,
-) -> Result<Wait, Rejection> {
-    shared.spans().expect(Origin::Operation(key.clone()), span);
-    let wait = shared.waiters().wait(key.clone());
-    match op() {
-        Ok(()) => {
-            shared.wake.notify_one();
-            Ok(wait)
-        }
-        Err(r) => {
-            drop(wait);
-            shared.waiters().abandon(&key);
-            Err(r)
-        }
-    }
-}
-
-async fn cancel(
-    shared: &Shared,
-    cid: Option<&str>,
-    agent: &str,
-    payload: &[u8],
-    span: &Arc<ServerSpan>,
-) -> Result<Wait, Rejection> {
-    let agent = token(AgentId::new, "agent", agent)?;
-    let request: wire::CancelRequest = wire::decode(payload)?;
-    let bid = token(BidId::new, "bid", &request.bid)?;
-    shared.spans().expect(Origin::Bid(agent.to_string(), bid.to_string()), span);
-    let market = shared.market.clone();
-    let cid = cid.map(str::to_owned);
-    let (a, b) = (agent.clone(), bid.clone());
-    // A cancel of a bid in the cycle being cleared waits for its outcome: off the async threads.
-    let done = tokio::task::spawn_blocking(move || match &cid {
-        Some(cid) => market.correlated(cid).cancel(&a, &b),
-        None => market.cancel(&a, &b),
-    })
-    .await
-    .map_err(|e| Rejection::new(RejectCode::Malformed, format!("cancel failed: {e}")))?;
-    done?;
-    shared.wake.notify_one();
-    Ok(shared.waiters().wait(Key::Cancelled(agent, bid)))
-}
-
-fn state(shared: &Shared, resource: &str) -> Bytes {
-    if shared.market.resources().find(resource).is_none() {
-        return refused(RejectCode::UnknownResource, format!("the market sells no resource `{resource}`"));
-    }
-    let latest = shared.prices.lock().unwrap_or_else(|e| e.into_inner());
-    match latest.iter().find(|(r, _)| &**r == resource) {
-        Some((_, json)) => json.clone(),
-        None => refused(RejectCode::NotFound, format!("no price discovered for `{resource}` yet")),
-    }
-}
-
-fn balance(shared: &Shared, agent: &str) -> Bytes {
-    let agent = match token(AgentId::new, "agent", agent) {
-        Ok(a) => a,
-        Err(r) => return Reply::refused(&r).to_bytes(),
-    };
-    match shared.market.balance(&agent) {
-        Some(b) => {
-            let reply =
-                BalanceReply { agent: agent.to_string(), available: b.available, escrowed: b.escrowed };
-            serde_json::to_vec(&reply).expect("balances always serialize").into()
-        }
-        None => refused(RejectCode::UnknownAgent, format!("agent `{agent}` has no account")),
-    }
-}
-
-fn amount(d: rust_decimal::Decimal) -> Result<Credits, Rejection> {
-    Credits::from_decimal(d).map_err(|e| Rejection::new(RejectCode::InvalidAmount, format!("amount: {e}")))
-}
-
-async fn transfer(
-    shared: &Shared,
-    market: &Correlated<'_>,
-    agent: &str,
-    payload: &[u8],
-    span: &Arc<ServerSpan>,
-) -> Result<Wait, Rejection> {
-    let from = token(AgentId::new, "agent", agent)?;
-    let request: wire::TransferRequest = wire::decode(payload)?;
-    let to = token(AgentId::new, "agent", &request.to)?;
-    let amount = amount(request.amount)?;
-    let key = Key::Transferred(from.clone(), to.clone(), amount);
-    waiting(shared, key, span, || market.transfer(&from, &to, amount))
-}
-
-async fn deposit(
-    shared: &Shared,
-    market: &Correlated<'_>,
-    payload: &[u8],
-    span: &Arc<ServerSpan>,
-) -> Result<Wait, Rejection> {
-    let request: wire::DepositRequest = wire::decode(payload)?;
-    let agent = token(AgentId::new, "agent", &request.agent)?;
-    let amount = amount(request.amount)?;
-    waiting(shared, Key::Deposited(agent.clone(), amount), span, || market.deposit(&agent, amount))
-}
-
-async fn capacity(
-    shared: &Shared,
-    cid: Option<&str>,
-    payload: &[u8],
-    span: &Arc<ServerSpan>,
-) -> Result<Wait, Rejection> {
-    let request: wire::CapacityRequest = wire::decode(payload)?;
-    let capacity = Capacity::from_decimal(request.capacity)
-        .map_err(|e| Rejection::new(RejectCode::InvalidShare, format!("capacity: {e}")))?;
-    let resource = shared.market.resources().find(&request.resource).ok_or_else(|| {
-        Rejection::new(
-            RejectCode::UnknownResource,
-            format!("the market sells no resource `{}`", request.resource),
-        )
-    })?;
-    let name = shared.market.resources().shared_name(resource);
-    let (from, to) = (Slot(request.from_slot), Slot(request.to_slot));
-    let key = Key::Capacity(name, from, to, capacity);
-    let market = shared.market.clone();
-    let cid = cid.map(str::to_owned);
-    shared.spans().expect(Origin::Operation(key.clone()), span);
-    let wait = shared.waiters().wait(key.clone());
-    // Capacity changes wait for a running cycle: off the async threads.
-    let done = tokio::task::spawn_blocking(move || {
-        let m = match &cid {
-            Some(cid) => market.correlated(cid),
-            None => market.uncorrelated(),
-        };
-        m.set_capacity(&request.resource, from, to, capacity)
-    })
-    .await
-    .map_err(|e| Rejection::new(RejectCode::Malformed, format!("capacity change failed: {e}")))?;
-    if let Err(r) = done {
-        drop(wait);
-        shared.waiters().abandon(&key);
-        return Err(r);
-    }
-    shared.wake.notify_one();
-    Ok(wait)
-}
-
-async fn clear(
-    shared: &Shared,
-    cid: Option<&str>,
-    payload: &[u8],
-    span: &Arc<ServerSpan>,
-) -> Result<Wait, Rejection> {
-    let request: wire::ClearRequest =
-        if payload.is_empty() { Default::default() } else { wire::decode(payload)? };
-    let slot = request.at.map(Slot).unwrap_or_else(|| shared.clock.slot().max(shared.market.now()));
-    let report = shared.clear(slot, cid.map(str::to_owned), Some(span)).await?;
-    Ok(shared.waiters().wait(Key::Cycle(report.cycle)))
 }
