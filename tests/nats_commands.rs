@@ -87,3 +87,25 @@ async fn load_reports_throughput_and_latency_percentiles() {
     assert_eq!(market.balance(&"load-0".parse().unwrap()).map(|b| b.available > Credits::ZERO), Some(true));
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_run_over_nats_passes_what_passes_in_process() {
+    let server = NatsServer::start().await;
+    let scenarios = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
+    let run = |extra: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_capacity-auction"))
+                .args(["scenario", "run", scenarios])
+                .args(extra)
+                .output()
+                .unwrap()
+        })
+    };
+    let local = run(vec![]).await.unwrap();
+    let remote = run(vec!["--nats".into(), server.url.clone()]).await.unwrap();
+    assert!(remote.status.success(), "{}", String::from_utf8_lossy(&remote.stdout));
+    let (local, remote) =
+        (String::from_utf8(local.stdout).unwrap(), String::from_utf8(remote.stdout).unwrap());
+    assert_eq!(remote, local, "the same verdicts");
+    assert!(remote.trim_end().ends_with("passed, 0 failed"), "{remote}");
+}

@@ -9,6 +9,7 @@ use super::{Action, Scenario, Step};
 use crate::auction::error::{RejectCode, Rejection};
 use crate::auction::events::Event;
 use crate::auction::ids::{AgentId, BidId};
+use crate::auction::ledger::Balance;
 use crate::auction::market::{Correlated, Market};
 use crate::auction::money::Credits;
 use crate::capacity::{Capacity, Slot};
@@ -67,6 +68,27 @@ fn perform(m: &Correlated<'_>, action: &Action) -> Result<(), Rejection> {
     }
 }
 
+impl Step {
+    /// Judges step `n`'s outcome: a step marked `rejected` must be refused with that code; a
+    /// refused deposit, transfer, capacity change or clearing is a mistake in the scenario.
+    ///
+    /// # Errors
+    ///
+    /// Why the outcome fails the scenario.
+    pub fn judge(&self, n: usize, outcome: Result<(), Rejection>) -> Result<(), String> {
+        match (&self.rejected, outcome) {
+            (Some(code), Ok(())) => Err(format!("{}: expected {code}, it succeeded", step_name(n, self))),
+            (Some(code), Err(r)) if r.code != *code => {
+                Err(format!("{}: expected {code}, got {r}", step_name(n, self)))
+            }
+            (None, Err(r)) if !matches!(self.action, Action::Submit(_) | Action::Cancel { .. }) => {
+                Err(format!("{}: refused: {r}", step_name(n, self)))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 fn step_name(n: usize, step: &Step) -> String {
     let kind = match step.action {
         Action::Submit(_) => "submit",
@@ -95,7 +117,7 @@ impl Scenario {
         market.flush();
         report.events = events.drain();
         if report.failure.is_none() {
-            report.failure = self.judge(&market, &report.events).err();
+            report.failure = self.check(&report.events, |a| market.balance(a)).err();
         }
         report
     }
@@ -110,24 +132,22 @@ impl Scenario {
                 Some(cid) => market.correlated(cid),
                 None => market.uncorrelated(),
             };
-            let outcome = perform(&handle, &step.action);
-            match (&step.rejected, outcome) {
-                (Some(code), Ok(())) => {
-                    return Err(format!("{}: expected {code}, it succeeded", step_name(n, step)));
-                }
-                (Some(code), Err(r)) if r.code != *code => {
-                    return Err(format!("{}: expected {code}, got {r}", step_name(n, step)));
-                }
-                (None, Err(r)) if !matches!(step.action, Action::Submit(_) | Action::Cancel { .. }) => {
-                    return Err(format!("{}: refused: {r}", step_name(n, step)));
-                }
-                _ => {}
-            }
+            step.judge(n, perform(&handle, &step.action))?;
         }
         Ok(())
     }
 
-    fn judge(&self, market: &Market, events: &[Event]) -> Result<(), String> {
+    /// Checks the expectations against `events` (every event of a run, in `seq` order) and the
+    /// balances `balance` reports: how a run on another transport is judged.
+    ///
+    /// # Errors
+    ///
+    /// The first expectation that does not hold.
+    pub fn check(
+        &self,
+        events: &[Event],
+        mut balance: impl FnMut(&AgentId) -> Option<Balance>,
+    ) -> Result<(), String> {
         let json: Vec<Map<String, Value>> = events
             .iter()
             .map(|e| match serde_json::to_value(e) {
@@ -156,7 +176,7 @@ impl Scenario {
         }
         for (name, expected) in &self.expect.balances {
             let a = agent(name).map_err(|e| format!("balance {name}: {e}"))?;
-            let got = market.balance(&a).ok_or_else(|| format!("balance {name}: no such account"))?;
+            let got = balance(&a).ok_or_else(|| format!("balance {name}: no such account"))?;
             let (available, escrowed) = match *expected {
                 BalanceExpect::Available(c) => (Some(c), None),
                 BalanceExpect::Parts { available, escrowed } => (available, escrowed),

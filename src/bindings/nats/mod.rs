@@ -8,6 +8,7 @@
 mod client;
 mod handlers;
 mod publisher;
+mod scenario;
 mod service;
 mod subjects;
 mod trace;
@@ -16,6 +17,7 @@ mod wire;
 
 pub use client::{ClientError, MarketClient};
 pub use publisher::CORRELATION_ID;
+pub use scenario::run_scenario;
 pub use service::{MarketService, ServiceConfig, ServiceError};
 pub use subjects::Subjects;
 pub use trace::inject_current;
