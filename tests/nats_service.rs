@@ -349,3 +349,27 @@ async fn an_absent_or_silent_service_is_a_timeout_not_a_hang() {
     assert!(matches!(silent, ClientError::Timeout(_)), "{silent}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_the_clients_ack_window_is_published_whole() {
+    let server = NatsServer::start().await;
+    let config = MarketConfig { max_bids_per_agent: 10_000, book_size: 10_000, ..small_market() };
+    let (service, client) = serve(&server, "burst", config).await;
+    let market = service.market().clone();
+    client.deposit("alice", credits("1000000")).await.unwrap();
+    // 6,000 bids reach the writer in one round: more events than the client lets await acks.
+    let burst = tokio::task::spawn_blocking(move || {
+        for i in 0..6_000 {
+            let json = format!(r#"{{"id":"x{i}","bundle":{{"cpu":"0.01"}},"duration":1,"limit":"1"}}"#);
+            market
+                .submit_as(&"alice".parse().unwrap(), &BidRequest::from_json(json.as_bytes()).unwrap())
+                .unwrap();
+        }
+    });
+    burst.await.unwrap();
+    let cleared = client.clear(Some(Slot(0))).await.unwrap();
+    let events = audit_log(&client, "burst").await;
+    assert_eq!(events.len() as u64, cleared.seq.unwrap());
+    assert_eq!(events.iter().filter(|e| matches!(e.kind, EventKind::BidAccepted { .. })).count(), 6_000);
+    service.shutdown().await;
+}

@@ -66,7 +66,11 @@ pub(crate) fn run(args: Load) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 async fn drive(args: Load) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let nats = async_nats::connect(&args.nats).await.map_err(|e| format!("{}: {e}", args.nats))?;
+    let nats = async_nats::ConnectOptions::new()
+        .event_callback(|event| async move { eprintln!("nats: {event}") })
+        .connect(&args.nats)
+        .await
+        .map_err(|e| format!("{}: {e}", args.nats))?;
     let client =
         MarketClient::new(nats, args.namespace.as_deref())?.timeout(Duration::from_millis(args.timeout_ms));
     let agents: Vec<String> = (0..args.agents).map(|a| format!("load-{a}")).collect();

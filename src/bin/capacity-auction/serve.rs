@@ -53,7 +53,11 @@ pub(crate) fn run(args: Serve) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let nats = async_nats::connect(&args.nats).await.map_err(|e| format!("{}: {e}", args.nats))?;
+        let nats = async_nats::ConnectOptions::new()
+            .event_callback(|event| async move { eprintln!("nats: {event}") })
+            .connect(&args.nats)
+            .await
+            .map_err(|e| format!("{}: {e}", args.nats))?;
         let name = market.config().name.clone();
         let service = MarketService::start(nats, market, service_config).await?;
         let prefix = args.namespace.as_deref().map(|ns| format!("{ns}.")).unwrap_or_default();

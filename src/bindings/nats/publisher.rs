@@ -16,8 +16,12 @@ use crate::{AgentId, Event, EventKind, Market};
 /// The header carrying a request's correlation id onto the events it caused.
 pub const CORRELATION_ID: &str = "correlation-id";
 
-/// Publishes never give up on an event before this many attempts (about half a minute).
+/// Publishes never give up on an event before this many rounds (about half a minute).
 const ATTEMPTS: u32 = 40;
+
+/// Publishes awaiting their acks at once: well under the client's limit on acks in flight
+/// (5,000), past which a publish waits for an ack that nobody awaits.
+const WINDOW: usize = 1024;
 
 /// Where events and state go: the stream and the two buckets, created or bound at start-up.
 #[derive(Debug, Clone)]
@@ -58,36 +62,45 @@ impl Sink {
         Ok(Sink { js, subjects, market })
     }
 
-    /// Publishes `events` in order, pipelined, and returns once the stream acknowledged every
-    /// one. A failed publish is retried with the same `Nats-Msg-Id`, so the stream keeps each
-    /// event once; the positions of events still refused after [`ATTEMPTS`] are returned (their
-    /// requests are never told they succeeded).
+    /// Publishes `events` in order, pipelined in windows of [`WINDOW`], and returns once the
+    /// stream acknowledged every one. Failed publishes are sent again together, with the same
+    /// `Nats-Msg-Id`, so the stream keeps each event once; the positions of events still refused
+    /// after [`ATTEMPTS`] rounds are returned (their requests are never told they succeeded).
     pub(crate) async fn publish(&self, events: &[Event], spans: &std::sync::Mutex<Spans>) -> Vec<usize> {
         let spans: Vec<Option<std::sync::Arc<ServerSpan>>> = {
             let mut spans = spans.lock().unwrap_or_else(|e| e.into_inner());
             events.iter().map(|e| spans.take(e)).collect()
         };
-        let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(events.len());
-        let mut failed = Vec::new();
-        for (i, event) in events.iter().enumerate() {
-            match self.send(event, spans[i].as_deref()).await {
-                Ok(ack) => acks.push((i, ack)),
-                Err(_) => failed.push(i),
+        let mut pending: Vec<usize> = (0..events.len()).collect();
+        let mut pause = Duration::from_millis(10);
+        for round in 1..=ATTEMPTS {
+            let mut failed = Vec::new();
+            for window in pending.chunks(WINDOW) {
+                let mut acks = Vec::with_capacity(window.len());
+                for &i in window {
+                    match self.send(&events[i], spans[i].as_deref()).await {
+                        Ok(ack) => acks.push((i, ack)),
+                        Err(_) => failed.push(i),
+                    }
+                }
+                for (i, ack) in acks {
+                    if ack.await.is_err() {
+                        failed.push(i);
+                    }
+                }
+            }
+            if failed.is_empty() {
+                return failed;
+            }
+            failed.sort_unstable();
+            pending = failed;
+            if round < ATTEMPTS {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
             }
         }
-        for (i, ack) in acks {
-            if ack.await.is_err() {
-                failed.push(i);
-            }
-        }
-        failed.sort_unstable();
-        let mut lost = Vec::new();
-        for i in failed {
-            if !self.retry(&events[i], spans[i].as_deref()).await {
-                lost.push(i);
-            }
-        }
-        lost
+        eprintln!("audit_log refused {} events after {ATTEMPTS} rounds", pending.len());
+        pending
     }
 
     async fn send(
@@ -108,29 +121,14 @@ impl Sink {
         Ok(self.js.publish_with_headers(subject, headers, Bytes::from(event.to_json())).await?)
     }
 
-    async fn retry(&self, event: &Event, span: Option<&ServerSpan>) -> bool {
-        let mut pause = Duration::from_millis(10);
-        for _ in 1..ATTEMPTS {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
-            if let Ok(ack) = self.send(event, span).await
-                && ack.await.is_ok()
-            {
-                return true;
-            }
-        }
-        eprintln!("audit_log refused event {} after {ATTEMPTS} attempts", event.seq);
-        false
-    }
-
     /// Puts the latest `price_discovered` per resource and the balances of `agents` into the
     /// buckets, pipelined.
     pub(crate) async fn put_state(&self, market: &Market, prices: &[&Event], agents: &BTreeSet<AgentId>) {
-        let mut acks = Vec::with_capacity(prices.len() + agents.len());
+        let mut puts: Vec<(String, Bytes)> = Vec::with_capacity(prices.len() + agents.len());
         for event in prices {
             if let EventKind::PriceDiscovered { resource, .. } = &event.kind {
                 let subject = format!("$KV.{}.{resource}", self.subjects.prices_bucket());
-                acks.push(self.js.publish(subject, Bytes::from(event.to_json())).await);
+                puts.push((subject, Bytes::from(event.to_json())));
             }
         }
         for agent in agents {
@@ -141,17 +139,24 @@ impl Sink {
                 escrowed: balance.escrowed,
             };
             let json = serde_json::to_vec(&reply).expect("balances always serialize");
-            let subject = format!("$KV.{}.{agent}", self.subjects.agents_bucket());
-            acks.push(self.js.publish(subject, Bytes::from(json)).await);
+            puts.push((format!("$KV.{}.{agent}", self.subjects.agents_bucket()), Bytes::from(json)));
         }
-        for ack in acks {
-            let acked = match ack {
-                Ok(ack) => ack.await.is_ok(),
-                Err(_) => false,
-            };
-            if !acked {
-                eprintln!("a state bucket refused an update; the next cycle writes it again");
+        let mut refused = 0;
+        for window in puts.chunks(WINDOW) {
+            let mut acks = Vec::with_capacity(window.len());
+            for (subject, payload) in window {
+                acks.push(self.js.publish(subject.clone(), payload.clone()).await);
             }
+            for ack in acks {
+                let acked = match ack {
+                    Ok(ack) => ack.await.is_ok(),
+                    Err(_) => false,
+                };
+                refused += usize::from(!acked);
+            }
+        }
+        if refused > 0 {
+            eprintln!("the state buckets refused {refused} updates");
         }
     }
 }
