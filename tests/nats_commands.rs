@@ -13,21 +13,33 @@ use capacity_auction::bindings::nats::MarketClient;
 use capacity_auction::{BidRequest, Credits, Event, EventKind, Slot};
 use nats_harness::NatsServer;
 
+/// A child process killed when the test ends, passed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_until_sigint_then_drains() {
     let server = NatsServer::start().await;
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_capacity-auction"))
+    let child = Command::new(env!("CARGO_BIN_EXE_capacity-auction"))
         .args(["serve", "--nats", &server.url, "--namespace", "cli", "--cadence-ms", "0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
-    let first = tokio::task::spawn_blocking(move || {
-        let first = lines.next().unwrap().unwrap();
-        (first, lines)
+    let mut serve = Killed(child);
+    let mut lines = BufReader::new(serve.0.stderr.take().unwrap()).lines();
+    let ready = tokio::task::spawn_blocking(move || {
+        let ready = lines.by_ref().map_while(Result::ok).find(|l| !l.starts_with("nats: "));
+        (ready, lines)
     });
-    let (first, lines) = tokio::time::timeout(Duration::from_secs(20), first).await.unwrap().unwrap();
-    assert!(first.starts_with("serving market `default`"), "{first}");
+    let (ready, lines) = tokio::time::timeout(Duration::from_secs(20), ready).await.unwrap().unwrap();
+    let ready = ready.unwrap_or_default();
+    assert!(ready.starts_with("serving market `default`"), "{ready}");
 
     let client = MarketClient::new(server.connect().await, Some("cli")).unwrap();
     client.deposit("alice", "10".parse::<Credits>().unwrap()).await.unwrap();
@@ -36,11 +48,11 @@ async fn serve_answers_until_sigint_then_drains() {
     let cleared = client.clear(Some(Slot(0))).await.unwrap();
     assert!(accepted.seq < cleared.seq);
 
-    let interrupted = Command::new("kill").args(["-INT", &serve.id().to_string()]).status().unwrap();
+    let interrupted = Command::new("kill").args(["-INT", &serve.0.id().to_string()]).status().unwrap();
     assert!(interrupted.success());
-    let status = tokio::task::spawn_blocking(move || serve.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || serve.0.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest: Vec<String> = lines.map_while(Result::ok).filter(|l| !l.starts_with("nats: ")).collect();
     assert_eq!(rest.last().map(String::as_str), Some("stopped"), "{rest:?}");
 
     let js = async_nats::jetstream::new(client.nats().clone());

@@ -143,6 +143,7 @@ pub struct MarketService {
     requests: tokio::task::JoinHandle<JoinSet<()>>,
     clearing: Option<tokio::task::JoinHandle<()>>,
     writer: tokio::task::JoinHandle<()>,
+    state: tokio::task::JoinHandle<()>,
 }
 
 impl MarketService {
@@ -185,8 +186,10 @@ impl MarketService {
         let requests = tokio::spawn(serve(shared.clone(), subscribers, requests_stopped.clone()));
         let clearing =
             shared.config.cadence.map(|c| tokio::spawn(clear_every(shared.clone(), c, requests_stopped)));
-        let writer = tokio::spawn(write(shared.clone(), sink, events, writer_stopped));
-        Ok(MarketService { shared, stop_requests, stop_writer, requests, clearing, writer })
+        let (state_tx, state_rx) = tokio::sync::mpsc::unbounded_channel();
+        let state = tokio::spawn(put_state(shared.clone(), sink.clone(), state_rx));
+        let writer = tokio::spawn(write(shared.clone(), sink, events, state_tx, writer_stopped));
+        Ok(MarketService { shared, stop_requests, stop_writer, requests, clearing, writer, state })
     }
 
     /// The market served.
@@ -209,6 +212,7 @@ impl MarketService {
         }
         let _ = self.stop_writer.send(true);
         let _ = self.writer.await;
+        let _ = self.state.await;
         let _ = tokio::time::timeout(self.shared.config.reply_within, in_flight.join_all()).await;
         let _ = self.shared.client.flush().await;
     }
@@ -261,10 +265,19 @@ async fn clear_every(shared: Arc<Shared>, cadence: Duration, mut stop: watch::Re
 /// How often the writer sequences intake when nobody rings.
 const WRITER_IDLE: Duration = Duration::from_millis(20);
 
+/// What the KV buckets get after a cycle: its prices, and the agents whose balance changed.
+type StateUpdate = (Vec<Event>, BTreeSet<AgentId>);
+
 /// The writer: sequences intake when rung (or every [`WRITER_IDLE`]), publishes the events, then
-/// answers the requests waiting for them; after every cycle, updates the KV buckets. On stop, one
-/// last round publishes everything accepted so far.
-async fn write(shared: Arc<Shared>, sink: Sink, mut events: Subscription, mut stop: watch::Receiver<bool>) {
+/// answers the requests waiting for them; after every cycle, hands the KV update to
+/// [`put_state`]. On stop, one last round publishes everything accepted so far.
+async fn write(
+    shared: Arc<Shared>,
+    sink: Sink,
+    mut events: Subscription,
+    state: tokio::sync::mpsc::UnboundedSender<StateUpdate>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut agents = BTreeSet::new();
     loop {
         let stopping = tokio::select! {
@@ -288,7 +301,9 @@ async fn write(shared: Arc<Shared>, sink: Sink, mut events: Subscription, mut st
             } else {
                 batch.into_iter().enumerate().filter(|(i, _)| !lost.contains(i)).map(|(_, e)| e).collect()
             };
-            after_publish(&shared, &sink, &acknowledged, &mut agents).await;
+            if let Some(update) = after_publish(&shared, &acknowledged, &mut agents) {
+                let _ = state.send(update);
+            }
         }
         if stopping {
             return;
@@ -296,7 +311,8 @@ async fn write(shared: Arc<Shared>, sink: Sink, mut events: Subscription, mut st
     }
 }
 
-async fn after_publish(shared: &Shared, sink: &Sink, events: &[Event], agents: &mut BTreeSet<AgentId>) {
+/// Answers the waiting requests and keeps the latest prices; after a cycle, the KV update.
+fn after_publish(shared: &Shared, events: &[Event], agents: &mut BTreeSet<AgentId>) -> Option<StateUpdate> {
     shared.waiters().published(events, shared.market.config().dedupe_cycles);
     let mut prices = Vec::new();
     let mut cycle_ended = false;
@@ -310,14 +326,37 @@ async fn after_publish(shared: &Shared, sink: &Sink, events: &[Event], agents: &
                     Some(slot) => slot.1 = json,
                     None => latest.push((resource.clone(), json)),
                 }
-                prices.push(event);
+                prices.push(event.clone());
             }
             EventKind::CycleCleared { .. } => cycle_ended = true,
             _ => {}
         }
     }
-    if cycle_ended {
-        sink.put_state(&shared.market, &prices, agents).await;
-        agents.clear();
+    cycle_ended.then(|| (prices, std::mem::take(agents)))
+}
+
+/// Writes the KV buckets after each cycle, off the writer's path; when it falls behind, queued
+/// updates are merged (latest price per resource, every agent once).
+async fn put_state(
+    shared: Arc<Shared>,
+    sink: Sink,
+    mut updates: tokio::sync::mpsc::UnboundedReceiver<StateUpdate>,
+) {
+    while let Some((mut prices, mut agents)) = updates.recv().await {
+        while let Ok((more, touched)) = updates.try_recv() {
+            prices.extend(more);
+            agents.extend(touched);
+        }
+        let mut latest: Vec<&Event> = Vec::new();
+        for event in prices.iter().rev() {
+            let EventKind::PriceDiscovered { resource, .. } = &event.kind else { continue };
+            if !latest
+                .iter()
+                .any(|e| matches!(&e.kind, EventKind::PriceDiscovered { resource: r, .. } if r == resource))
+            {
+                latest.push(event);
+            }
+        }
+        sink.put_state(&shared.market, &latest, &agents).await;
     }
 }
