@@ -1,6 +1,7 @@
-//! A `nats-server` of the tests' own: JetStream on, an ephemeral loopback port, a store in a
-//! fresh temporary directory, killed and removed on drop. The binary is `$NATS_SERVER_BIN`, or
-//! `nats-server` on `PATH` (`scripts/test` installs 2.15 when none is found).
+//! `nats-server`s of the tests' own: JetStream on, an ephemeral loopback port, a store in a
+//! fresh temporary directory, killed and removed on drop; alone or as a three-server cluster.
+//! The binary is `$NATS_SERVER_BIN`, or `nats-server` on `PATH` (`scripts/test` installs 2.15
+//! when none is found).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct NatsServer {
     child: Child,
     dir: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
 }
@@ -33,70 +36,96 @@ fn fresh_dir() -> PathBuf {
     dir
 }
 
+/// A loopback port free now (for cluster routes, which must be known before the servers start).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 impl NatsServer {
     /// A plain server with JetStream.
     pub async fn start() -> NatsServer {
-        NatsServer::spawn(|dir| vec!["-js".into(), "-sd".into(), dir.join("store").display().to_string()])
-            .await
+        let dir = fresh_dir();
+        let args = vec!["-js".into(), "-sd".into(), dir.join("store").display().to_string()];
+        NatsServer::spawn(dir, args, Vec::new(), "-1").await
     }
 
     /// A server from the configuration file at `path`, with `env` set for the `$VARS` it reads
     /// and `NATS_STORE_DIR` pointing at a fresh store; the port comes from the command line.
     pub async fn with_config_file(path: &Path, env: &[(&str, &str)]) -> NatsServer {
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let path = path.display().to_string();
-        NatsServer::spawn_with(env, move |_| vec!["-c".into(), path]).await
-    }
-
-    async fn spawn(args: impl FnOnce(&Path) -> Vec<String>) -> NatsServer {
-        NatsServer::spawn_with(Vec::new(), args).await
-    }
-
-    async fn spawn_with(env: Vec<(String, String)>, args: impl FnOnce(&Path) -> Vec<String>) -> NatsServer {
         let dir = fresh_dir();
-        let child = Command::new(binary())
-            .envs(env)
-            .env("NATS_STORE_DIR", dir.join("store"))
-            .args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
-            .arg(&dir)
-            .args(args(&dir))
+        let mut env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        env.push(("NATS_STORE_DIR".into(), dir.join("store").display().to_string()));
+        NatsServer::spawn(dir, vec!["-c".into(), path.display().to_string()], env, "-1").await
+    }
+
+    async fn spawn(dir: PathBuf, args: Vec<String>, env: Vec<(String, String)>, port: &str) -> NatsServer {
+        let child = NatsServer::run(&dir, &args, &env, port);
+        let mut server = NatsServer { child, dir, args, env, url: String::new() };
+        server.url = server.wait_for_port().await;
+        server
+    }
+
+    fn run(dir: &Path, args: &[String], env: &[(String, String)], port: &str) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log"));
+        Command::new(binary())
+            .envs(env.iter().cloned())
+            .args(["-a", "127.0.0.1", "-p", port, "--ports_file_dir"])
+            .arg(dir)
+            .args(args)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("server.log")).expect("a log file"))
+            .stderr(log.expect("a log file"))
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot run {:?} ({e}); run scripts/test, or set NATS_SERVER_BIN", binary())
-            });
-        let ports = dir.join(format!("nats-server_{}.ports", child.id()));
-        let mut server = NatsServer { child, dir, url: String::new() };
+            })
+    }
+
+    async fn wait_for_port(&mut self) -> String {
+        let ports = self.dir.join(format!("nats-server_{}.ports", self.child.id()));
         let deadline = Instant::now() + Duration::from_secs(10);
-        server.url = loop {
+        loop {
             if let Ok(text) = std::fs::read_to_string(&ports)
                 && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
                 && let Some(url) = json["nats"][0].as_str()
             {
-                break url.to_owned();
+                return url.to_owned();
             }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                let log = std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
                 panic!("nats-server exited at start-up ({status}):\n{log}");
             }
             assert!(Instant::now() < deadline, "nats-server wrote no ports file in 10 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        server
+        }
+    }
+
+    /// Kills the server (no goodbye to its clients), keeping its store.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port with the same store.
+    pub async fn restart(&mut self) {
+        let port = self.url.rsplit(':').next().expect("a port").to_owned();
+        self.child = NatsServer::run(&self.dir, &self.args, &self.env, &port);
+        let url = self.wait_for_port().await;
+        assert_eq!(url, self.url, "the same port");
     }
 
     /// Waits until JetStream answers `$JS.API.INFO` through `client` (polled with a short
     /// timeout, not slept on).
     pub async fn jetstream_ready(client: &async_nats::Client) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let request = async_nats::Request::new().timeout(Some(Duration::from_millis(200)));
-            if client.send_request("$JS.API.INFO", request).await.is_ok() {
+            if let Ok(answer) = client.send_request("$JS.API.INFO", request).await
+                && !String::from_utf8_lossy(&answer.payload).contains("\"error\"")
+            {
                 return;
             }
-            assert!(Instant::now() < deadline, "JetStream not ready in 10 s");
+            assert!(Instant::now() < deadline, "JetStream not ready in 20 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -111,8 +140,44 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Three servers in one cluster (`server_name`, `cluster.name`, loopback routes), JetStream on
+/// each.
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts three servers and waits until JetStream answers through each.
+    pub async fn start() -> NatsCluster {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut servers = Vec::new();
+        for (i, port) in routes.iter().enumerate() {
+            let dir = fresh_dir();
+            let others: Vec<String> =
+                routes.iter().filter(|p| *p != port).map(|p| format!("\"nats://127.0.0.1:{p}\"")).collect();
+            let config = format!(
+                "server_name: n{i}\njetstream {{ store_dir: \"{}\" }}\ncluster {{\n  name: test\n  listen: \"127.0.0.1:{port}\"\n  routes: [{}]\n}}\n",
+                dir.join("store").display(),
+                others.join(", ")
+            );
+            std::fs::write(dir.join("server.conf"), config).unwrap();
+            let args = vec!["-c".into(), dir.join("server.conf").display().to_string()];
+            servers.push(NatsServer::spawn(dir, args, Vec::new(), "-1").await);
+        }
+        let cluster = NatsCluster { servers };
+        for server in &cluster.servers {
+            server.connect().await;
+        }
+        cluster
+    }
+
+    /// Every server's address, in order, for a client that may use any of them.
+    pub fn addresses(&self) -> Vec<async_nats::ServerAddr> {
+        self.servers.iter().map(|s| s.url.parse().expect("a server address")).collect()
     }
 }

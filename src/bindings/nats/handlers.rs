@@ -2,7 +2,6 @@
 //! it caused once the stream acknowledged it, or with the refusal.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::Message;
 use bytes::Bytes;
@@ -127,10 +126,6 @@ fn bid_id(json: &[u8]) -> String {
     serde_json::from_slice::<Named>(json).ok().and_then(|n| n.id).unwrap_or_default()
 }
 
-/// How long a repeat waits for the first acceptance's event when it is not remembered: it is
-/// either in flight (and comes within a writer round) or forgotten.
-const REPEAT_PATIENCE: Duration = Duration::from_secs(1);
-
 async fn finish(shared: &Shared, pending: Pending) -> Option<Reply> {
     match pending {
         Pending::Done(reply) => Some(reply),
@@ -138,8 +133,11 @@ async fn finish(shared: &Shared, pending: Pending) -> Option<Reply> {
         Pending::Repeat(agent, bid, wait) => {
             let seq = match wait {
                 Wait::Known(seq) => Some(seq),
+                // Not published yet (the first acceptance's event is in flight, perhaps retried
+                // through a server's failure): wait as a new bid would.
                 Wait::Pending(rx) => {
-                    let seq = tokio::time::timeout(REPEAT_PATIENCE, rx).await.ok().and_then(Result::ok);
+                    let patience = shared.config.reply_within;
+                    let seq = tokio::time::timeout(patience, rx).await.ok().and_then(Result::ok);
                     seq.or_else(|| shared.waiters().known(&Key::Accepted(agent, bid)))
                 }
             };
