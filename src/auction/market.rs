@@ -105,6 +105,12 @@ impl Market {
         Correlated { market: self, cid: Some(correlation_id.into()) }
     }
 
+    /// A handle tagging its operations with `correlation_id` if there is one (a request's
+    /// optional header, a scenario step's optional id).
+    pub fn tagged(&self, correlation_id: Option<&str>) -> Correlated<'_> {
+        Correlated { market: self, cid: correlation_id.map(Arc::from) }
+    }
+
     /// A handle whose operations tag nothing: the market itself, as a [`Correlated`].
     pub fn uncorrelated(&self) -> Correlated<'_> {
         Correlated { market: self, cid: None }

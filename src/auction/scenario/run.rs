@@ -128,10 +128,7 @@ impl Scenario {
             market.deposit(&a, amount).map_err(|e| format!("account {name}: {e}"))?;
         }
         for (n, step) in self.steps.iter().enumerate() {
-            let handle = match &step.correlation_id {
-                Some(cid) => market.correlated(cid),
-                None => market.uncorrelated(),
-            };
+            let handle = market.tagged(step.correlation_id.as_deref());
             step.judge(n, perform(&handle, &step.action))?;
         }
         Ok(())

@@ -51,10 +51,7 @@ async fn respond(shared: &Shared, message: &Message, cid: Option<&str>) -> Optio
             format!("`{}` is not a market subject", message.subject),
         ));
     };
-    let market = match cid {
-        Some(cid) => shared.market.correlated(cid),
-        None => shared.market.uncorrelated(),
-    };
+    let market = shared.market.tagged(cid);
     let span = Arc::new(ServerSpan::request(route.name(), &message.subject, message.headers.as_ref()));
     let result = match route {
         Route::Bid(agent) => match token(AgentId::new, "agent", agent) {
@@ -218,12 +215,9 @@ async fn cancel(
     let cid = cid.map(str::to_owned);
     let (a, b) = (agent.clone(), bid.clone());
     // A cancel of a bid in the cycle being cleared waits for its outcome: off the async threads.
-    let done = tokio::task::spawn_blocking(move || match &cid {
-        Some(cid) => market.correlated(cid).cancel(&a, &b),
-        None => market.cancel(&a, &b),
-    })
-    .await
-    .map_err(|e| Rejection::new(RejectCode::Malformed, format!("cancel failed: {e}")))?;
+    let done = tokio::task::spawn_blocking(move || market.tagged(cid.as_deref()).cancel(&a, &b))
+        .await
+        .map_err(|e| Rejection::new(RejectCode::Malformed, format!("cancel failed: {e}")))?;
     done?;
     shared.wake.notify_one();
     Ok(shared.waiters().wait(Key::Cancelled(agent, bid)))
@@ -310,11 +304,7 @@ async fn capacity(
     let wait = shared.waiters().wait(key.clone());
     // Capacity changes wait for a running cycle: off the async threads.
     let done = tokio::task::spawn_blocking(move || {
-        let m = match &cid {
-            Some(cid) => market.correlated(cid),
-            None => market.uncorrelated(),
-        };
-        m.set_capacity(&request.resource, from, to, capacity)
+        market.tagged(cid.as_deref()).set_capacity(&request.resource, from, to, capacity)
     })
     .await
     .map_err(|e| Rejection::new(RejectCode::Malformed, format!("capacity change failed: {e}")))?;

@@ -114,12 +114,9 @@ impl Shared {
         let market = self.market.clone();
         let cycle = market.cycles() + 1;
         self.spans().expect_cycle(cycle, Arc::new(ServerSpan::cycle(cycle, span)));
-        let report = tokio::task::spawn_blocking(move || match &cid {
-            Some(cid) => market.correlated(cid).clear(slot),
-            None => market.clear(slot),
-        })
-        .await
-        .unwrap_or_else(|e| Err(Rejection::new(RejectCode::Malformed, format!("clearing failed: {e}"))));
+        let report = tokio::task::spawn_blocking(move || market.tagged(cid.as_deref()).clear(slot))
+            .await
+            .unwrap_or_else(|e| Err(Rejection::new(RejectCode::Malformed, format!("clearing failed: {e}"))));
         if report.is_err() {
             self.spans().drop_cycle(cycle);
         }
