@@ -26,8 +26,11 @@ impl Drop for Killed {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_until_sigint_then_drains() {
     let server = NatsServer::start().await;
+    let config = std::env::temp_dir().join(format!("capacity-auction-serve-{}.toml", std::process::id()));
+    std::fs::write(&config, "name = \"cli-test\"\nresources = [\"cpu\"]\n").unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_capacity-auction"))
-        .args(["serve", "--nats", &server.url, "--namespace", "cli", "--cadence-ms", "0"])
+        .args(["serve", "--nats", &server.url, "--namespace", "cli", "--cadence-ms", "0", "--config"])
+        .arg(&config)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -39,12 +42,19 @@ async fn serve_answers_until_sigint_then_drains() {
     });
     let (ready, lines) = tokio::time::timeout(Duration::from_secs(20), ready).await.unwrap().unwrap();
     let ready = ready.unwrap_or_default();
-    assert!(ready.starts_with("serving market `default`"), "{ready}");
+    assert!(ready.starts_with("serving market `cli-test`"), "{ready}");
 
     let client = MarketClient::new(server.connect().await, Some("cli")).unwrap();
     client.deposit("alice", "10".parse::<Credits>().unwrap()).await.unwrap();
     let json = br#"{"id":"a1","bundle":{"cpu":"0.5"},"duration":2,"limit":"3"}"#;
     let accepted = client.bid("alice", &BidRequest::from_json(json).unwrap()).await.unwrap();
+    let memory = br#"{"id":"a2","bundle":{"memory":"0.5"},"duration":2,"limit":"3"}"#;
+    let refused = client.bid("alice", &BidRequest::from_json(memory).unwrap()).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(capacity_auction::RejectCode::UnknownResource),
+        "the configured market sells cpu only"
+    );
     let cleared = client.clear(Some(Slot(0))).await.unwrap();
     assert!(accepted.seq < cleared.seq);
 
@@ -61,6 +71,16 @@ async fn serve_answers_until_sigint_then_drains() {
     let last = Event::from_json(&stream.get_raw_message(last).await.unwrap().payload).unwrap();
     assert_eq!(Some(last.seq), cleared.seq);
     assert!(matches!(last.kind, EventKind::CycleCleared { won: 1, .. }));
+    let id = stream
+        .get_raw_message(1)
+        .await
+        .unwrap()
+        .headers
+        .get(async_nats::header::NATS_MESSAGE_ID)
+        .unwrap()
+        .to_string();
+    assert_eq!(id, "cli-test:1", "message ids name the configured market");
+    let _ = std::fs::remove_file(config);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
