@@ -123,8 +123,24 @@ fn define_clear(c: &mut Criterion) {
             )
         });
     }
+    // The same 10k cycle with the critical-value pass on two threads.
     let n = 10_000;
     g.throughput(Throughput::Elements(n as u64));
+    let mut workload = Workload::new(n + 1);
+    workload.config.clearing_threads = 2;
+    let bids = workload.bids(n, 11, "b");
+    g.bench_function("10k/los/2-threads", |b| {
+        b.iter_batched(
+            || loaded(&workload, &bids),
+            |m| {
+                let report = m.clear(Slot(0)).unwrap();
+                assert_eq!(report.bids, n as u64);
+                assert!(report.won > 0 && report.ir == 1.0);
+                m
+            },
+            BatchSize::PerIteration,
+        )
+    });
     let workload = Workload::new(n);
     let cycle = Cycle::new(&workload.config, workload.bids(n, 11, "b"), Slot(0)).unwrap();
     g.bench_function("10k/place", |b| {

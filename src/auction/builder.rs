@@ -91,6 +91,11 @@ impl MarketBuilder {
         self.config.book_size = n;
         self
     }
+    /// Threads the exact critical-value pass may use (1 by default).
+    pub fn clearing_threads(mut self, n: usize) -> Self {
+        self.config.clearing_threads = n;
+        self
+    }
     /// Every key at once.
     pub fn config(mut self, config: MarketConfig) -> Self {
         self.config = config;

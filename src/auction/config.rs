@@ -108,6 +108,9 @@ pub struct MarketConfig {
     /// Clearing cycles a decided or rejected bid id is remembered after its outcome, so a
     /// repeated submit is answered with the first result (an extension of §4).
     pub dedupe_cycles: u64,
+    /// Threads the exact critical-value pass may use (an extension of §4). The default, 1,
+    /// leaves the other cores to intake; any count gives the same payments.
+    pub clearing_threads: usize,
 }
 
 impl Default for MarketConfig {
@@ -128,6 +131,7 @@ impl Default for MarketConfig {
             max_bids_per_agent: 1000,
             book_size: 1 << 20,
             dedupe_cycles: 100,
+            clearing_threads: 1,
         }
     }
 }
@@ -194,6 +198,7 @@ pub(crate) struct Config {
     pub(crate) max_bids_per_agent: u32,
     pub(crate) book_size: usize,
     pub(crate) dedupe_cycles: u64,
+    pub(crate) clearing_threads: usize,
 }
 
 impl MarketConfig {
@@ -238,6 +243,9 @@ impl MarketConfig {
         if self.book_size == 0 {
             return Err(ConfigError::Zero("book_size"));
         }
+        if self.clearing_threads == 0 {
+            return Err(ConfigError::Zero("clearing_threads"));
+        }
         Ok(Config {
             resources,
             horizon: self.horizon,
@@ -252,6 +260,7 @@ impl MarketConfig {
             max_bids_per_agent: self.max_bids_per_agent,
             book_size: self.book_size,
             dedupe_cycles: self.dedupe_cycles,
+            clearing_threads: self.clearing_threads,
         })
     }
 }

@@ -201,7 +201,8 @@ impl Engine {
         self.timeline.free_grid(rows, &mut grid.free);
         let initial = grid.clone();
         let placement = clearing::place(config.priority, now.0, &mut bids, &mut grid);
-        let thresholds = clearing::thresholds(config.priority, &bids, &placement, &initial);
+        let thresholds =
+            clearing::thresholds(config.priority, &bids, &placement, &initial, config.clearing_threads);
         let discovery = clearing::discover(&config, &bids, &placement, &grid);
         let payments = clearing::payments(&config, &bids, &placement, &thresholds, &discovery);
 

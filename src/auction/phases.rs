@@ -80,10 +80,16 @@ impl Cycle {
 
     /// Critical values of the winners and shortfalls of the losers; returns how many are known.
     pub fn thresholds(&self, placed: &Placed) -> usize {
-        clearing::thresholds(self.config.priority, &placed.bids, &placed.placement, &self.initial)
-            .iter()
-            .filter(|t| t.is_some())
-            .count()
+        clearing::thresholds(
+            self.config.priority,
+            &placed.bids,
+            &placed.placement,
+            &self.initial,
+            self.config.clearing_threads,
+        )
+        .iter()
+        .filter(|t| t.is_some())
+        .count()
     }
 
     /// A ledger of its own funding every agent with exactly its bids' limits, and each bid of

@@ -37,6 +37,8 @@ pub(crate) struct Setup {
     /// Price floor, and a cap above every reserve, in millionths.
     pub(crate) floor: u64,
     pub(crate) cap: Option<u64>,
+    /// Threads of the critical-value pass: any count must give the same outcome.
+    pub(crate) threads: usize,
 }
 
 pub(crate) fn rule() -> impl Strategy<Value = PriorityRule> {
@@ -62,9 +64,21 @@ pub(crate) fn setup() -> impl Strategy<Value = Setup> {
             ),
             prop_oneof![3 => Just(0u64), 1 => 1u64..150_000],
             prop_oneof![3 => Just(None), 1 => (0u64..50_000_000).prop_map(Some)],
+            1usize..=3,
         )
             .prop_map(
-                |(resources, priority, pricing, settlement, reserve, deposits, outages, floor, cap)| {
+                |(
+                    resources,
+                    priority,
+                    pricing,
+                    settlement,
+                    reserve,
+                    deposits,
+                    outages,
+                    floor,
+                    cap,
+                    threads,
+                )| {
                     let top = reserve.iter().copied().max().unwrap_or(0).max(floor);
                     Setup {
                         resources,
@@ -79,6 +93,7 @@ pub(crate) fn setup() -> impl Strategy<Value = Setup> {
                             .collect(),
                         floor,
                         cap: cap.map(|c| top + c),
+                        threads,
                     }
                 },
             )
@@ -137,7 +152,8 @@ pub(crate) fn build(s: &Setup) -> Market {
         .horizon(HORIZON)
         .priority(s.priority)
         .pricing(s.pricing)
-        .settlement(s.settlement);
+        .settlement(s.settlement)
+        .clearing_threads(s.threads);
     for (r, &p) in s.reserve.iter().enumerate() {
         b = b.reserve(&names[r], Price::from_micros(p));
     }

@@ -36,6 +36,7 @@ pub(super) fn thresholds(
     bids: &[BookBid],
     p: &Placement,
     initial: &Grid,
+    threads: usize,
 ) -> Vec<Option<u64>> {
     let mut out = vec![None; bids.len()];
     // Winners in clearing order, with their starts.
@@ -43,7 +44,7 @@ pub(super) fn thresholds(
     let shares = Shares::new(bids);
     let checkpoints = Checkpoints::new(initial, &shares, p, &winners);
     let run = Run { bids, p, winners: &winners, shares, checkpoints };
-    winners_critical(rule, &run, initial, &mut out);
+    winners_critical(rule, &run, initial, threads, &mut out);
     losers_needed(rule, &run, &mut out);
     out
 }
@@ -101,26 +102,94 @@ pub(super) fn placed(r: &Ranked, start: u64) -> Range<u64> {
     start..start + r.duration
 }
 
-fn winners_critical(rule: PriorityRule, run: &Run<'_>, initial: &Grid, out: &mut [Option<u64>]) {
-    // The real run, replayed winner by winner: before winner w it holds the state w met.
-    let mut real = initial.clone();
-    let mut local = Local::default();
+/// Most winners a thread takes at a time: each batch starts from the nearest checkpoint.
+const WINNERS_PER_TAKE: usize = 64;
+
+/// Every winner's critical value, on up to `threads` threads. Each winner's value depends only on
+/// the real run, so the split changes nothing but the time: threads take batches of winners in
+/// turn, each batch starting from the real run's nearest checkpoint.
+fn winners_critical(
+    rule: PriorityRule,
+    run: &Run<'_>,
+    initial: &Grid,
+    threads: usize,
+    out: &mut [Option<u64>],
+) {
     let index = SpanIndex::new(run.p, initial.lo);
     let sold = SaleIndex::new(run.p, run.winners, initial.lo);
-    let mut dirty = Dirty::new(initial);
-    for (w, &(i, start)) in run.winners.iter().enumerate() {
-        let me = &run.p.ranked[i];
-        let blocker = counterfactual_blocker(run, &real, w, (&mut local, &mut dirty), (&index, &sold));
-        out[i] = Some(match blocker {
-            Some(q) => {
-                let rival = &run.p.ranked[q];
-                threshold_against(rule, me, rival, (me.reserve, me.limit))
-                    .expect("a winner ranks before every bid after it")
+    let n = run.winners.len();
+    let threads = threads.clamp(1, n.max(1));
+    // Batches small enough for every thread to take several, so none waits on the last.
+    let per_take = (n / (threads * 4)).clamp(1, WINNERS_PER_TAKE);
+    let found: Vec<(usize, u64)> = if threads == 1 {
+        critical_of(rule, run, initial, (&index, &sold), &mut std::iter::once(0..n))
+    } else {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let batches = || {
+            std::iter::from_fn(|| {
+                let from = next.fetch_add(per_take, std::sync::atomic::Ordering::Relaxed);
+                (from < n).then(|| from..(from + per_take).min(n))
+            })
+        };
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (1..threads)
+                .map(|_| {
+                    let mut mine = batches();
+                    let (index, sold) = (&index, &sold);
+                    s.spawn(move || critical_of(rule, run, initial, (index, sold), &mut mine))
+                })
+                .collect();
+            let mut all = critical_of(rule, run, initial, (&index, &sold), &mut batches());
+            for worker in workers {
+                all.extend(worker.join().expect("a critical-value thread does not panic"));
             }
-            None => me.reserve,
-        });
-        run.take_sale(&mut real, i, start, initial.lo..initial.hi());
+            all
+        })
+    };
+    for (i, value) in found {
+        out[i] = Some(value);
     }
+}
+
+/// The critical values of the winners in `batches` (ranges of winner numbers), as
+/// `(position, value)`.
+fn critical_of(
+    rule: PriorityRule,
+    run: &Run<'_>,
+    initial: &Grid,
+    (index, sold): (&SpanIndex, &SaleIndex),
+    batches: &mut dyn Iterator<Item = Range<usize>>,
+) -> Vec<(usize, u64)> {
+    let mut found = Vec::new();
+    let mut local = Local::default();
+    let mut dirty = Dirty::new(initial);
+    let all_rows = initial.lo..initial.hi();
+    for batch in batches {
+        // The real run just before the batch's first winner.
+        let (state, held) = run.checkpoints.before(batch.start);
+        let mut real = state.clone();
+        for &(i, start) in &run.winners[held..batch.start] {
+            run.take_sale(&mut real, i, start, all_rows.clone());
+        }
+        for w in batch {
+            let (i, start) = run.winners[w];
+            let me = &run.p.ranked[i];
+            let blocker = counterfactual_blocker(run, &real, w, (&mut local, &mut dirty), (index, sold));
+            found.push((
+                i,
+                match blocker {
+                    Some(q) => {
+                        let rival = &run.p.ranked[q];
+                        threshold_against(rule, me, rival, (me.reserve, me.limit))
+                            .expect("a winner ranks before every bid after it")
+                    }
+                    None => me.reserve,
+                },
+            ));
+            run.take_sale(&mut real, i, start, all_rows.clone());
+        }
+    }
+    found
 }
 
 /// The position of the first bid after which winner `run.winners[w]` no longer fits when it is

@@ -121,8 +121,9 @@ pub(crate) fn thresholds(
     bids: &[BookBid],
     placement: &Placement,
     initial: &Grid,
+    threads: usize,
 ) -> Vec<Option<u64>> {
-    critical::thresholds(rule, bids, placement, initial)
+    critical::thresholds(rule, bids, placement, initial, threads)
 }
 
 /// What each winner pays under the configured rule, by bid index (`None` for losers).

@@ -16,6 +16,9 @@ pub(crate) struct Bench {
     /// Threads submitting.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Threads of the critical-value pass (the market's `clearing_threads`).
+    #[arg(long, default_value_t = 1)]
+    clearing_threads: usize,
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -35,7 +38,9 @@ fn ns_per(seconds: f64, n: usize) -> f64 {
 
 pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (n, threads) = (args.bids.max(1), args.threads.max(1));
-    let workload = Workload::new(n + 1);
+    let mut workload = Workload::new(n + 1);
+    let clearing_threads = args.clearing_threads.max(1);
+    workload.config.clearing_threads = clearing_threads;
     let market = workload.market();
     let bids = workload.bids(n, 11, "b");
     let mut phase_bids = bids.clone();
@@ -105,7 +110,7 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if args.json {
         let bytes = bytes.map_or("null".to_owned(), |b| format!("{b:.1}"));
         println!(
-            "{{\"bids\":{n},\"threads\":{threads},\"submit_ns_per_bid\":{:.1},\"submit_bids_per_s\":{:.0},\
+            "{{\"bids\":{n},\"threads\":{threads},\"clearing_threads\":{clearing_threads},\"submit_ns_per_bid\":{:.1},\"submit_bids_per_s\":{:.0},\
              \"clear_ns_per_bid\":{:.1},\"place_ns_per_bid\":{:.1},\"critical_ns_per_bid\":{:.1},\
              \"discover_ns_per_bid\":{:.1},\"settle_ns_per_bid\":{:.1},\"events_ns_per_bid\":{:.1},\
              \"bytes_per_pending_bid\":{bytes},\
@@ -123,7 +128,10 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{n} bids, {threads} submitting thread(s); the cycle: {} won, {} lost", report.won, report.lost);
+    println!(
+        "{n} bids, {threads} submitting thread(s), {clearing_threads} clearing; the cycle: {} won, {} lost",
+        report.won, report.lost
+    );
     println!("{:<34} {:>12} {:>12}", "", "ns/bid", "total ms");
     let row = |name: &str, seconds: f64| {
         println!("{name:<34} {:>12.1} {:>12.2}", ns_per(seconds, n), seconds * 1e3)
