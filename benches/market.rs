@@ -106,11 +106,15 @@ fn reference_bids(bids: &[Bid]) -> Vec<RefBid> {
 fn define_clear(c: &mut Criterion) {
     let mut g = c.benchmark_group("clear");
     g.sample_size(10);
-    for (name, n) in [("10k", 10_000), ("100k", 100_000)] {
+    // Whole cycles at 10k and 100k, and at 10k with the critical-value pass on two threads.
+    for (name, n, threads) in
+        [("10k/los", 10_000, 1), ("100k/los", 100_000, 1), ("10k/los/2-threads", 10_000, 2)]
+    {
         g.throughput(Throughput::Elements(n as u64));
-        let workload = Workload::new(n + 1);
+        let mut workload = Workload::new(n + 1);
+        workload.config.clearing_threads = threads;
         let bids = workload.bids(n, 11, "b");
-        g.bench_function(format!("{name}/los"), |b| {
+        g.bench_function(name, |b| {
             b.iter_batched(
                 || loaded(&workload, &bids),
                 |m| {
@@ -123,24 +127,8 @@ fn define_clear(c: &mut Criterion) {
             )
         });
     }
-    // The same 10k cycle with the critical-value pass on two threads.
     let n = 10_000;
     g.throughput(Throughput::Elements(n as u64));
-    let mut workload = Workload::new(n + 1);
-    workload.config.clearing_threads = 2;
-    let bids = workload.bids(n, 11, "b");
-    g.bench_function("10k/los/2-threads", |b| {
-        b.iter_batched(
-            || loaded(&workload, &bids),
-            |m| {
-                let report = m.clear(Slot(0)).unwrap();
-                assert_eq!(report.bids, n as u64);
-                assert!(report.won > 0 && report.ir == 1.0);
-                m
-            },
-            BatchSize::PerIteration,
-        )
-    });
     let workload = Workload::new(n);
     let cycle = Cycle::new(&workload.config, workload.bids(n, 11, "b"), Slot(0)).unwrap();
     g.bench_function("10k/place", |b| {
