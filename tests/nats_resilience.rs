@@ -32,6 +32,16 @@ async fn bid_until_answered(client: &MarketClient, id: &str) -> u64 {
     panic!("{id} never answered")
 }
 
+/// Five bids `<prefix>0`…`<prefix>4`, each until answered: id -> `seq`.
+async fn five_bids(client: &MarketClient, prefix: &str) -> BTreeMap<String, u64> {
+    let mut acks = BTreeMap::new();
+    for i in 0..5 {
+        let id = format!("{prefix}{i}");
+        acks.insert(id.clone(), bid_until_answered(client, &id).await);
+    }
+    acks
+}
+
 /// The namespace's audit log, checked: gapless, each event once, every acknowledged bid at the
 /// `seq` it was told.
 async fn check_audit_log(client: &MarketClient, acknowledged: &BTreeMap<String, u64>) -> Vec<Event> {
@@ -70,30 +80,16 @@ async fn a_killed_server_restarted_on_its_store_loses_nothing_acknowledged() {
     let client =
         MarketClient::new(server.connect().await, Some("restart")).unwrap().timeout(Duration::from_secs(2));
     client.deposit("alice", "100".parse().unwrap()).await.unwrap();
-    let mut acknowledged = BTreeMap::new();
-    for i in 0..5 {
-        let id = format!("before{i}");
-        acknowledged.insert(id.clone(), bid_until_answered(&client, &id).await);
-    }
+    let mut acknowledged = five_bids(&client, "before").await;
     server.kill();
     let during = {
         let client = client.clone();
-        tokio::spawn(async move {
-            let mut acks = BTreeMap::new();
-            for i in 0..5 {
-                let id = format!("during{i}");
-                acks.insert(id.clone(), bid_until_answered(&client, &id).await);
-            }
-            acks
-        })
+        tokio::spawn(async move { five_bids(&client, "during").await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.restart().await;
     acknowledged.extend(during.await.unwrap());
-    for i in 0..5 {
-        let id = format!("after{i}");
-        acknowledged.insert(id.clone(), bid_until_answered(&client, &id).await);
-    }
+    acknowledged.extend(five_bids(&client, "after").await);
     client.clear(Some(Slot(0))).await.unwrap();
     let events = check_audit_log(&client, &acknowledged).await;
     assert!(matches!(events.last().unwrap().kind, EventKind::CycleCleared { won: 15, .. }));
@@ -118,16 +114,9 @@ async fn losing_one_of_three_servers_loses_nothing_acknowledged() {
     let client_nats = async_nats::connect(&cluster.servers[2].url).await.unwrap();
     let client = MarketClient::new(client_nats, Some("cluster")).unwrap().timeout(Duration::from_secs(2));
     client.deposit("alice", "100".parse().unwrap()).await.unwrap();
-    let mut acknowledged = BTreeMap::new();
-    for i in 0..5 {
-        let id = format!("before{i}");
-        acknowledged.insert(id.clone(), bid_until_answered(&client, &id).await);
-    }
+    let mut acknowledged = five_bids(&client, "before").await;
     cluster.servers[0].kill();
-    for i in 0..5 {
-        let id = format!("after{i}");
-        acknowledged.insert(id.clone(), bid_until_answered(&client, &id).await);
-    }
+    acknowledged.extend(five_bids(&client, "after").await);
     client.clear(Some(Slot(0))).await.unwrap();
     let events = check_audit_log(&client, &acknowledged).await;
     assert!(matches!(events.last().unwrap().kind, EventKind::CycleCleared { won: 10, .. }));
