@@ -65,8 +65,8 @@ async fn respond(shared: &Shared, message: &Message, cid: Option<&str>) -> Optio
         Route::Cancel(agent) => cancel(shared, cid, agent, payload, &span).await,
         Route::State(resource) => return Some(state(shared, resource)),
         Route::Balance(agent) => return Some(balance(shared, agent)),
-        Route::Transfer(agent) => transfer(shared, &market, agent, payload, &span).await,
-        Route::Deposit => deposit(shared, &market, payload, &span).await,
+        Route::Transfer(agent) => transfer(shared, &market, agent, payload, &span),
+        Route::Deposit => deposit(shared, &market, payload, &span),
         Route::Capacity => capacity(shared, cid, payload, &span).await,
         Route::Clear => clear(shared, cid, payload, &span).await,
     };
@@ -253,7 +253,7 @@ fn amount(d: rust_decimal::Decimal) -> Result<Credits, Rejection> {
     Credits::from_decimal(d).map_err(|e| Rejection::new(RejectCode::InvalidAmount, format!("amount: {e}")))
 }
 
-async fn transfer(
+fn transfer(
     shared: &Shared,
     market: &Correlated<'_>,
     agent: &str,
@@ -268,7 +268,7 @@ async fn transfer(
     waiting(shared, key, span, || market.transfer(&from, &to, amount))
 }
 
-async fn deposit(
+fn deposit(
     shared: &Shared,
     market: &Correlated<'_>,
     payload: &[u8],
