@@ -17,7 +17,7 @@ pub use auction::{
     AgentId, Balance, Bid, BidId, BidRequest, BundleRequest, BundleShares, ConfigError, Correlated, Credits,
     CycleReport, EVENT_VERSION, Event, EventKind, IdError, LedgerTotals, MAX_HORIZON, Market, MarketBuilder,
     MarketConfig, Price, PriceReport, PricingRule, PriorityRule, Receipt, RejectCode, Rejection, Result,
-    Settlement, Subscription,
+    SNAPSHOT_VERSION, Settlement, Snapshot, StateError, StateHash, Subscription,
 };
 pub use capacity::{
     Bundle, BundleError, Capacity, CapacitySlots, MAX_RESOURCES, ResourceId, Resources, ResourcesError,

@@ -81,11 +81,23 @@ impl Book {
         bids
     }
 
-    /// Puts back the bids that stay for another cycle, in acceptance order.
+    /// Puts back the bids that stay for another cycle, in acceptance order: ahead of every bid
+    /// sequenced since the cycle's cut, all of which were accepted after them.
     pub(crate) fn restore(&mut self, mut retained: Vec<BookBid>) {
         retained.sort_by_key(|b| b.order);
-        debug_assert!(self.bids.is_empty());
+        debug_assert!(self.bids.first().is_none_or(|b| retained.last().is_none_or(|r| r.order < b.order)));
+        retained.append(&mut self.bids);
         self.bids = retained;
+    }
+
+    /// Pending bids in acceptance order, cancelled ones included until the next cut.
+    pub(crate) fn bids(&self) -> &[BookBid] {
+        &self.bids
+    }
+
+    /// Whether a bid was cancelled since the last cut (it is still in [`bids`](Book::bids)).
+    pub(crate) fn is_cancelled(&self, agent: &AgentId, bid: &BidId) -> bool {
+        self.cancelled.contains(&(agent.clone(), bid.clone()))
     }
 
     /// Pending bids.

@@ -96,6 +96,11 @@ impl MarketBuilder {
         self.config.clearing_threads = n;
         self
     }
+    /// Whether critical values (shortfalls, overpayment) are computed under every pricing rule.
+    pub fn always_critical_values(mut self, always: bool) -> Self {
+        self.config.always_critical_values = always;
+        self
+    }
     /// Every key at once.
     pub fn config(mut self, config: MarketConfig) -> Self {
         self.config = config;
@@ -121,6 +126,7 @@ impl MarketBuilder {
         }
         Ok(Market {
             engine: Mutex::new(Engine::new(config.clone(), self.start)),
+            clearing: Mutex::new(()),
             config,
             source: self.config,
             ledger,

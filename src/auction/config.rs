@@ -111,6 +111,11 @@ pub struct MarketConfig {
     /// Threads the exact critical-value pass may use (an extension of §4). The default, 1,
     /// leaves the other cores to intake; any count gives the same payments.
     pub clearing_threads: usize,
+    /// Compute critical values under every pricing rule, not only `critical_value` (an
+    /// extension of §4): losers' shortfalls and winners' overpayment are then known under
+    /// `pay_as_bid` and `uniform` too, at the cost of the critical-value pass. Off by default:
+    /// a cycle computes only what its pricing rule needs.
+    pub always_critical_values: bool,
 }
 
 impl Default for MarketConfig {
@@ -132,6 +137,7 @@ impl Default for MarketConfig {
             book_size: 1 << 20,
             dedupe_cycles: 100,
             clearing_threads: 1,
+            always_critical_values: false,
         }
     }
 }
@@ -199,6 +205,7 @@ pub(crate) struct Config {
     pub(crate) book_size: usize,
     pub(crate) dedupe_cycles: u64,
     pub(crate) clearing_threads: usize,
+    pub(crate) always_critical_values: bool,
 }
 
 impl MarketConfig {
@@ -261,6 +268,7 @@ impl MarketConfig {
             book_size: self.book_size,
             dedupe_cycles: self.dedupe_cycles,
             clearing_threads: self.clearing_threads,
+            always_critical_values: self.always_critical_values,
         })
     }
 }

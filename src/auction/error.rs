@@ -113,14 +113,19 @@ impl fmt::Display for RejectCode {
 pub struct Rejection {
     /// The reason code.
     pub code: RejectCode,
-    /// What was wrong, for humans.
+    /// What was wrong, for humans; at most [`Rejection::MAX_MESSAGE`] bytes when made by [`Rejection::new`].
     pub message: String,
 }
 
 impl Rejection {
-    /// A rejection with `code` and `message`.
+    /// The longest message a rejection carries, in bytes: messages quote what was refused, and
+    /// a refusal is echoed into an event and a reply, so a huge input must not make either huge.
+    pub const MAX_MESSAGE: usize = 256;
+
+    /// A rejection with `code` and `message`, cut to [`Rejection::MAX_MESSAGE`] bytes (on a character
+    /// boundary, ending in `…` when cut).
     pub fn new(code: RejectCode, message: impl Into<String>) -> Rejection {
-        Rejection { code, message: message.into() }
+        Rejection { code, message: clip_message(message.into()) }
     }
 
     /// The rejection of a JSON payload that failed to decode: `unknown_field` when serde named a
@@ -132,9 +137,37 @@ impl Rejection {
         } else {
             RejectCode::Malformed
         };
-        Rejection { code, message }
+        Rejection::new(code, message)
     }
+}
+
+/// `message` cut to [`Rejection::MAX_MESSAGE`] bytes, `…` included.
+fn clip_message(mut message: String) -> String {
+    if message.len() > Rejection::MAX_MESSAGE {
+        let mut at = Rejection::MAX_MESSAGE - '…'.len_utf8();
+        while !message.is_char_boundary(at) {
+            at -= 1;
+        }
+        message.truncate(at);
+        message.push('…');
+    }
+    message
 }
 
 /// The result of an operation that may be refused.
 pub type Result<T, E = Rejection> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let r = Rejection::new(RejectCode::Malformed, "é".repeat(1000));
+        assert!(r.message.len() <= Rejection::MAX_MESSAGE, "{}", r.message.len());
+        assert!(r.message.ends_with('…'));
+        assert!(r.message.starts_with("éé"));
+        let short = Rejection::new(RejectCode::Malformed, "short");
+        assert_eq!(short.message, "short");
+    }
+}

@@ -67,6 +67,8 @@ pub enum EventKind {
         latest_end: Slot,
         /// The most it pays.
         limit: Credits,
+        /// Clearing cycles it stays in the book while it loses.
+        good_for: u32,
     },
     /// A submit or cancel was refused; nothing changed.
     BidRejected {
@@ -138,6 +140,13 @@ pub enum EventKind {
         /// The prototype's figure: winning credits / capacity-slots sold.
         legacy: Price,
     },
+    /// A clearing cycle cut the book: the bids pending now take part in it, and everything
+    /// after this event until the cycle's outcomes happened while it computed (and waits for the
+    /// next cycle). Its `slot` is the slot the cycle clears at.
+    CycleStarted {
+        /// Bids taken into the cycle, those about to expire included.
+        bids: u64,
+    },
     /// A clearing cycle finished.
     CycleCleared {
         /// Bids that took part (won + lost + expired).
@@ -204,6 +213,7 @@ impl EventKind {
             EventKind::BidLost { .. } => "bid_lost",
             EventKind::BidExpired { .. } => "bid_expired",
             EventKind::PriceDiscovered { .. } => "price_discovered",
+            EventKind::CycleStarted { .. } => "cycle_started",
             EventKind::CycleCleared { .. } => "cycle_cleared",
             EventKind::CreditsDeposited { .. } => "credits_deposited",
             EventKind::CreditsTransferred { .. } => "credits_transferred",
@@ -360,6 +370,7 @@ mod tests {
                 earliest_start: Slot(0),
                 latest_end: Slot(9),
                 limit: "5".parse().unwrap(),
+                good_for: 2,
             },
             EventKind::BidLost { bid: b.clone(), agent: a.clone(), retained: false, shortfall: None },
             EventKind::PriceDiscovered {

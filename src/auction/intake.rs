@@ -61,9 +61,14 @@ pub(crate) struct Intake {
 
 impl Intake {
     pub(crate) fn new() -> Intake {
+        Intake::resumed(0)
+    }
+
+    /// The intake of a market that has already started `cycles` cycles (a restored one).
+    pub(crate) fn resumed(cycles: u64) -> Intake {
         Intake {
             tickets: CachePadded::new(AtomicU64::new(0)),
-            epoch: AtomicU64::new(1),
+            epoch: AtomicU64::new(cycles + 1),
             frozen_below: AtomicU64::new(0),
             thaw: Mutex::new(()),
             thawed: Condvar::new(),
@@ -80,6 +85,12 @@ impl Intake {
     /// The current epoch. Read with the agent's shard locked.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Clearing cycles started (cut) so far. Read with the agent's shard locked, it tells on
+    /// which side of every cut an operation falls, exactly as the event stream will show it.
+    pub(crate) fn started(&self) -> u64 {
+        self.epoch() - 1
     }
 
     /// Takes one more live bid if fewer than `limit` are live.

@@ -8,9 +8,10 @@ use super::bid::{Bid, BidRequest};
 use super::book::BookBid;
 use super::builder::MarketBuilder;
 use super::config::{Config, MarketConfig};
-use super::engine::{CycleReport, Engine, PriceReport};
+use super::cycle::{self, Cut, CycleReport, PriceReport};
+use super::engine::Engine;
 use super::error::{RejectCode, Rejection, Result};
-use super::events::EventKind;
+use super::events::{Event, EventKind};
 use super::ids::{AgentId, BidId};
 use super::intake::Intake;
 use super::ledger::{Admission, Admitted, Balance, Ledger, LedgerTotals, Refusal};
@@ -22,9 +23,10 @@ use crate::capacity::{Bundle, BundleError, Capacity, Resources, Slot};
 ///
 /// `submit`, `cancel`, `deposit` and `transfer` may be called from any number of threads at once;
 /// they take only the lock of their agent's ledger shard. `clear`, `flush` and `set_capacity`
-/// are the writer's: one runs at a time, and intake continues while they do (bids accepted
-/// during a `clear` wait for the next one). Events reach subscribers in `seq` order when the
-/// writer sequences them, at every `flush` and `clear`.
+/// are the writer's. One `clear` runs at a time; it holds the writer only to cut the book at its
+/// start and to apply its outcome at its end, so intake goes on being sequenced (by `flush`)
+/// while it computes: bids accepted meanwhile wait for the next cycle. Events reach subscribers
+/// in `seq` order when the writer sequences them, at every `flush` and `clear`.
 ///
 /// # Examples
 ///
@@ -54,6 +56,8 @@ pub struct Market {
     /// Cycles cleared, as producers record refusals with it.
     pub(super) cycles: AtomicU64,
     pub(super) engine: Mutex<Engine>,
+    /// Held for a whole cycle: one runs at a time, and a snapshot waits for it.
+    pub(super) clearing: Mutex<()>,
 }
 
 /// A submit's answer when it was not refused.
@@ -65,6 +69,8 @@ pub struct Receipt {
     pub agent: AgentId,
     /// True when the id had been accepted before: nothing was booked this time.
     pub repeat: bool,
+    /// For a repeat, the `seq` of the first acceptance's `bid_accepted`, once sequenced.
+    pub seq: Option<u64>,
 }
 
 impl Market {
@@ -221,11 +227,48 @@ impl Market {
 
     /// The writer's cut: takes every entry accepted so far (freezing their bids for a clearing
     /// when `freeze`) and gives each its place in the event stream.
-    fn sequence_intake(&self, engine: &mut Engine, freeze: bool) {
+    pub(super) fn sequence_intake(&self, engine: &mut Engine, freeze: bool) {
         let mut buffers = std::mem::take(&mut engine.buffers);
         self.ledger.take_pending(&mut buffers, freeze.then_some(&self.intake));
         super::intake::merge(&mut buffers, |e| engine.sequence(e));
         engine.buffers = buffers;
+        if !engine.accepted.is_empty() {
+            self.ledger.mark_sequenced(&mut engine.accepted);
+            engine.accepted.clear();
+        }
+    }
+
+    /// Computes a cut cycle outside the writer and applies its outcome; of its events, those
+    /// in `known` (a prefix a replay already saw) are not published again.
+    pub(super) fn complete(&self, mut cut: Cut, known: &[Event]) -> CycleReport {
+        let cleared = cycle::compute(&mut cut);
+        let mut engine = self.engine();
+        if let Some(first) = known.first() {
+            engine.seq = first.seq - 1;
+        }
+        let report = engine.finish(&self.ledger, &self.intake, cut, cleared);
+        engine.drop_known(known);
+        self.cycles.store(report.cycle, Ordering::Release);
+        self.intake.thaw();
+        self.ledger.forget(report.cycle, self.config.dedupe_cycles);
+        engine.publish();
+        report
+    }
+
+    /// Finishes a cycle that [`replay`](Market::replay) left in flight (the events ended between
+    /// its `cycle_started` and its outcome), as the market that cut it would have; `None` when
+    /// no cycle is in flight. [`clear`](Market::clear) does this first by itself.
+    pub fn resume(&self) -> Option<CycleReport> {
+        let _one = self.clearing();
+        self.resume_locked()
+    }
+
+    fn resume_locked(&self) -> Option<CycleReport> {
+        let (cut, known) = {
+            let mut engine = self.engine();
+            (engine.in_flight.take()?, std::mem::take(&mut engine.outcome))
+        };
+        Some(self.complete(cut, &known))
     }
 
     /// Events from now on, as the writer sequences them.
@@ -288,9 +331,13 @@ impl Market {
         Some(self.engine().timeline.capacity(id, slot))
     }
 
-    fn engine(&self) -> MutexGuard<'_, Engine> {
+    pub(super) fn engine(&self) -> MutexGuard<'_, Engine> {
         // The engine is only changed by the writer, which checks before it writes.
         self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn clearing(&self) -> MutexGuard<'_, ()> {
+        self.clearing.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -308,26 +355,26 @@ impl Correlated<'_> {
     ///
     /// As [`Market::submit`].
     pub fn submit(&self, bid: Bid) -> Result<Receipt> {
-        let receipt = Receipt { bid: bid.id.clone(), agent: bid.agent.clone(), repeat: false };
+        let receipt = Receipt { bid: bid.id.clone(), agent: bid.agent.clone(), repeat: false, seq: None };
         let answer = match self.prepare(bid) {
             Ok(admission) => self.market.ledger.admit(&self.market.intake, admission),
             Err(refusal) => self.market.ledger.refuse(&self.market.intake, refusal),
         };
-        answer.map(|a| Receipt { repeat: a == Admitted::Repeat, ..receipt })
+        answer.map(|a| receipt.answered(a))
     }
 
     /// As [`Market::submit_batch`].
     pub fn submit_batch(&self, bids: Vec<Bid>) -> Vec<Result<Receipt>> {
         let receipts: Vec<Receipt> = bids
             .iter()
-            .map(|b| Receipt { bid: b.id.clone(), agent: b.agent.clone(), repeat: false })
+            .map(|b| Receipt { bid: b.id.clone(), agent: b.agent.clone(), repeat: false, seq: None })
             .collect();
         let items = bids.into_iter().map(|b| self.prepare(b)).collect();
         let answers = self.market.ledger.batch(&self.market.intake, items);
         answers
             .into_iter()
             .zip(receipts)
-            .map(|(answer, receipt)| answer.map(|a| Receipt { repeat: a == Admitted::Repeat, ..receipt }))
+            .map(|(answer, receipt)| answer.map(|a| receipt.answered(a)))
             .collect()
     }
 
@@ -335,15 +382,10 @@ impl Correlated<'_> {
     /// or why it is refused.
     fn prepare(&self, bid: Bid) -> Result<Admission, Refusal> {
         let m = self.market;
-        let cycle = m.cycles.load(Ordering::Acquire);
         match bid.check(&m.config, m.now()) {
-            Err(rejection) => Err(Refusal {
-                agent: bid.agent,
-                bid: bid.id,
-                rejection,
-                cycle,
-                correlation_id: self.cid.clone(),
-            }),
+            Err(rejection) => {
+                Err(Refusal { agent: bid.agent, bid: bid.id, rejection, correlation_id: self.cid.clone() })
+            }
             Ok(checked) => Ok(Admission {
                 bid: {
                     let shard = m.ledger.shard_of(&bid.agent);
@@ -351,7 +393,6 @@ impl Correlated<'_> {
                 },
                 max_bids: m.config.max_bids_per_agent,
                 book_size: m.config.book_size,
-                cycle,
             }),
         }
     }
@@ -421,12 +462,11 @@ impl Correlated<'_> {
 
     fn refuse_raw(&self, id: &str, agent: &str, r: Rejection) -> Result<Receipt> {
         let m = self.market;
-        let cycle = m.cycles.load(Ordering::Acquire);
         match (AgentId::new(agent), BidId::new(id)) {
             (Ok(agent), Ok(bid)) => {
-                let receipt = Receipt { bid: bid.clone(), agent: agent.clone(), repeat: true };
-                let refusal = Refusal { agent, bid, rejection: r, cycle, correlation_id: self.cid.clone() };
-                m.ledger.refuse(&m.intake, refusal).map(|_| receipt)
+                let receipt = Receipt { bid: bid.clone(), agent: agent.clone(), repeat: false, seq: None };
+                let refusal = Refusal { agent, bid, rejection: r, correlation_id: self.cid.clone() };
+                m.ledger.refuse(&m.intake, refusal).map(|a| receipt.answered(a))
             }
             _ => {
                 let entry = super::intake::Entry::Rejected {
@@ -448,7 +488,7 @@ impl Correlated<'_> {
     /// As [`Market::cancel`].
     pub fn cancel(&self, agent: &AgentId, bid: &BidId) -> Result<()> {
         let m = self.market;
-        m.ledger.cancel(&m.intake, agent, bid, || m.cycles.load(Ordering::Acquire), &self.cid)
+        m.ledger.cancel(&m.intake, agent, bid, &self.cid)
     }
 
     /// As [`Market::deposit`].
@@ -506,21 +546,32 @@ impl Correlated<'_> {
     /// As [`Market::clear`].
     pub fn clear(&self, now: Slot) -> Result<CycleReport> {
         let m = self.market;
-        let mut engine = m.engine();
-        if now < engine.now {
-            return Err(Rejection::new(
-                RejectCode::InvalidWindow,
-                format!("cannot clear at slot {now}: the market is at slot {}", engine.now),
-            ));
+        let _one = m.clearing();
+        m.resume_locked();
+        let cut = {
+            let mut engine = m.engine();
+            if now < engine.now {
+                return Err(Rejection::new(
+                    RejectCode::InvalidWindow,
+                    format!("cannot clear at slot {now}: the market is at slot {}", engine.now),
+                ));
+            }
+            m.sequence_intake(&mut engine, true);
+            m.now.store(now.0, Ordering::Release);
+            let cut = engine.cut(now, self.cid.clone());
+            engine.publish();
+            cut
+        };
+        Ok(m.complete(cut, &[]))
+    }
+}
+
+impl Receipt {
+    fn answered(self, admitted: Admitted) -> Receipt {
+        match admitted {
+            Admitted::New => self,
+            Admitted::Repeat { seq } => Receipt { repeat: true, seq, ..self },
         }
-        m.sequence_intake(&mut engine, true);
-        let report = engine.clear(&m.ledger, &m.intake, now, self.cid.clone());
-        m.now.store(now.0, Ordering::Release);
-        m.cycles.store(report.cycle, Ordering::Release);
-        m.intake.thaw();
-        m.ledger.forget(report.cycle, m.config.dedupe_cycles);
-        engine.publish();
-        Ok(report)
     }
 }
 

@@ -6,6 +6,7 @@ mod book;
 mod builder;
 mod clearing;
 mod config;
+mod cycle;
 mod engine;
 mod error;
 mod events;
@@ -16,15 +17,18 @@ mod market;
 mod money;
 #[doc(hidden)]
 pub mod phases;
+mod replay;
+mod restore;
 mod scenario;
 #[cfg(feature = "schema")]
 mod schema;
+mod snapshot;
 mod subscription;
 
 pub use bid::{Bid, BidRequest, BundleRequest};
 pub use builder::MarketBuilder;
 pub use config::{ConfigError, MAX_HORIZON, MarketConfig, PricingRule, PriorityRule, Settlement};
-pub use engine::{CycleReport, PriceReport};
+pub use cycle::{CycleReport, PriceReport};
 pub use error::{RejectCode, Rejection, Result};
 pub use events::{BundleShares, EVENT_VERSION, Event, EventKind};
 pub use ids::{AgentId, BidId, IdError};
@@ -34,4 +38,5 @@ pub use money::{Credits, Price};
 pub use scenario::{Action, BalanceExpect, Expect, Scenario, ScenarioError, ScenarioReport, Step};
 #[cfg(feature = "schema")]
 pub use schema::json_schemas;
+pub use snapshot::{SNAPSHOT_VERSION, Snapshot, StateError, StateHash};
 pub use subscription::Subscription;

@@ -105,7 +105,7 @@ impl Cycle {
         for b in &mut bids {
             b.shard = ledger.shard_of(&b.agent);
             ledger.deposit(&intake, &b.agent, b.limit, &None).expect("a positive limit");
-            let admission = Admission { bid: b.clone(), max_bids: u32::MAX, book_size: usize::MAX, cycle: 0 };
+            let admission = Admission { bid: b.clone(), max_bids: u32::MAX, book_size: usize::MAX };
             ledger.admit(&intake, admission).expect("a funded agent");
         }
         let payments =

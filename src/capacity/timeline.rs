@@ -182,6 +182,29 @@ impl Timeline {
         }
     }
 
+    /// Capacity changes still in effect, in the order they were made: `(resource, from, to,
+    /// millionths)`, `from` no earlier than `now` (what the timeline holds is the same either way).
+    pub(crate) fn changes(&self) -> impl Iterator<Item = (usize, u64, u64, u32)> + '_ {
+        self.changes.iter().map(|c| (c.resource, c.slots.0.max(self.now), c.slots.1, c.capacity))
+    }
+
+    /// Sales as runs of equal consecutive slots: `(resource, from, to, millionths sold)`, by
+    /// resource then slot, unsold slots left out.
+    pub(crate) fn sold_runs(&self) -> Vec<(usize, u64, u64, u32)> {
+        let mut runs: Vec<(usize, u64, u64, u32)> = Vec::new();
+        for r in 0..self.resources {
+            for slot in self.now..self.now + self.len() {
+                let sold = self.sold[self.cell(r, slot)];
+                match runs.last_mut() {
+                    Some(run) if run.0 == r && run.2 == slot && run.3 == sold => run.2 = slot + 1,
+                    _ if sold == 0 => {}
+                    _ => runs.push((r, slot, slot + 1, sold)),
+                }
+            }
+        }
+        runs
+    }
+
     /// Writes the free capacity of `slots` into `out`, slot-major (`out[(t - start) * resources
     /// + r]`), the layout the clearing scans.
     pub(crate) fn free_grid(&self, slots: Range<u64>, out: &mut Vec<i32>) {

@@ -41,7 +41,8 @@ impl SimConfig {
     /// ```
     pub fn run(&self, mut progress: impl FnMut(u64)) -> Result<Simulation, SimError> {
         self.check()?;
-        let market = Market::builder().config(self.market.clone()).build()?;
+        // Overpayment over critical values is a figure of every run, whatever the pricing rule.
+        let market = Market::builder().config(self.market.clone()).always_critical_values(true).build()?;
         let mut events = market.subscribe();
         let rng = Rng::new(self.seed);
         let mut agents: Vec<Agent> = (0..self.agents).map(|i| Agent::new(i, self, &rng)).collect();

@@ -82,7 +82,7 @@ impl Simulation {
             lost: sum(|c| c.lost),
             revenue: Credits::from_micros(sum(|c| c.revenue.micros())),
             welfare: Credits::from_micros(sum(|c| c.welfare.micros())),
-            overpayment: Credits::from_micros(sum(|c| c.overpayment.micros())),
+            overpayment: Credits::from_micros(sum(|c| c.overpayment.unwrap_or_default().micros())),
             ir: mean(self.reports.iter().filter(|c| c.won > 0).map(|c| c.ir)),
             envy: mean(self.reports.iter().filter(|c| c.lost > 0).map(|c| c.envy)),
             resources,
@@ -119,7 +119,16 @@ impl Simulation {
             writeln!(
                 out,
                 "{},{},{},{},{},{},{},{:.6},{:.6},{}",
-                c.cycle, c.bids, c.won, c.lost, c.expired, c.revenue, c.welfare, c.ir, c.envy, c.overpayment
+                c.cycle,
+                c.bids,
+                c.won,
+                c.lost,
+                c.expired,
+                c.revenue,
+                c.welfare,
+                c.ir,
+                c.envy,
+                c.overpayment.unwrap_or_default()
             )?;
         }
         Ok(())

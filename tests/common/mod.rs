@@ -39,6 +39,15 @@ pub(crate) struct Setup {
     pub(crate) cap: Option<u64>,
     /// Threads of the critical-value pass: any count must give the same outcome.
     pub(crate) threads: usize,
+    /// Critical values under every pricing rule, not only `critical_value`.
+    pub(crate) always_critical: bool,
+}
+
+impl Setup {
+    /// Whether cycles compute critical values (and so losers' shortfalls).
+    pub(crate) fn critical(&self) -> bool {
+        self.always_critical || self.pricing == PricingRule::CriticalValue
+    }
 }
 
 pub(crate) fn rule() -> impl Strategy<Value = PriorityRule> {
@@ -65,6 +74,7 @@ pub(crate) fn setup() -> impl Strategy<Value = Setup> {
             prop_oneof![3 => Just(0u64), 1 => 1u64..150_000],
             prop_oneof![3 => Just(None), 1 => (0u64..50_000_000).prop_map(Some)],
             1usize..=3,
+            any::<bool>(),
         )
             .prop_map(
                 |(
@@ -78,6 +88,7 @@ pub(crate) fn setup() -> impl Strategy<Value = Setup> {
                     floor,
                     cap,
                     threads,
+                    always_critical,
                 )| {
                     let top = reserve.iter().copied().max().unwrap_or(0).max(floor);
                     Setup {
@@ -94,6 +105,7 @@ pub(crate) fn setup() -> impl Strategy<Value = Setup> {
                         floor,
                         cap: cap.map(|c| top + c),
                         threads,
+                        always_critical,
                     }
                 },
             )
@@ -146,6 +158,13 @@ pub(crate) fn agent(i: usize) -> AgentId {
 }
 
 pub(crate) fn build(s: &Setup) -> Market {
+    let m = market_of(s);
+    fund(s, &m);
+    m
+}
+
+/// The market of `s`, before any operation.
+pub(crate) fn market_of(s: &Setup) -> Market {
     let names: Vec<String> = (0..s.resources).map(|r| format!("r{r}")).collect();
     let mut b = Market::builder()
         .resources(names.clone())
@@ -153,19 +172,24 @@ pub(crate) fn build(s: &Setup) -> Market {
         .priority(s.priority)
         .pricing(s.pricing)
         .settlement(s.settlement)
-        .clearing_threads(s.threads);
+        .clearing_threads(s.threads)
+        .always_critical_values(s.always_critical);
     for (r, &p) in s.reserve.iter().enumerate() {
         b = b.reserve(&names[r], Price::from_micros(p));
     }
     b = b.floor(Price::from_micros(s.floor)).cap(s.cap.map(Price::from_micros));
-    let m = b.build().unwrap();
+    b.build().unwrap()
+}
+
+/// The opening deposits and outages of `s`.
+pub(crate) fn fund(s: &Setup, m: &Market) {
+    let names: Vec<String> = (0..s.resources).map(|r| format!("r{r}")).collect();
     for (i, &d) in s.deposits.iter().enumerate() {
         m.deposit(&agent(i), Credits::from_micros(d)).unwrap();
     }
     for &(r, from, to, cap) in &s.outages {
         m.set_capacity(&names[r], Slot(from), Slot(to), Capacity::from_micros(cap).unwrap()).unwrap();
     }
-    m
 }
 
 pub(crate) fn bid(k: usize, spec: &BidSpec, limit: u64) -> Bid {
@@ -226,4 +250,69 @@ pub(crate) fn reserve_of(s: &Setup, spec: &BidSpec) -> u64 {
 
 pub(crate) fn bid_index(id: &str) -> usize {
     id[1..].parse().unwrap()
+}
+
+/// One operation of a random run.
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    Submit(BidSpec),
+    Cancel(usize),
+    Deposit(usize, u64),
+    Transfer(usize, usize, u64),
+    Outage(usize, u64, u64, u32),
+    Clear(u64),
+}
+
+pub(crate) fn op(resources: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => bid_spec(resources).prop_map(Op::Submit),
+        1 => (0usize..64).prop_map(Op::Cancel),
+        1 => (0usize..4, 1u64..100_000_000).prop_map(|(a, x)| Op::Deposit(a, x)),
+        1 => (0usize..4, 0usize..4, 1u64..100_000_000).prop_map(|(a, b, x)| Op::Transfer(a, b, x)),
+        1 => (0..resources, 0u64..40, 1u64..10, prop_oneof![Just(0u32), Just(500_000), Just(1_000_000)])
+            .prop_map(|(r, from, len, cap)| Op::Outage(r, from, len, cap)),
+        3 => (0u64..4).prop_map(Op::Clear),
+    ]
+}
+
+/// Where a random run is: its market's slot and the bids it has submitted.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Run {
+    pub(crate) now: u64,
+    pub(crate) submitted: usize,
+}
+
+impl Run {
+    /// Applies `op` to `m` as the invariant tests do (refusals are part of the run).
+    pub(crate) fn apply(&mut self, m: &Market, op: &Op) {
+        match op {
+            Op::Submit(spec) => {
+                let mut spec = spec.clone();
+                spec.earliest += self.now;
+                let _ = m.submit(bid(self.submitted, &spec, spec.limit));
+                self.submitted += 1;
+            }
+            Op::Cancel(k) => {
+                let id = BidId::new(&format!("b{}", k % self.submitted.max(1))).unwrap();
+                let _ = m.cancel(&agent(k % 4), &id);
+            }
+            Op::Deposit(a, x) => m.deposit(&agent(*a), Credits::from_micros(*x)).unwrap(),
+            Op::Transfer(a, b, x) => {
+                let _ = m.transfer(&agent(*a), &agent(*b), Credits::from_micros(*x));
+            }
+            Op::Outage(r, from, len, cap) => {
+                let from = self.now + from;
+                let _ = m.set_capacity(
+                    &format!("r{r}"),
+                    Slot(from),
+                    Slot(from + len),
+                    Capacity::from_micros(*cap).unwrap(),
+                );
+            }
+            Op::Clear(dt) => {
+                self.now += dt;
+                m.clear(Slot(self.now)).unwrap();
+            }
+        }
+    }
 }

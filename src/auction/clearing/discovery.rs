@@ -48,6 +48,48 @@ impl Discovery {
         }
     }
 
+    /// The slots the curve covers.
+    pub(crate) fn slots(&self) -> std::ops::Range<u64> {
+        self.lo..self.lo + (self.prices.len() / self.stride.max(1)) as u64
+    }
+
+    /// The curve as runs of equal prices: `(resource, from, to, price)`, by resource then slot.
+    pub(crate) fn runs(&self) -> Vec<(usize, u64, u64, Price)> {
+        let mut runs: Vec<(usize, u64, u64, Price)> = Vec::new();
+        for r in 0..self.stride {
+            for t in self.slots() {
+                let p = self.price(r, t);
+                match runs.last_mut() {
+                    Some(run) if run.0 == r && run.2 == t && run.3 == p => run.2 = t + 1,
+                    _ => runs.push((r, t, t + 1, p)),
+                }
+            }
+        }
+        runs
+    }
+
+    /// A curve over `slots` of `stride` resources from its runs; `idle` prices the slots it does
+    /// not cover.
+    pub(crate) fn from_runs(
+        slots: std::ops::Range<u64>,
+        stride: usize,
+        idle: Vec<Price>,
+        runs: impl IntoIterator<Item = (usize, u64, u64, Price)>,
+        (ir, envy): (f64, f64),
+    ) -> Result<Discovery, String> {
+        let rows = slots.end.checked_sub(slots.start).ok_or("an empty curve")? as usize;
+        let mut prices = vec![Price::ZERO; rows * stride];
+        for (r, from, to, price) in runs {
+            if r >= stride || from < slots.start || to > slots.end || from > to {
+                return Err(format!("a price run [{from}, {to}) outside the curve"));
+            }
+            for t in from..to {
+                prices[(t - slots.start) as usize * stride + r] = price;
+            }
+        }
+        Ok(Discovery { lo: slots.start, stride, prices, idle, ir, envy })
+    }
+
     /// The cost of `bundle` over `[start, start + duration)`, in 10^-12 credits.
     pub(crate) fn cost(&self, bundle: &Bundle, start: u64, duration: u64) -> u128 {
         bundle

@@ -220,6 +220,7 @@ mod tests {
             earliest_start: Slot(0),
             latest_end: Slot(1),
             limit: Credits::from_units(1),
+            good_for: 1,
         };
         w.published(&[event(3, None, accepted)], 2);
         assert_eq!(first.try_recv().unwrap(), 3);

@@ -22,6 +22,8 @@ use super::ids::{AgentId, BidId};
 use super::intake::{Entry, Intake, Pending};
 use super::money::Credits;
 
+mod state;
+
 /// Number of ledger shards.
 pub(crate) const SHARDS: usize = 64;
 
@@ -59,16 +61,19 @@ struct Account {
 
 #[derive(Clone, Debug)]
 enum BidState {
-    /// In the book, `limit` escrowed; accepted in intake epoch `epoch`.
-    Pending { epoch: u64, limit: u64 },
-    /// Accepted earlier, decided (won, lost, expired, cancelled) in cycle `cycle`.
-    Decided { cycle: u64 },
+    /// In the book, `limit` escrowed; accepted in intake epoch `epoch`, its `bid_accepted` at
+    /// `seq` (0 until the writer has sequenced it).
+    Pending { epoch: u64, limit: u64, seq: u64 },
+    /// Accepted earlier (its `bid_accepted` at `seq`), decided (won, lost, expired, cancelled)
+    /// in cycle `cycle`.
+    Decided { cycle: u64, seq: u64 },
     /// Refused in cycle `cycle` with `rejection`, the answer to any repeat.
     Refused { cycle: u64, rejection: Rejection },
 }
 
+/// One shard: the accounts of the agents that hash to it, and their intake entries.
 #[derive(Debug, Default)]
-struct Shard {
+pub(crate) struct Shard {
     accounts: HashMap<AgentId, Account>,
     /// Ids to forget, oldest first: (cycle decided, agent, bid).
     forget: VecDeque<(u64, AgentId, BidId)>,
@@ -124,15 +129,16 @@ impl Shard {
             None
         };
         if let Some(r) = refusal {
-            slot.insert(BidState::Refused { cycle: a.cycle, rejection: r.clone() });
-            shard.forget.push_back((a.cycle, a.bid.agent.clone(), a.bid.id.clone()));
+            let cycle = intake.started();
+            slot.insert(BidState::Refused { cycle, rejection: r.clone() });
+            shard.forget.push_back((cycle, a.bid.agent.clone(), a.bid.id.clone()));
             shard.push(
                 ticket,
                 rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id),
             );
             return Err(r);
         }
-        slot.insert(BidState::Pending { epoch: intake.epoch(), limit });
+        slot.insert(BidState::Pending { epoch: intake.epoch(), limit, seq: 0 });
         account.available -= limit;
         account.escrowed += limit;
         account.live += 1;
@@ -141,9 +147,10 @@ impl Shard {
     }
 
     /// Records a refused submit; its entry, if it makes one, goes under `ticket`.
-    fn refuse(&mut self, ticket: u64, r: Refusal) -> Result<Admitted, Rejection> {
+    fn refuse(&mut self, intake: &Intake, ticket: u64, r: Refusal) -> Result<Admitted, Rejection> {
         let shard = self;
-        let Refusal { agent, bid, rejection, cycle, correlation_id } = r;
+        let Refusal { agent, bid, rejection, correlation_id } = r;
+        let cycle = intake.started();
         let (agent, bid, correlation_id) = (&agent, &bid, &correlation_id);
         if let Some(account) = shard.accounts.get_mut(agent) {
             if let Some(first) = account.bids.get(bid) {
@@ -163,8 +170,6 @@ pub(crate) struct Admission {
     pub(crate) bid: BookBid,
     pub(crate) max_bids: u32,
     pub(crate) book_size: usize,
-    /// The cycle count now, for remembering refusals.
-    pub(crate) cycle: u64,
 }
 
 /// A submit refused by its checks, before the ledger looked: who, which id, why.
@@ -173,8 +178,6 @@ pub(crate) struct Refusal {
     pub(crate) agent: AgentId,
     pub(crate) bid: BidId,
     pub(crate) rejection: Rejection,
-    /// The cycle count now, for remembering refusals.
-    pub(crate) cycle: u64,
     pub(crate) correlation_id: Option<Arc<str>>,
 }
 
@@ -226,12 +229,21 @@ impl Ledger {
     /// ledger change and its entry), optionally `freeze`s the bids taken, and swaps each shard's
     /// pending entries into `buffers` (empty ones, kept for reuse).
     pub(crate) fn take_pending(&self, buffers: &mut Vec<Pending>, freeze: Option<&Intake>) {
-        buffers.resize_with(SHARDS, Vec::new);
-        let mut guards: Vec<MutexGuard<'_, Shard>> =
-            self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner())).collect();
+        let mut guards = self.lock_all();
         if let Some(intake) = freeze {
             intake.freeze();
         }
+        Ledger::swap_pending(&mut guards, buffers);
+    }
+
+    /// Every shard, locked in shard order.
+    pub(crate) fn lock_all(&self) -> Vec<MutexGuard<'_, Shard>> {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner())).collect()
+    }
+
+    /// Swaps each locked shard's pending entries into `buffers` (empty ones, kept for reuse).
+    pub(crate) fn swap_pending(guards: &mut [MutexGuard<'_, Shard>], buffers: &mut Vec<Pending>) {
+        buffers.resize_with(SHARDS, Vec::new);
         for (guard, buffer) in guards.iter_mut().zip(buffers.iter_mut()) {
             debug_assert!(buffer.is_empty());
             std::mem::swap(&mut guard.pending, buffer);
@@ -254,7 +266,7 @@ impl Ledger {
     /// result answers), and notes its `bid_rejected`.
     pub(crate) fn refuse(&self, intake: &Intake, r: Refusal) -> Result<Admitted, Rejection> {
         let mut shard = self.lock(self.shard_of(&r.agent));
-        shard.refuse(intake.tickets(1), r)
+        shard.refuse(intake, intake.tickets(1), r)
     }
 
     /// Admits or refuses a batch, in order, locking each shard involved once (in shard order, so
@@ -283,7 +295,7 @@ impl Ledger {
                 let shard = &mut *guards[wanted.binary_search(&k).expect("locked above")];
                 match item {
                     Ok(a) => shard.admit(intake, ticket, a),
-                    Err(r) => shard.refuse(ticket, r),
+                    Err(r) => shard.refuse(intake, ticket, r),
                 }
             })
             .collect()
@@ -296,7 +308,6 @@ impl Ledger {
         intake: &Intake,
         agent: &AgentId,
         bid: &BidId,
-        cycle: impl Fn() -> u64,
         correlation_id: &Option<Arc<str>>,
     ) -> Result<(), Rejection> {
         let shard_index = self.shard_of(agent);
@@ -309,14 +320,14 @@ impl Ledger {
                     intake.wait_thaw(epoch);
                     continue;
                 }
-                Some(BidState::Pending { limit, .. }) => {
+                Some(BidState::Pending { limit, seq, .. }) => {
                     let shard = &mut *guard;
                     let account = shard.accounts.get_mut(agent).expect("the bid's account exists");
                     account.escrowed -= limit;
                     account.available += limit;
                     account.live -= 1;
-                    let now = cycle();
-                    account.bids.insert(bid.clone(), BidState::Decided { cycle: now });
+                    let now = intake.started();
+                    account.bids.insert(bid.clone(), BidState::Decided { cycle: now, seq });
                     shard.forget.push_back((now, agent.clone(), bid.clone()));
                     intake.release_live(1);
                     let entry = Entry::Cancelled {
@@ -436,12 +447,7 @@ impl Ledger {
                 account.available += limit - payment;
                 account.live -= 1;
                 paid += payment;
-                match account.bids.get_mut(&bid.id) {
-                    Some(state) => *state = BidState::Decided { cycle },
-                    None => {
-                        account.bids.insert(bid.id.clone(), BidState::Decided { cycle });
-                    }
-                }
+                account.bids.insert(bid.id.clone(), BidState::Decided { cycle, seq: bid.order });
                 shard.forget.push_back((cycle, bid.agent.clone(), bid.id.clone()));
             }
         }
@@ -462,8 +468,11 @@ impl Ledger {
         self.lock(self.shard_of(agent)).accounts.entry(agent.clone()).or_default();
     }
 
-    /// Forgets ids decided or refused at least `keep` cycles before `cycle`.
+    /// Forgets ids decided or refused at least `keep` cycles before `cycle`, and never those of
+    /// `cycle` itself: an operation racing the end of a cycle records that cycle's number, and
+    /// whether it came before or after this pass must not change what is remembered.
     pub(crate) fn forget(&self, cycle: u64, keep: u64) {
+        let keep = keep.max(1);
         for index in 0..SHARDS as u16 {
             let mut shard = self.lock(index);
             let shard = &mut *shard;
@@ -474,7 +483,7 @@ impl Ledger {
                 let (decided, agent, bid) = shard.forget.pop_front().expect("front exists");
                 if let Some(account) = shard.accounts.get_mut(&agent) {
                     let stale = match account.bids.get(&bid) {
-                        Some(BidState::Decided { cycle } | BidState::Refused { cycle, .. }) => {
+                        Some(BidState::Decided { cycle, .. } | BidState::Refused { cycle, .. }) => {
                             *cycle == decided
                         }
                         _ => false,
@@ -484,6 +493,25 @@ impl Ledger {
                     }
                 }
             }
+        }
+    }
+
+    /// Records the `seq` each newly sequenced bid's `bid_accepted` got, so a repeat of its id is
+    /// answered with it. `accepted` holds `(shard, agent, bid, seq)`; each shard is locked once.
+    pub(crate) fn mark_sequenced(&self, accepted: &mut [(u16, AgentId, BidId, u64)]) {
+        accepted.sort_unstable_by_key(|a| a.0);
+        for group in accepted.chunk_by(|x, y| x.0 == y.0) {
+            mark(&mut self.lock(group[0].0), group);
+        }
+    }
+
+    /// As [`mark_sequenced`](Ledger::mark_sequenced), with every shard already locked.
+    pub(crate) fn mark_sequenced_in(
+        shards: &mut [MutexGuard<'_, Shard>],
+        accepted: &[(u16, AgentId, BidId, u64)],
+    ) {
+        for one in accepted {
+            mark(&mut shards[usize::from(one.0)], std::slice::from_ref(one));
         }
     }
 
@@ -516,6 +544,16 @@ impl Ledger {
     }
 }
 
+/// Writes the seqs of newly sequenced bids into a shard's remembered ids.
+fn mark(shard: &mut Shard, accepted: &[(u16, AgentId, BidId, u64)]) {
+    for (_, agent, bid, seq) in accepted {
+        let state = shard.accounts.get_mut(agent).and_then(|a| a.bids.get_mut(bid));
+        if let Some(BidState::Pending { seq: s, .. } | BidState::Decided { seq: s, .. }) = state {
+            *s = *seq;
+        }
+    }
+}
+
 /// The first locked shard, or else the second.
 fn pick<'a>(
     first: bool,
@@ -530,15 +568,18 @@ fn pick<'a>(
 pub(crate) enum Admitted {
     /// Booked now.
     New,
-    /// The id was used before and was accepted then.
-    Repeat,
+    /// The id was used before and was accepted then, its `bid_accepted` at `seq` once
+    /// sequenced.
+    Repeat { seq: Option<u64> },
 }
 
 /// The answer to a repeated id: the first result.
 fn first_result(state: &BidState) -> Result<Admitted, Rejection> {
     match state {
         BidState::Refused { rejection, .. } => Err(rejection.clone()),
-        BidState::Pending { .. } | BidState::Decided { .. } => Ok(Admitted::Repeat),
+        BidState::Pending { seq, .. } | BidState::Decided { seq, .. } => {
+            Ok(Admitted::Repeat { seq: (*seq > 0).then_some(*seq) })
+        }
     }
 }
 

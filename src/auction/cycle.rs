@@ -1,0 +1,376 @@
+//! A clearing cycle in three steps, so intake is sequenced and answered while it computes:
+//!
+//! 1. [`Engine::cut`] (the writer, briefly): the clock moves to the cycle's slot, the book is
+//!    taken out, and `cycle_started` marks the cut in the event stream;
+//! 2. [`compute`] (no lock): ranking, placement, critical values if the pricing rule needs
+//!    them, price discovery, payments — a pure function of the cut;
+//! 3. [`Engine::finish`] (the writer, briefly): capacity is sold, the ledger settles, and the
+//!    outcome events follow whatever intake was sequenced meanwhile.
+//!
+//! The stream therefore shows the cut, and a replay that applies the events in order rebuilds
+//! the same state: intake sequenced between `cycle_started` and the outcome did not take part.
+
+use std::sync::Arc;
+
+use super::book::BookBid;
+use super::clearing::{self, Discovery, Grid, Placement};
+use super::config::{Config, PricingRule, Settlement};
+use super::engine::Engine;
+use super::events::EventKind;
+use super::intake::Intake;
+use super::ledger::{Ledger, Release};
+use super::money::{Credits, Price, pico_cost};
+use crate::capacity::fixed::MICRO;
+use crate::capacity::{CapacitySlots, ResourceId, Slot};
+
+/// One resource's figures after a cycle (the fields of `price_discovered`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceReport {
+    /// The resource.
+    pub resource: Arc<str>,
+    /// Price of the current slot.
+    pub spot: Price,
+    /// Volume-weighted price over the slots this cycle sold (the spot when it sold none).
+    pub average: Price,
+    /// Smoothed over cycles: the market price.
+    pub index: Price,
+    /// Fraction of full capacity sold in the current slot.
+    pub utilization: f64,
+    /// Capacity-slots this cycle's bids asked for.
+    pub requested: CapacitySlots,
+    /// Capacity-slots this cycle sold.
+    pub sold: CapacitySlots,
+    /// Winning credits / capacity-slots sold: the prototype's price.
+    pub legacy: Price,
+}
+
+/// What a clearing cycle did (the fields of `cycle_cleared`, and the prices).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CycleReport {
+    /// The cycle's number, from 1.
+    pub cycle: u64,
+    /// The slot it cleared at.
+    pub now: Slot,
+    /// The `seq` of its `cycle_cleared`, the last of its events.
+    pub seq: u64,
+    /// Bids that took part: won + lost + expired.
+    pub bids: u64,
+    /// Winners.
+    pub won: u64,
+    /// Losers.
+    pub lost: u64,
+    /// Expired before clearing.
+    pub expired: u64,
+    /// Sum of payments.
+    pub revenue: Credits,
+    /// Sum of the winners' limits.
+    pub welfare: Credits,
+    /// Fraction of winners who can afford their bundle at the discovered prices.
+    pub ir: f64,
+    /// Fraction of losers who could afford a start of theirs at those prices.
+    pub envy: f64,
+    /// What winners paid above their critical values (the least limits that would still have
+    /// won): zero under `critical_value`, the shading margin under `pay_as_bid`. `None` when the
+    /// cycle did not compute critical values (see `always_critical_values`).
+    pub overpayment: Option<Credits>,
+    /// Per resource, in configured order.
+    pub prices: Vec<PriceReport>,
+}
+
+/// A cycle cut from the book: everything it clears, taken out of the writer's state.
+#[derive(Debug)]
+pub(crate) struct Cut {
+    pub(crate) config: Arc<Config>,
+    pub(crate) cycle: u64,
+    pub(crate) now: Slot,
+    pub(crate) cid: Option<Arc<str>>,
+    /// Bids whose window can no longer hold their run.
+    pub(crate) expired: Vec<BookBid>,
+    /// The others, in acceptance order.
+    pub(crate) bids: Vec<BookBid>,
+    /// Free capacity over the slots they can reach, as the cut found it.
+    pub(crate) initial: Grid,
+}
+
+/// What a cycle decided: its bids in clearing order with their placement, prices and payments.
+#[derive(Debug)]
+pub(crate) struct Cleared {
+    pub(crate) bids: Vec<BookBid>,
+    pub(crate) placement: Placement,
+    /// Per bid: a winner's critical value, a loser's least winning limit; `None` where none
+    /// exists or none was computed.
+    pub(crate) thresholds: Vec<Option<u64>>,
+    /// Whether `thresholds` were computed (so `None` there means "no limit would win").
+    pub(crate) critical: bool,
+    pub(crate) discovery: Discovery,
+    /// Per bid, what a winner pays.
+    pub(crate) payments: Vec<Option<Credits>>,
+}
+
+impl Engine {
+    /// The cut of cycle `self.cycle + 1` at `now`: the clock moves, the book is taken out, and
+    /// `cycle_started` goes into the stream. Call with the intake just sequenced and frozen.
+    pub(crate) fn cut(&mut self, now: Slot, cid: Option<Arc<str>>) -> Cut {
+        self.cycle += 1;
+        let cycle = self.cycle;
+        self.now = now;
+        self.timeline.advance(now);
+        let taken = self.book.take();
+        self.emit(Some(cycle), cid.clone(), EventKind::CycleStarted { bids: taken.len() as u64 });
+        let (expired, bids): (Vec<BookBid>, Vec<BookBid>) =
+            taken.into_iter().partition(|b| b.window.starts(now).is_empty());
+        let rows = clearing::reach_of(&bids, now.0);
+        let mut initial = Grid { lo: rows.start, stride: self.config.resources.len(), free: Vec::new() };
+        self.timeline.free_grid(rows, &mut initial.free);
+        Cut { config: self.config.clone(), cycle, now, cid, expired, bids, initial }
+    }
+
+    /// Applies what cycle `cut` decided: sells the winners' capacity, settles the ledger, emits
+    /// the outcome events after whatever was sequenced since the cut, and puts the bids that stay
+    /// back in the book ahead of those accepted meanwhile.
+    pub(crate) fn finish(
+        &mut self,
+        ledger: &Ledger,
+        intake: &Intake,
+        cut: Cut,
+        cleared: Cleared,
+    ) -> CycleReport {
+        let Cut { config, cycle, cid, expired, .. } = cut;
+        let Cleared { bids, placement, payments, .. } = &cleared;
+        for (i, b) in bids.iter().enumerate() {
+            if let Some(start) = placement.starts[i] {
+                let end = start + u64::from(b.window.duration());
+                for (r, share) in b.bundle.iter() {
+                    self.timeline.sell(r, start..end, share.micros());
+                }
+            }
+        }
+        // Settlement: winners pay, losers leaving and expired bids get their escrow back.
+        let mut releases: Vec<(&BookBid, Release)> = expired.iter().map(|b| (b, Release::Returned)).collect();
+        for (i, b) in bids.iter().enumerate() {
+            match payments[i] {
+                Some(payment) => releases.push((b, Release::Won { payment })),
+                None if b.cycles_left <= 1 => releases.push((b, Release::Returned)),
+                None => {}
+            }
+        }
+        let pool = (config.settlement == Settlement::Pool).then_some(&config.pool_account);
+        ledger.settle(intake, &mut releases, cycle, pool);
+
+        let report = self.cycle_events(cycle, cid, &expired, &cleared);
+        let Cleared { bids, placement, discovery, .. } = cleared;
+        let retained = bids
+            .into_iter()
+            .enumerate()
+            .filter(|(i, b)| placement.starts[*i].is_none() && b.cycles_left > 1)
+            .map(|(_, mut b)| {
+                b.cycles_left -= 1;
+                b
+            })
+            .collect();
+        self.book.restore(retained);
+        self.discovery = Some(discovery);
+        report
+    }
+
+    fn cycle_events(
+        &mut self,
+        cycle: u64,
+        cid: Option<Arc<str>>,
+        expired: &[BookBid],
+        cleared: &Cleared,
+    ) -> CycleReport {
+        let Cleared { bids, placement, thresholds, critical, discovery, payments, .. } = cleared;
+        let c = Some(cycle);
+        for b in expired {
+            self.emit(
+                c,
+                b.correlation_id.clone(),
+                EventKind::BidExpired { bid: b.id.clone(), agent: b.agent.clone() },
+            );
+        }
+        let (mut revenue, mut welfare, mut won, mut lost, mut over) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        for (i, b) in bids.iter().enumerate() {
+            let cid = b.correlation_id.clone();
+            match (placement.starts[i], payments[i]) {
+                (Some(start), Some(payment)) => {
+                    won += 1;
+                    revenue += payment.micros();
+                    over += payment.micros().saturating_sub(thresholds[i].unwrap_or(0));
+                    welfare += b.limit.micros();
+                    let end = Slot(start + u64::from(b.window.duration()));
+                    self.emit(
+                        c,
+                        cid.clone(),
+                        EventKind::BidWon {
+                            bid: b.id.clone(),
+                            agent: b.agent.clone(),
+                            beneficiary: b.beneficiary.clone(),
+                            start: Slot(start),
+                            end,
+                            payment,
+                        },
+                    );
+                    if payment > Credits::ZERO {
+                        let kind = match self.config.settlement {
+                            Settlement::Burn => {
+                                EventKind::CreditsBurned { agent: b.agent.clone(), amount: payment }
+                            }
+                            Settlement::Pool => EventKind::CreditsTransferred {
+                                from: b.agent.clone(),
+                                to: self.config.pool_account.clone(),
+                                amount: payment,
+                            },
+                        };
+                        self.emit(c, cid, kind);
+                    }
+                }
+                _ => {
+                    lost += 1;
+                    let shortfall = thresholds[i].map(|need| Credits::from_micros(need - b.limit.micros()));
+                    let kind = EventKind::BidLost {
+                        bid: b.id.clone(),
+                        agent: b.agent.clone(),
+                        retained: b.cycles_left > 1,
+                        shortfall,
+                    };
+                    self.emit(c, cid, kind);
+                }
+            }
+        }
+        let prices = self.price_reports(bids, placement, payments, discovery);
+        for p in &prices {
+            let kind = EventKind::PriceDiscovered {
+                resource: p.resource.clone(),
+                spot: p.spot,
+                average: p.average,
+                index: p.index,
+                utilization: p.utilization,
+                requested: p.requested,
+                sold: p.sold,
+                legacy: p.legacy,
+            };
+            self.emit(c, cid.clone(), kind);
+        }
+        let mut report = CycleReport {
+            cycle,
+            now: self.now,
+            seq: 0,
+            bids: (bids.len() + expired.len()) as u64,
+            won,
+            lost,
+            expired: expired.len() as u64,
+            revenue: Credits::from_micros(revenue),
+            welfare: Credits::from_micros(welfare),
+            ir: discovery.ir,
+            envy: discovery.envy,
+            overpayment: critical.then_some(Credits::from_micros(over)),
+            prices: prices.clone(),
+        };
+        report.seq = self.emit(
+            c,
+            cid,
+            EventKind::CycleCleared {
+                bids: report.bids,
+                won,
+                lost,
+                expired: report.expired,
+                revenue: report.revenue,
+                welfare: report.welfare,
+                ir: report.ir,
+                envy: report.envy,
+            },
+        );
+        self.prices = prices;
+        report
+    }
+
+    fn price_reports(
+        &mut self,
+        bids: &[BookBid],
+        placement: &Placement,
+        payments: &[Option<Credits>],
+        discovery: &Discovery,
+    ) -> Vec<PriceReport> {
+        let n = self.config.resources.len();
+        let mut requested = vec![0u64; n];
+        let mut sold = vec![0u64; n];
+        let mut paid = vec![0u128; n];
+        let mut value = vec![0u128; n];
+        for (i, b) in bids.iter().enumerate() {
+            let duration = u64::from(b.window.duration());
+            for (r, share) in b.bundle.raw() {
+                requested[r] += u64::from(share) * duration;
+                if let (Some(start), Some(payment)) = (placement.starts[i], payments[i]) {
+                    sold[r] += u64::from(share) * duration;
+                    paid[r] += u128::from(payment.micros());
+                    value[r] += (start..start + duration)
+                        .map(|t| pico_cost(u64::from(share), discovery.price(r, t)))
+                        .sum::<u128>();
+                }
+            }
+        }
+        let now = self.now;
+        let smoothing = u128::from(self.config.smoothing);
+        (0..n)
+            .map(|r| {
+                let id = ResourceId::from_index(r).expect("a configured resource");
+                let spot = discovery.price(r, now.0);
+                let average = if sold[r] > 0 {
+                    Price::from_micros(div_round(value[r], u128::from(sold[r])))
+                } else {
+                    spot
+                };
+                let index = match self.index[r] {
+                    None => average,
+                    Some(old) => Price::from_micros(div_round(
+                        smoothing * u128::from(average.micros())
+                            + (u128::from(MICRO) - smoothing) * u128::from(old.micros()),
+                        u128::from(MICRO),
+                    )),
+                };
+                self.index[r] = Some(index);
+                let legacy = if sold[r] > 0 {
+                    Price::from_micros(div_round(paid[r] * u128::from(MICRO), u128::from(sold[r])))
+                } else {
+                    Price::ZERO
+                };
+                PriceReport {
+                    resource: self.config.resources.shared_name(id),
+                    spot,
+                    average,
+                    index,
+                    utilization: f64::from(self.timeline.sold(id, now)) / MICRO as f64,
+                    requested: CapacitySlots::from_micros(requested[r]),
+                    sold: CapacitySlots::from_micros(sold[r]),
+                    legacy,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Clears a cut: ranks and places its bids, finds critical values when the pricing rule charges
+/// them (or the market asks for them always), discovers prices and prices the winners. Pure: the
+/// same cut gives the same result, on any thread.
+pub(crate) fn compute(cut: &mut Cut) -> Cleared {
+    let config = cut.config.clone();
+    let mut bids = std::mem::take(&mut cut.bids);
+    let mut left = cut.initial.clone();
+    let placement = clearing::place(config.priority, cut.now.0, &mut bids, &mut left);
+    let critical = config.pricing == PricingRule::CriticalValue || config.always_critical_values;
+    let thresholds = if critical {
+        clearing::thresholds(config.priority, &bids, &placement, &cut.initial, config.clearing_threads)
+    } else {
+        vec![None; bids.len()]
+    };
+    let discovery = clearing::discover(&config, &bids, &placement, &left);
+    let payments = clearing::payments(&config, &bids, &placement, &thresholds, &discovery);
+    Cleared { bids, placement, thresholds, critical, discovery, payments }
+}
+
+/// `n / d` rounded to the nearest integer, halves up; saturates at `u64::MAX`.
+fn div_round(n: u128, d: u128) -> u64 {
+    u64::try_from((n + d / 2) / d).unwrap_or(u64::MAX)
+}
