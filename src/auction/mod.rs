@@ -6,6 +6,7 @@ mod book;
 mod builder;
 mod clearing;
 mod config;
+pub(crate) mod decode;
 mod engine;
 mod error;
 mod events;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::auction::money::Credits;
-use crate::capacity::fixed::parse_decimal;
+use crate::capacity::fixed::parse_plain;
 
 /// What must have happened.
 #[derive(Debug, Default, Deserialize)]
@@ -43,8 +43,8 @@ pub enum BalanceExpect {
 
 fn decimal(v: &Value) -> Option<Decimal> {
     match v {
-        Value::String(s) => parse_decimal(s),
-        Value::Number(n) => parse_decimal(&n.to_string()),
+        Value::String(s) => parse_plain(s),
+        Value::Number(n) => parse_plain(&n.to_string()),
         _ => None,
     }
 }
