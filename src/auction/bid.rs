@@ -8,10 +8,10 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::config::Config;
+use super::decode;
 use super::error::{RejectCode, Rejection};
 use super::ids::{AgentId, BidId};
 use super::money::{Credits, credits_ceil, pico_cost};
-use crate::capacity::fixed;
 use crate::capacity::{Bundle, BundleError, Resources, Share, Slot, Window};
 
 /// A bid for a bundle of capacity over `duration` slots inside a window, paying at most `limit`.
@@ -228,7 +228,7 @@ pub struct BidRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_end: Option<i64>,
     /// The most the bid pays, in total.
-    #[serde(deserialize_with = "fixed::deserialize_decimal")]
+    #[serde(deserialize_with = "decode::amount")]
     #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub limit: Decimal,
     /// Clearing cycles the bid stays in the book while it loses; 1 when absent.
@@ -281,19 +281,22 @@ struct ShareValue(Decimal);
 
 impl<'de> Deserialize<'de> for ShareValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ShareValue, D::Error> {
-        fixed::deserialize_decimal(d).map(ShareValue)
+        decode::share(d).map(ShareValue)
     }
 }
 
 impl BidRequest {
-    /// Decodes a request from JSON.
+    /// Decodes a request from JSON. The limit and the shares are read exactly as written, JSON
+    /// numbers included: digits, then optionally `.` and 1 to 6 digits.
     ///
     /// # Errors
     ///
-    /// `unknown_field` for a field bids do not have, `malformed` for anything else that does
-    /// not decode.
+    /// `unknown_field` for a field bids do not have; `invalid_amount` for a limit, and
+    /// `invalid_share` for a share, that is a number or a string but not a decimal of that
+    /// grammar (`1e3`, `"NaN"`, `"+1"`, `" 1"`, a negative, a seventh decimal place, more than
+    /// 18446744073709.551615); `malformed` for anything else that does not decode.
     pub fn from_json(json: &[u8]) -> Result<BidRequest, Rejection> {
-        serde_json::from_slice(json).map_err(|e| Rejection::from_json(&e))
+        serde_json::from_slice(json).map_err(|e| decode::rejection(&e))
     }
 
     /// The typed bid, its names resolved against `resources`. `agent` stands in when the request
@@ -418,6 +421,25 @@ mod tests {
             code(r#"{"id":"b","agent":"a","bundle":{"cpu":0.1,"cpu":0.2},"duration":1,"limit":1}"#),
             RejectCode::Malformed
         );
+    }
+
+    #[test]
+    fn amounts_and_shares_are_refused_by_their_own_code() {
+        let limit = |l: &str| {
+            code(&format!(r#"{{"id":"b","agent":"a","bundle":{{"cpu":0.1}},"duration":1,"limit":{l}}}"#))
+        };
+        for bad in ["1e3", "\"NaN\"", "\"+1\"", "1.0000001", "-1", "18446744073709.551616", "\"\""] {
+            assert_eq!(limit(bad), RejectCode::InvalidAmount, "{bad}");
+        }
+        assert_eq!(limit("true"), RejectCode::Malformed);
+        assert_eq!(limit("[1]"), RejectCode::Malformed);
+        let share = |s: &str| {
+            code(&format!(r#"{{"id":"b","agent":"a","bundle":{{"cpu":{s}}},"duration":1,"limit":1}}"#))
+        };
+        for bad in ["1e-1", "\"abc\"", "0.10000000000000000001", "-0.5", "1.5"] {
+            assert_eq!(share(bad), RejectCode::InvalidShare, "{bad}");
+        }
+        assert_eq!(share("null"), RejectCode::Malformed);
     }
 
     #[test]

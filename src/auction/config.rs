@@ -54,6 +54,11 @@ pub enum Settlement {
 /// A market's configuration, as builders, scenario files and config files give it. Omitted keys
 /// take the defaults of DESIGN.md §4.
 ///
+/// Prices and `smoothing` are decimals of at most six places, read exactly as written: JSON
+/// strings or numbers. TOML reads a number with a fraction as a binary float, which may have
+/// lost digits already, so a config file writes those as strings (`smoothing = "0.05"`) or
+/// whole numbers (`floor = 1`); a float is refused with a message saying so.
+///
 /// # Examples
 ///
 /// ```
@@ -328,6 +333,47 @@ mod tests {
             }),
             ConfigError::ReserveAboveCap(r) if r == "cpu"
         ));
+    }
+
+    #[test]
+    fn decimals_read_exactly_as_written() {
+        let c: MarketConfig = serde_json::from_str(
+            r#"{"smoothing": 0.05, "floor": 0.000001, "cap": "12345678901.123456", "reserve": {"cpu": 2}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.smoothing, Decimal::new(5, 2));
+        assert_eq!(c.floor, Price::from_micros(1));
+        assert_eq!(c.cap, Some(Price::from_micros(12_345_678_901_123_456)));
+        assert_eq!(c.reserve["cpu"], Price::from_units(2));
+        for bad in [
+            r#"{"smoothing": 1e-1}"#,
+            r#"{"smoothing": 0.10000000000000000001}"#,
+            r#"{"floor": 0.10000000000000000001}"#,
+            r#"{"cap": "+1"}"#,
+            r#"{"reserve": {"cpu": -1}}"#,
+        ] {
+            assert!(serde_json::from_str::<MarketConfig>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[cfg(feature = "sim")]
+    #[test]
+    fn toml_takes_strings_and_whole_numbers_and_refuses_floats() {
+        let c: MarketConfig =
+            toml::from_str("smoothing = \"0.05\"\nfloor = 1\ncap = \"2.5\"\n[reserve]\ncpu = \"0.5\"\n")
+                .unwrap();
+        assert_eq!(c.smoothing, Decimal::new(5, 2));
+        assert_eq!(c.floor, Price::from_units(1));
+        assert_eq!(c.cap, Some(Price::from_micros(2_500_000)));
+        assert_eq!(c.reserve["cpu"], Price::from_micros(500_000));
+        for (bad, quoted) in [
+            ("smoothing = 0.05", "\"0.05\""),
+            ("floor = 0.5", "\"0.5\""),
+            ("[reserve]\ncpu = 1.5", "\"1.5\""),
+        ] {
+            let e = toml::from_str::<MarketConfig>(bad).unwrap_err().to_string();
+            assert!(e.contains("binary float") && e.contains(quoted), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod builder;
 mod clearing;
 mod config;
 mod cycle;
+pub(crate) mod decode;
 mod engine;
 mod error;
 mod events;

@@ -5,8 +5,11 @@ use crate::capacity::fixed::{MICRO, micro_unit};
 micro_unit! {
     /// An amount of credits: never negative, at most six decimal places, exact.
     ///
-    /// Held as millionths in a `u64` (up to about 1.8e13 credits); converts to and from
-    /// [`rust_decimal::Decimal`] at every boundary, and reads from JSON as a string or a number.
+    /// Held as millionths in a `u64` (up to 18446744073709.551615 credits); converts to and from
+    /// [`rust_decimal::Decimal`] at every boundary. Text, and JSON as a string or a number, is
+    /// read exactly as written, never through a float: digits, then optionally `.` and 1 to 6
+    /// digits. Anything else is refused: a seventh decimal place (even `1.0000000`), a sign,
+    /// an exponent, spaces, `NaN`, more than the maximum. Written as a string.
     ///
     /// # Examples
     ///
@@ -18,6 +21,10 @@ micro_unit! {
     /// assert_eq!(c.to_string(), "12.5");
     /// assert!("-1".parse::<Credits>().is_err());
     /// assert!("0.0000001".parse::<Credits>().is_err());
+    /// let exact: Credits = serde_json::from_str("12345678901.123456").unwrap();
+    /// assert_eq!(exact.micros(), 12_345_678_901_123_456);
+    /// assert_eq!(serde_json::to_string(&exact).unwrap(), r#""12345678901.123456""#);
+    /// assert!(serde_json::from_str::<Credits>("1e3").is_err());
     /// # Ok::<(), capacity_auction::UnitError>(())
     /// ```
     Credits, "credits"

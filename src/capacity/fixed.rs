@@ -1,13 +1,20 @@
 //! Decimal <-> micro-unit conversion shared by every fixed-point unit of the crate.
 //!
 //! Shares, capacities, credits and prices all carry at most six decimal places, so each is an
-//! integer count of millionths inside. Parsing goes through [`Decimal`] so that `"0.1"` is exactly
-//! 100 000 millionths, never the binary float nearest to a tenth.
+//! integer count of millionths inside. A written decimal, in a string or a JSON number, is read
+//! by one strict grammar straight into millionths ([`text`]), through serde without ever
+//! becoming a float ([`read`]): `"0.1"` and `0.1` are exactly 100 000 millionths, never the
+//! binary float nearest to a tenth.
+
+mod read;
+mod text;
 
 use std::fmt;
 
 use rust_decimal::Decimal;
-use serde::de::{self, Visitor};
+
+pub(crate) use read::{deserialize_decimal, deserialize_micros};
+pub(crate) use text::{parse_micros, parse_plain};
 
 /// Millionths in one unit.
 pub(crate) const MICRO: u64 = 1_000_000;
@@ -39,52 +46,6 @@ pub(crate) fn fmt_micro(micro: u64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         digits.pop();
     }
     write!(f, "{whole}.{digits}")
-}
-
-/// Deserializes a decimal given either as a JSON string (`"0.1"`) or a number (`0.1`).
-///
-/// Numbers are read through their shortest decimal spelling, which is what the sender wrote.
-pub(crate) fn deserialize_decimal<'de, D: de::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-    d.deserialize_any(DecimalVisitor)
-}
-
-struct DecimalVisitor;
-
-impl Visitor<'_> for DecimalVisitor {
-    type Value = Decimal;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a decimal number or a string holding one")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Decimal, E> {
-        parse_decimal(v).ok_or_else(|| E::custom(format!("`{v}` is not a decimal number")))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Decimal, E> {
-        Ok(Decimal::from(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Decimal, E> {
-        Ok(Decimal::from(v))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Decimal, E> {
-        if !v.is_finite() {
-            return Err(E::custom("a decimal must be finite"));
-        }
-        // `{}` prints the shortest spelling that reads back as `v`: what the sender wrote.
-        self.visit_str(&format!("{v}"))
-    }
-}
-
-/// Parses a plain decimal (`"12"`, `"-0.5"`, `"1e-3"` is refused: money has no exponents).
-pub(crate) fn parse_decimal(s: &str) -> Option<Decimal> {
-    let s = s.trim();
-    if s.is_empty() || s.len() > 40 || s.contains(['e', 'E', '_']) {
-        return None;
-    }
-    s.parse::<Decimal>().ok()
 }
 
 /// Defines a fixed-point newtype of millionths with parsing, display and serde as a decimal.
@@ -168,9 +129,9 @@ macro_rules! micro_unit {
             type Err = $crate::capacity::UnitError;
 
             fn from_str(s: &str) -> Result<$name, $crate::capacity::UnitError> {
-                let d = $crate::capacity::fixed::parse_decimal(s)
-                    .ok_or_else(|| $crate::capacity::UnitError(format!("`{s}` is not a decimal number")))?;
-                $name::from_decimal(d)
+                $crate::capacity::fixed::parse_micros(s)
+                    .map($name)
+                    .map_err(|e| $crate::capacity::UnitError(e.to_string()))
             }
         }
 
@@ -194,8 +155,7 @@ macro_rules! micro_unit {
 
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
-                let d = $crate::capacity::fixed::deserialize_decimal(d)?;
-                $name::from_decimal(d).map_err(serde::de::Error::custom)
+                $crate::capacity::fixed::deserialize_micros(d)?.map($name).map_err(serde::de::Error::custom)
             }
         }
     };
@@ -208,13 +168,12 @@ mod tests {
 
     #[test]
     fn micro_round_trip() {
-        let d = parse_decimal("0.1").unwrap();
-        assert_eq!(to_micro(d), Some(100_000));
-        assert_eq!(to_micro(parse_decimal("12.500000").unwrap()), Some(12_500_000));
-        assert_eq!(to_micro(parse_decimal("0.0000001").unwrap()), None);
+        assert_eq!(to_micro(Decimal::new(1, 1)), Some(100_000));
+        assert_eq!(to_micro(Decimal::new(125, 1)), Some(12_500_000));
+        assert_eq!(to_micro(Decimal::new(1, 7)), None);
+        assert_eq!(to_micro(Decimal::new(10_000_000, 7)), Some(1_000_000));
         assert_eq!(from_micro(1_500_000).to_string(), "1.5");
-        assert_eq!(parse_decimal("1e3"), None);
-        assert_eq!(parse_decimal(""), None);
+        assert_eq!(from_micro(i128::from(u64::MAX)).to_string(), "18446744073709.551615");
     }
 
     #[test]
@@ -223,5 +182,9 @@ mod tests {
         assert_eq!(d.to_string(), "0.1");
         let d: Decimal = deserialize_decimal(&mut serde_json::Deserializer::from_str("\"2.25\"")).unwrap();
         assert_eq!(to_micro(d), Some(2_250_000));
+        let d = deserialize_decimal(&mut serde_json::Deserializer::from_str("12345678901.123456")).unwrap();
+        assert_eq!(d.to_string(), "12345678901.123456");
+        let e = deserialize_decimal(&mut serde_json::Deserializer::from_str("1e3")).unwrap_err();
+        assert!(e.to_string().contains("exponent"), "{e}");
     }
 }

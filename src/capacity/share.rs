@@ -73,8 +73,8 @@ impl std::str::FromStr for Share {
     type Err = UnitError;
 
     fn from_str(s: &str) -> Result<Share, UnitError> {
-        let d = fixed::parse_decimal(s).ok_or_else(|| UnitError(format!("`{s}` is not a decimal number")))?;
-        Share::from_decimal(d)
+        let micros = fixed::parse_micros(s).map_err(|e| UnitError(e.to_string()))?;
+        Share::from_decimal(fixed::from_micro(i128::from(micros)))
     }
 }
 
@@ -147,8 +147,8 @@ impl std::str::FromStr for Capacity {
     type Err = UnitError;
 
     fn from_str(s: &str) -> Result<Capacity, UnitError> {
-        let d = fixed::parse_decimal(s).ok_or_else(|| UnitError(format!("`{s}` is not a decimal number")))?;
-        Capacity::from_decimal(d)
+        let micros = fixed::parse_micros(s).map_err(|e| UnitError(e.to_string()))?;
+        Capacity::from_decimal(fixed::from_micro(i128::from(micros)))
     }
 }
 
@@ -205,5 +205,9 @@ mod tests {
         let b: Share = serde_json::from_str("0.25").unwrap();
         assert_eq!(a, b);
         assert_eq!(serde_json::to_string(&a).unwrap(), "\"0.25\"");
+        // Read as written, not through a float (which would make both of these 0.1).
+        assert!(serde_json::from_str::<Share>("0.10000000000000000001").is_err());
+        assert!(serde_json::from_str::<Share>("1e-1").is_err());
+        assert!(serde_json::from_str::<Capacity>("\" 0.5\"").is_err());
     }
 }

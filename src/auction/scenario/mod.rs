@@ -95,7 +95,8 @@ pub enum Action {
     Deposit {
         /// The account.
         agent: String,
-        /// How much.
+        /// How much: a string or a number, read exactly as written (at most six places).
+        #[serde(deserialize_with = "crate::capacity::fixed::deserialize_decimal")]
         amount: rust_decimal::Decimal,
     },
     /// Credits between accounts.
@@ -104,7 +105,8 @@ pub enum Action {
         from: String,
         /// Receiving account.
         to: String,
-        /// How much.
+        /// How much: a string or a number, read exactly as written (at most six places).
+        #[serde(deserialize_with = "crate::capacity::fixed::deserialize_decimal")]
         amount: rust_decimal::Decimal,
     },
     /// A capacity change over `[from_slot, to_slot)`.
@@ -115,7 +117,9 @@ pub enum Action {
         from_slot: u64,
         /// Exclusive end.
         to_slot: u64,
-        /// The new capacity, in `[0, 1]`.
+        /// The new capacity, in `[0, 1]`: a string or a number, read exactly as written (at
+        /// most six places).
+        #[serde(deserialize_with = "crate::capacity::fixed::deserialize_decimal")]
         capacity: rust_decimal::Decimal,
     },
     /// A clearing cycle at slot `at`.

@@ -102,8 +102,8 @@ pub struct CancelRequest {
 pub struct TransferRequest {
     /// The receiving account.
     pub to: String,
-    /// How much.
-    #[serde(deserialize_with = "crate::capacity::fixed::deserialize_decimal")]
+    /// How much: a JSON string or number, read exactly as written.
+    #[serde(deserialize_with = "crate::auction::decode::amount")]
     pub amount: Decimal,
 }
 
@@ -113,8 +113,8 @@ pub struct TransferRequest {
 pub struct DepositRequest {
     /// The account, opened if needed.
     pub agent: String,
-    /// How much.
-    #[serde(deserialize_with = "crate::capacity::fixed::deserialize_decimal")]
+    /// How much: a JSON string or number, read exactly as written.
+    #[serde(deserialize_with = "crate::auction::decode::amount")]
     pub amount: Decimal,
 }
 
@@ -128,8 +128,8 @@ pub struct CapacityRequest {
     pub from_slot: u64,
     /// Exclusive end.
     pub to_slot: u64,
-    /// The new capacity, in `[0, 1]`.
-    #[serde(deserialize_with = "crate::capacity::fixed::deserialize_decimal")]
+    /// The new capacity, in `[0, 1]`: a JSON string or number, read exactly as written.
+    #[serde(deserialize_with = "crate::auction::decode::share")]
     pub capacity: Decimal,
 }
 
@@ -154,10 +154,11 @@ pub struct BalanceReply {
     pub escrowed: Credits,
 }
 
-/// Decodes a request payload, refusing unknown fields (`unknown_field`) and anything else that
-/// does not decode (`malformed`).
+/// Decodes a request payload, refusing unknown fields (`unknown_field`), an amount or a capacity
+/// that is a number or string but not a decimal of at most six places (`invalid_amount`,
+/// `invalid_share`), and anything else that does not decode (`malformed`).
 pub(crate) fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Rejection> {
-    serde_json::from_slice(payload).map_err(|e| Rejection::from_json(&e))
+    serde_json::from_slice(payload).map_err(|e| crate::auction::decode::rejection(&e))
 }
 
 #[cfg(test)]
@@ -187,5 +188,23 @@ mod tests {
         let t: TransferRequest = decode(br#"{"to":"b","amount":"2.5"}"#).unwrap();
         assert_eq!(t.amount, Decimal::new(25, 1));
         assert_eq!(decode::<ClearRequest>(b"{}").unwrap(), ClearRequest { at: None });
+    }
+
+    #[test]
+    fn amounts_and_capacities_read_exactly_or_are_refused_by_code() {
+        let d: DepositRequest = decode(br#"{"agent":"a","amount":12345678901.123456}"#).unwrap();
+        assert_eq!(d.amount.to_string(), "12345678901.123456");
+        let e = decode::<DepositRequest>(br#"{"agent":"a","amount":1.00000000000000000000001}"#).unwrap_err();
+        assert_eq!(e.code, RejectCode::InvalidAmount);
+        let e = decode::<TransferRequest>(br#"{"to":"b","amount":"-1"}"#).unwrap_err();
+        assert_eq!(e.code, RejectCode::InvalidAmount);
+        let e = decode::<TransferRequest>(br#"{"to":"b","amount":null}"#).unwrap_err();
+        assert_eq!(e.code, RejectCode::Malformed);
+        let c: CapacityRequest =
+            decode(br#"{"resource":"cpu","from_slot":0,"to_slot":1,"capacity":0.25}"#).unwrap();
+        assert_eq!(c.capacity, Decimal::new(25, 2));
+        let e = decode::<CapacityRequest>(br#"{"resource":"cpu","from_slot":0,"to_slot":1,"capacity":5e-1}"#)
+            .unwrap_err();
+        assert_eq!(e.code, RejectCode::InvalidShare);
     }
 }
