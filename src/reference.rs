@@ -1,10 +1,10 @@
 //! A simple, obviously correct clearing: the oracle the fast engine is tested against and the
 //! baseline its benches are measured against.
 //!
-//! It follows DESIGN.md §6 to the letter and nothing more: sort by the priority rule, then for
-//! each bid try every start in its window and every slot and resource of the run against a map
-//! of what is used. Critical values are found the definitional way, by bisection over the limit,
-//! re-running the whole cycle each time.
+//! It follows docs/design.md §5 and §6 to the letter and nothing more: sort by the priority
+//! rule, then for each bid try every start in its window and every slot and resource of the run
+//! against a map of what is used. Critical values are found the definitional way, by bisection
+//! over the limit, re-running the whole cycle each time.
 
 use std::collections::HashMap;
 

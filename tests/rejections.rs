@@ -1,6 +1,6 @@
-//! Every reason code of DESIGN.md §8 is produced through the market's API, each refusal changes
-//! nothing, and refused submits and cancels emit `bid_rejected` while refused credit operations
-//! emit nothing.
+//! Every reason code of docs/design.md §8 is produced through the market's API, each refusal
+//! changes nothing, and refused submits and cancels emit `bid_rejected` while refused credit
+//! operations emit nothing.
 
 use std::collections::BTreeSet;
 

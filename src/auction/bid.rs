@@ -1,4 +1,4 @@
-//! Bids (DESIGN.md §5): the typed [`Bid`], its JSON form [`BidRequest`], and the checks a bid
+//! Bids (docs/design.md §4): the typed [`Bid`], its JSON form [`BidRequest`], and the checks a bid
 //! passes before the ledger sees it.
 
 use std::fmt;
@@ -190,7 +190,7 @@ pub(crate) fn reserve_cost(config: &Config, bundle: &Bundle, duration: u64) -> C
     credits_ceil(picos)
 }
 
-/// A bid as JSON gives it (DESIGN.md §5), before any check. Unknown fields are refused.
+/// A bid as JSON gives it (docs/design.md §4), before any check. Unknown fields are refused.
 ///
 /// # Examples
 ///

@@ -11,7 +11,7 @@ use super::market::Market;
 use super::money::Price;
 use crate::capacity::Slot;
 
-/// Builds a [`Market`]; every key of DESIGN.md §4 has a setter, validated once in
+/// Builds a [`Market`]; every key of docs/design.md §3 has a setter, validated once in
 /// [`build`](MarketBuilder::build).
 #[derive(Clone, Debug, Default)]
 #[must_use]

@@ -1,4 +1,5 @@
-//! Market configuration (DESIGN.md §4): the serializable [`MarketConfig`] and its validated form.
+//! Market configuration (docs/design.md §3): the serializable [`MarketConfig`] and its validated
+//! form.
 
 use std::collections::BTreeMap;
 
@@ -52,7 +53,7 @@ pub enum Settlement {
 }
 
 /// A market's configuration, as builders, scenario files and config files give it. Omitted keys
-/// take the defaults of DESIGN.md §4.
+/// take the defaults of docs/design.md §3.
 ///
 /// Prices and `smoothing` are decimals of at most six places, read exactly as written: JSON
 /// strings or numbers. TOML reads a number with a fraction as a binary float, which may have
@@ -111,10 +112,10 @@ pub struct MarketConfig {
     /// Live bids the book holds; more is `book_full`.
     pub book_size: usize,
     /// Clearing cycles a decided or rejected bid id is remembered after its outcome, so a
-    /// repeated submit is answered with the first result (an extension of §4).
+    /// repeated submit is answered with the first result.
     pub dedupe_cycles: u64,
-    /// Threads the exact critical-value pass may use (an extension of §4). The default, 1,
-    /// leaves the other cores to intake; any count gives the same payments.
+    /// Threads the exact critical-value pass may use. The default, 1, leaves the other cores to
+    /// intake; any count gives the same payments.
     pub clearing_threads: usize,
     /// Compute critical values under every pricing rule, not only `critical_value` (an
     /// extension of §4): losers' shortfalls and winners' overpayment are then known under

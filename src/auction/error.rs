@@ -1,4 +1,4 @@
-//! Rejections: every bad input gets one reason code of DESIGN.md §8 and a human message.
+//! Rejections: every bad input gets one reason code of docs/design.md §8 and a human message.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! Events (DESIGN.md §8): one typed enum, JSON with a version, a gapless `seq`, and strict
+//! Events (docs/design.md §8): one typed enum, JSON with a version, a gapless `seq`, and strict
 //! decoding.
 
 use std::fmt;

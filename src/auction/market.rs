@@ -131,7 +131,7 @@ impl Market {
     ///
     /// # Errors
     ///
-    /// Any submit reason code of DESIGN.md §8.
+    /// Any submit reason code of docs/design.md §8.
     pub fn submit(&self, bid: Bid) -> Result<Receipt> {
         self.untagged().submit(bid)
     }

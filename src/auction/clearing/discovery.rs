@@ -1,4 +1,4 @@
-//! Price discovery (DESIGN.md §7; the method and its measurements: docs/price-discovery.md).
+//! Price discovery (docs/design.md §7; the method and its measurements: docs/price-discovery.md).
 //!
 //! The cycle's allocation is fixed; prices are chosen for it. A cell (resource, slot) is
 //! *scarce* when a loser needed more of it than the cycle left free; every other cell stays at

@@ -1,4 +1,4 @@
-//! One clearing cycle's computation (DESIGN.md §6 steps 3–5, §7), pure and deterministic:
+//! One clearing cycle's computation (docs/design.md §5 steps 3–5, §6, §7), pure and deterministic:
 //! rank, place greedily at the earliest feasible start, find critical values and shortfalls,
 //! discover prices, and price the winners.
 

@@ -1,10 +1,9 @@
-//! Scenario files (DESIGN.md §9): a market, accounts, steps, and what must happen.
+//! Scenario files (docs/design.md §9): a market, accounts, steps, and what must happen.
 //!
-//! Beyond the design, a step may carry `"rejected": "<code>"`: the step must then be refused
-//! with that code. Without it, a refused `submit` or `cancel` is ordinary market behaviour (its
-//! `bid_rejected` can be expected like any event), while a refused `deposit`, `transfer`,
-//! `capacity` or `clear` fails the scenario: it is a mistake in the setup. A scenario may also
-//! carry a `description`.
+//! A step may carry `"rejected": "<code>"`: the step must then be refused with that code.
+//! Without it, a refused `submit` or `cancel` is ordinary market behaviour (its `bid_rejected`
+//! can be expected like any event), while a refused `deposit`, `transfer`, `capacity` or `clear`
+//! fails the scenario: it is a mistake in the setup. A scenario may also carry a `description`.
 
 mod expect;
 mod run;

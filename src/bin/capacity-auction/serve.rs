@@ -9,14 +9,14 @@ use std::time::Duration;
 use capacity_auction::bindings::nats::{MarketService, ServiceConfig};
 use capacity_auction::{Market, MarketConfig};
 
-/// Serves a market over NATS (DESIGN.md §10) until interrupted, then drains: requests in flight
-/// are answered and every event is published before it exits.
+/// Serves a market over NATS (docs/design.md §10) until interrupted, then drains: requests in
+/// flight are answered and every event is published before it exits.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Serve {
     /// The NATS server.
     #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222")]
     nats: String,
-    /// The market's configuration (DESIGN.md §4), JSON or TOML; defaults otherwise.
+    /// The market's configuration (docs/design.md §3), JSON or TOML; defaults otherwise.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Serve under this namespace: subjects `NS.…`, stream and buckets `NS_…`.

@@ -16,7 +16,7 @@ use crate::{BidRequest, Capacity, Credits, Event, RejectCode, Rejection, Slot};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The market answered and refused (DESIGN.md §8).
+    /// The market answered and refused (docs/design.md §8).
     #[error("refused: {0}")]
     Refused(Rejection),
     /// Nobody answered within the timeout: the service is slow, or the request's event was not
@@ -44,7 +44,7 @@ impl ClientError {
     }
 }
 
-/// Calls a market's subjects (DESIGN.md §10).
+/// Calls a market's subjects (docs/design.md §10).
 ///
 /// Requests carry the client's `correlation-id` header, if set, which the market copies onto
 /// every event the request causes, and (feature `otel`) the current trace context, so the

@@ -1,5 +1,5 @@
-//! The market served over NATS (DESIGN.md §10): request-reply subjects per agent, every event on
-//! the `audit_log` JetStream stream, prices and balances in KV.
+//! The market served over NATS (docs/design.md §10): request-reply subjects per agent, every
+//! event on the `audit_log` JetStream stream, prices and balances in KV.
 //!
 //! [`MarketService`] runs a [`Market`](crate::Market) behind the subjects; [`MarketClient`] is
 //! the typed client agents, operators and tests use. The core stays sans-IO: the service only

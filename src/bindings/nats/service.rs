@@ -21,7 +21,7 @@ use crate::{AgentId, Event, EventKind, Market, RejectCode, Rejection, Slot, Subs
 /// How the service runs.
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
-    /// Subjects, stream and buckets under this namespace (DESIGN.md §10); none by default.
+    /// Subjects, stream and buckets under this namespace (docs/design.md §10); none by default.
     pub namespace: Option<String>,
     /// How often the market clears; `None` clears only on `admin.market.clear`. A market with
     /// no live bids clears once per slot only, to move its clock on.
@@ -125,7 +125,7 @@ impl Shared {
     }
 }
 
-/// A [`Market`] served over NATS (DESIGN.md §10).
+/// A [`Market`] served over NATS (docs/design.md §10).
 ///
 /// Requests on `market.*`, `economic.*` and `admin.market.*` are answered with the `seq` of the
 /// event they caused once the `audit_log` stream has acknowledged it; every event goes to

@@ -1,4 +1,4 @@
-//! The subjects, stream and buckets of one market (DESIGN.md §10), under its namespace.
+//! The subjects, stream and buckets of one market (docs/design.md §10), under its namespace.
 
 use crate::EventKind;
 

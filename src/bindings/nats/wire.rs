@@ -1,4 +1,4 @@
-//! The payloads of DESIGN.md §10 beyond bids and events: replies, and the requests of cancel,
+//! The payloads of docs/design.md §10 beyond bids and events: replies, and the requests of cancel,
 //! transfer and the operator's subjects. Requests refuse unknown fields.
 
 use rust_decimal::Decimal;
@@ -33,7 +33,7 @@ pub struct Reply {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireError {
-    /// The reason code (DESIGN.md §8).
+    /// The reason code (docs/design.md §8).
     pub code: RejectCode,
     /// What was wrong.
     pub message: String,
