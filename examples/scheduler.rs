@@ -1,4 +1,4 @@
-//! Scheduler side: embed a market in your process, use it directly, and serve it over NATS.
+//! Scheduler side: serve a market over NATS from your process and use it directly too.
 //!
 //! ```sh
 //! nats-server -js &
@@ -6,31 +6,35 @@
 //! ```
 //!
 //! Then run the `agent` example against the same server. Stop with Ctrl-C: requests in flight
-//! are answered and every event is published before it exits.
+//! are answered and every event is journaled before it exits. Start it again and the market
+//! comes back from its journal as it was: balances, pending bids, prices.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use capacity_auction::bindings::nats::{MarketService, ServiceConfig};
-use capacity_auction::{AgentId, Market, PricingRule};
+use capacity_auction::{AgentId, MarketConfig, PricingRule};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1).unwrap_or_else(|| "nats://127.0.0.1:4222".into());
-    let market = Arc::new(
-        Market::builder()
-            .resources(["cpu", "memory", "tokens"])
-            .pricing(PricingRule::CriticalValue)
-            .build()?,
-    );
-    // The scheduler funds its agents in-process; agents could also be funded over
-    // `admin.market.deposit`.
-    for agent in ["agent-1", "agent-2"] {
-        market.deposit(&AgentId::new(agent)?, "100".parse()?)?;
-    }
+    let market = MarketConfig {
+        resources: ["cpu", "memory", "tokens"].map(String::from).into(),
+        pricing: PricingRule::CriticalValue,
+        ..MarketConfig::default()
+    };
     let nats = async_nats::connect(&url).await?;
     let config = ServiceConfig { cadence: Some(Duration::from_millis(100)), ..ServiceConfig::default() };
-    let service = MarketService::start(nats, market.clone(), config).await?;
+    // The market as its journal left it (or new): the service leads it from here.
+    let service = MarketService::start(nats, market, config).await?;
+    let market = service.market().clone();
+    // The scheduler funds its agents in-process the first time; every deposit is journaled like
+    // any request's. Agents could also be funded over `admin.market.deposit`.
+    for agent in ["agent-1", "agent-2"] {
+        let agent = AgentId::new(agent)?;
+        if market.balance(&agent).is_none() {
+            market.deposit(&agent, "100".parse()?)?;
+        }
+    }
     println!("serving on {url}; Ctrl-C to stop");
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     loop {

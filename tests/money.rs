@@ -192,7 +192,6 @@ mod nats_harness;
 #[cfg(feature = "nats")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_nats_deposits_are_exact_and_bad_amounts_are_refused_with_their_code() {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use capacity_auction::bindings::nats::{MarketClient, MarketService, Reply, ServiceConfig};
@@ -201,7 +200,8 @@ async fn over_nats_deposits_are_exact_and_bad_amounts_are_refused_with_their_cod
     let nats = server.connect().await;
     let service_config =
         ServiceConfig { namespace: Some("money".into()), cadence: None, ..ServiceConfig::default() };
-    let service = MarketService::start(nats.clone(), Arc::new(market()), service_config).await.unwrap();
+    let service =
+        MarketService::start(nats.clone(), market().config().clone(), service_config).await.unwrap();
     let client = MarketClient::new(nats, Some("money")).unwrap().timeout(Duration::from_secs(5));
     let send = |subject: String, json: String| {
         let client = client.clone();

@@ -37,7 +37,7 @@ async fn serve_answers_until_sigint_then_drains() {
     let mut serve = Killed(child);
     let mut lines = BufReader::new(serve.0.stderr.take().unwrap()).lines();
     let ready = tokio::task::spawn_blocking(move || {
-        let ready = lines.by_ref().map_while(Result::ok).find(|l| !l.starts_with("nats: "));
+        let ready = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("serving market"));
         (ready, lines)
     });
     let (ready, lines) = tokio::time::timeout(Duration::from_secs(20), ready).await.unwrap().unwrap();
@@ -87,14 +87,14 @@ async fn serve_answers_until_sigint_then_drains() {
 async fn load_reports_throughput_and_latency_percentiles() {
     let server = NatsServer::start().await;
     let nats = server.connect().await;
-    let market = std::sync::Arc::new(capacity_auction::Market::builder().build().unwrap());
     let config = capacity_auction::bindings::nats::ServiceConfig {
         namespace: Some("load".into()),
         cadence: Some(Duration::from_millis(50)),
         ..Default::default()
     };
-    let service =
-        capacity_auction::bindings::nats::MarketService::start(nats, market.clone(), config).await.unwrap();
+    let service = capacity_auction::bindings::nats::MarketService::start(nats, Default::default(), config)
+        .await
+        .unwrap();
     let url = server.url.clone();
     let run = |batch: &'static str| {
         let url = url.clone();
@@ -116,7 +116,10 @@ async fn load_reports_throughput_and_latency_percentiles() {
         assert!(quantiles[0] > 0.0 && quantiles.windows(2).all(|w| w[0] <= w[1]), "{v}");
         assert!(v["accepted_per_s"].as_f64().unwrap() > 0.0);
     }
-    assert_eq!(market.balance(&"load-0".parse().unwrap()).map(|b| b.available > Credits::ZERO), Some(true));
+    assert_eq!(
+        service.market().balance(&"load-0".parse().unwrap()).map(|b| b.available > Credits::ZERO),
+        Some(true)
+    );
     service.shutdown().await;
 }
 

@@ -6,11 +6,10 @@
 mod nats_harness;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use capacity_auction::bindings::nats::{ClientError, MarketClient, MarketService, ServiceConfig};
-use capacity_auction::{BidRequest, Credits, Market, RejectCode};
+use capacity_auction::{BidRequest, Credits, RejectCode};
 use nats_harness::NatsServer;
 
 const PASSWORDS: [(&str, &str); 4] = [
@@ -46,9 +45,9 @@ async fn agents_are_kept_apart() {
     let server = NatsServer::with_config_file(&config, &PASSWORDS).await;
     let service_nats = connect(&server, "service", "service-secret").await;
     NatsServer::jetstream_ready(&service_nats).await;
-    let market = Arc::new(Market::builder().build().unwrap());
     let config = ServiceConfig { cadence: None, ..ServiceConfig::default() };
-    let service = MarketService::start(service_nats.clone(), market.clone(), config).await.unwrap();
+    let service = MarketService::start(service_nats.clone(), Default::default(), config).await.unwrap();
+    let market = service.market().clone();
     let operator = MarketClient::new(service_nats, None).unwrap();
     for agent in ["agent-1", "agent-2"] {
         operator.deposit(agent, "100".parse::<Credits>().unwrap()).await.unwrap();

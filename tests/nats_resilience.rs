@@ -7,11 +7,10 @@
 mod nats_harness;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use capacity_auction::bindings::nats::{ClientError, MarketClient, MarketService, ServiceConfig};
-use capacity_auction::{BidRequest, Event, EventKind, Market, Slot};
+use capacity_auction::{BidRequest, Event, EventKind, Slot};
 use nats_harness::{NatsCluster, NatsServer};
 
 fn bid(id: &str) -> BidRequest {
@@ -73,10 +72,9 @@ async fn check_audit_log(client: &MarketClient, acknowledged: &BTreeMap<String, 
 async fn a_killed_server_restarted_on_its_store_loses_nothing_acknowledged() {
     let mut server = NatsServer::start().await;
     let service_nats = server.connect().await;
-    let market = Arc::new(Market::builder().build().unwrap());
     let config =
         ServiceConfig { namespace: Some("restart".into()), cadence: None, ..ServiceConfig::default() };
-    let service = MarketService::start(service_nats, market, config).await.unwrap();
+    let service = MarketService::start(service_nats, Default::default(), config).await.unwrap();
     let client =
         MarketClient::new(server.connect().await, Some("restart")).unwrap().timeout(Duration::from_secs(2));
     client.deposit("alice", "100".parse().unwrap()).await.unwrap();
@@ -91,6 +89,7 @@ async fn a_killed_server_restarted_on_its_store_loses_nothing_acknowledged() {
     acknowledged.extend(during.await.unwrap());
     acknowledged.extend(five_bids(&client, "after").await);
     client.clear(Some(Slot(0))).await.unwrap();
+    assert!(service.caught_up(Duration::from_secs(20)).await, "the audit_log caught up");
     let events = check_audit_log(&client, &acknowledged).await;
     assert!(matches!(events.last().unwrap().kind, EventKind::CycleCleared { won: 15, .. }));
     service.shutdown().await;
@@ -102,14 +101,13 @@ async fn losing_one_of_three_servers_loses_nothing_acknowledged() {
     let service_nats =
         async_nats::ConnectOptions::new().retain_servers_order().connect(cluster.addresses()).await.unwrap();
     NatsServer::jetstream_ready(&service_nats).await;
-    let market = Arc::new(Market::builder().build().unwrap());
     let config = ServiceConfig {
         namespace: Some("cluster".into()),
         cadence: None,
         replicas: 3,
         ..ServiceConfig::default()
     };
-    let service = MarketService::start(service_nats, market, config).await.unwrap();
+    let service = MarketService::start(service_nats, Default::default(), config).await.unwrap();
     // The client talks to the last server, the service (servers in order) to the first.
     let client_nats = async_nats::connect(&cluster.servers[2].url).await.unwrap();
     let client = MarketClient::new(client_nats, Some("cluster")).unwrap().timeout(Duration::from_secs(2));
@@ -118,6 +116,7 @@ async fn losing_one_of_three_servers_loses_nothing_acknowledged() {
     cluster.servers[0].kill();
     acknowledged.extend(five_bids(&client, "after").await);
     client.clear(Some(Slot(0))).await.unwrap();
+    assert!(service.caught_up(Duration::from_secs(20)).await, "the audit_log caught up");
     let events = check_audit_log(&client, &acknowledged).await;
     assert!(matches!(events.last().unwrap().kind, EventKind::CycleCleared { won: 10, .. }));
     let js = async_nats::jetstream::new(client.nats().clone());

@@ -6,13 +6,10 @@
 
 mod nats_harness;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use capacity_auction::bindings::nats::{ClientError, MarketClient, MarketService, ServiceConfig};
-use capacity_auction::{
-    BidRequest, Capacity, Credits, Event, EventKind, Market, MarketConfig, RejectCode, Slot,
-};
+use capacity_auction::{BidRequest, Capacity, Credits, Event, EventKind, MarketConfig, RejectCode, Slot};
 use nats_harness::NatsServer;
 
 /// A market served under `namespace`, clearing only when told.
@@ -27,9 +24,8 @@ async fn serve_with(
     service_config: ServiceConfig,
 ) -> (MarketService, MarketClient) {
     let nats = server.connect().await;
-    let market = Arc::new(Market::builder().config(config).build().unwrap());
     let service_config = ServiceConfig { namespace: Some(namespace.into()), cadence: None, ..service_config };
-    let service = MarketService::start(nats.clone(), market, service_config).await.unwrap();
+    let service = MarketService::start(nats.clone(), config, service_config).await.unwrap();
     let client = MarketClient::new(nats, Some(namespace)).unwrap().timeout(Duration::from_secs(5));
     (service, client)
 }
@@ -368,6 +364,7 @@ async fn a_burst_larger_than_the_clients_ack_window_is_published_whole() {
     });
     burst.await.unwrap();
     let cleared = client.clear(Some(Slot(0))).await.unwrap();
+    assert!(service.caught_up(Duration::from_secs(20)).await, "the audit_log caught up");
     let events = audit_log(&client, "burst").await;
     assert_eq!(events.len() as u64, cleared.seq.unwrap());
     assert_eq!(events.iter().filter(|e| matches!(e.kind, EventKind::BidAccepted { .. })).count(), 6_000);

@@ -6,10 +6,8 @@
 
 mod nats_harness;
 
-use std::sync::Arc;
-
 use capacity_auction::bindings::nats::{MarketClient, MarketService, ServiceConfig};
-use capacity_auction::{BidRequest, Event, EventKind, Market, Slot};
+use capacity_auction::{BidRequest, Event, EventKind, Slot};
 use nats_harness::NatsServer;
 use opentelemetry::context::FutureExt;
 use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
@@ -33,10 +31,9 @@ async fn a_clients_trace_continues_through_the_service_into_the_events() {
 
     let server = NatsServer::start().await;
     let nats = server.connect().await;
-    let market = Arc::new(Market::builder().build().unwrap());
     let config =
         ServiceConfig { namespace: Some("traced".into()), cadence: None, ..ServiceConfig::default() };
-    let service = MarketService::start(nats.clone(), market, config).await.unwrap();
+    let service = MarketService::start(nats.clone(), Default::default(), config).await.unwrap();
     let client = MarketClient::new(nats, Some("traced")).unwrap();
 
     let span = provider.tracer("agent").start("agent.work");

@@ -42,13 +42,19 @@ pub enum RejectCode {
     NotFound,
     /// The bid has already won, lost, expired or been cancelled.
     NotPending,
-    /// Acting for another agent.
+    /// Acting for another agent, or an operation that is not the caller's to ask for (an
+    /// operator's clearing while the clearing loop runs).
     Forbidden,
+    /// The service cannot make an answer durable now (its journal or audit log is not
+    /// acknowledging); nothing was done: retry later.
+    Unavailable,
+    /// The service failed inside; not the caller's fault, and nothing was done.
+    Internal,
 }
 
 impl RejectCode {
     /// Every code, in the order of the design.
-    pub const ALL: [RejectCode; 17] = [
+    pub const ALL: [RejectCode; 19] = [
         RejectCode::Malformed,
         RejectCode::UnknownField,
         RejectCode::UnknownResource,
@@ -66,6 +72,8 @@ impl RejectCode {
         RejectCode::NotFound,
         RejectCode::NotPending,
         RejectCode::Forbidden,
+        RejectCode::Unavailable,
+        RejectCode::Internal,
     ];
 
     /// The code as written on the wire (`"insufficient_credits"`).
@@ -88,6 +96,8 @@ impl RejectCode {
             RejectCode::NotFound => "not_found",
             RejectCode::NotPending => "not_pending",
             RejectCode::Forbidden => "forbidden",
+            RejectCode::Unavailable => "unavailable",
+            RejectCode::Internal => "internal",
         }
     }
 }

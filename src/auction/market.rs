@@ -218,11 +218,17 @@ impl Market {
     }
 
     /// Sequences everything accepted so far and hands its events to subscribers, without
-    /// clearing.
-    pub fn flush(&self) {
+    /// clearing; returns the `seq` of the last event made.
+    pub fn flush(&self) -> u64 {
         let mut engine = self.engine();
         self.sequence_intake(&mut engine, false);
         engine.publish();
+        engine.seq
+    }
+
+    /// The `seq` of the last event made (sequenced) so far.
+    pub fn last_seq(&self) -> u64 {
+        self.engine().seq
     }
 
     /// The writer's cut: takes every entry accepted so far (freezing their bids for a clearing

@@ -1,13 +1,12 @@
-//! `capacity-auction serve --nats URL [--config FILE]`: the market as a NATS service until
-//! SIGINT.
+//! `capacity-auction serve --nats URL [--config FILE] [--standby]`: the market as a NATS service,
+//! recovered from its journal, until SIGINT (or until another instance takes it over).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
+use capacity_auction::MarketConfig;
 use capacity_auction::bindings::nats::{MarketService, ServiceConfig};
-use capacity_auction::{Market, MarketConfig};
 
 /// Serves a market over NATS (docs/design.md §10) until interrupted, then drains: requests in
 /// flight are answered and every event is published before it exits.
@@ -25,9 +24,21 @@ pub(crate) struct Serve {
     /// Milliseconds between clearings; 0 clears only on `admin.market.clear`.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     cadence_ms: u64,
-    /// Replicas of the stream and buckets (3 on a three-server cluster).
+    /// Replicas of the streams and buckets (3 on a three-server cluster).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
+    /// Follow the leader's journal and take over when its lease lapses.
+    #[arg(long)]
+    standby: bool,
+    /// Cycles between snapshots (0: none).
+    #[arg(long, value_name = "CYCLES", default_value_t = 600)]
+    snapshot_every: u64,
+    /// Milliseconds the leader's lease lives without renewal.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    lease_ms: u64,
+    /// Do not publish every event to the `audit_log` stream (consumers read the journal).
+    #[arg(long)]
+    no_audit_log: bool,
 }
 
 /// Reads a market configuration, JSON or (by extension) TOML.
@@ -43,12 +54,15 @@ pub(crate) fn market_config(path: Option<&PathBuf>) -> Result<MarketConfig, Box<
 }
 
 pub(crate) fn run(args: Serve) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let config = market_config(args.config.as_ref())?;
-    let market = Arc::new(Market::builder().config(config).build()?);
+    let market = market_config(args.config.as_ref())?;
     let service_config = ServiceConfig {
         namespace: args.namespace.clone(),
         cadence: (args.cadence_ms > 0).then(|| Duration::from_millis(args.cadence_ms)),
         replicas: args.replicas,
+        audit_log: !args.no_audit_log,
+        snapshot_every: (args.snapshot_every > 0).then_some(args.snapshot_every),
+        standby: args.standby,
+        lease: Duration::from_millis(args.lease_ms.max(100)),
         ..ServiceConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -58,15 +72,34 @@ pub(crate) fn run(args: Serve) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .connect(&args.nats)
             .await
             .map_err(|e| format!("{}: {e}", args.nats))?;
-        let name = market.config().name.clone();
+        let name = market.name.clone();
         let service = MarketService::start(nats, market, service_config).await?;
         let prefix = args.namespace.as_deref().map(|ns| format!("{ns}.")).unwrap_or_default();
+        if args.standby {
+            eprintln!("standby for market `{name}` on {}: following its journal", args.nats);
+            tokio::select! {
+                led = service.leading() => if !led {
+                    eprintln!("stopped before taking over");
+                    return Ok(ExitCode::from(3));
+                },
+                _ = tokio::signal::ctrl_c() => {
+                    service.shutdown().await;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
         eprintln!(
             "serving market `{name}` on {} ({prefix}market.*, {prefix}economic.*, {prefix}admin.market.*)",
             args.nats
         );
-        tokio::signal::ctrl_c().await?;
-        eprintln!("draining: answering requests in flight and publishing every event");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = service.deposed() => {
+                eprintln!("another instance leads market `{name}` now: stopping");
+                return Ok(ExitCode::from(3));
+            }
+        }
+        eprintln!("draining: answering requests in flight and journaling every event");
         service.shutdown().await;
         eprintln!("stopped");
         Ok::<_, Box<dyn std::error::Error>>(ExitCode::SUCCESS)

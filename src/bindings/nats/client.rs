@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::Subjects;
-use super::publisher::CORRELATION_ID;
+use super::kv::CORRELATION_ID;
 use super::wire::{self, Ack, BalanceReply, Reply};
 use crate::{BidRequest, Capacity, Credits, Event, RejectCode, Rejection, Slot};
 

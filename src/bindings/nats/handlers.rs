@@ -1,12 +1,18 @@
 //! The request handlers: one function per subject, each answering with the `seq` of the event
-//! it caused once the stream acknowledged it, or with the refusal.
+//! it caused once the journal stored it, or with the refusal.
+//!
+//! Sizes are checked before anything is applied: payloads past `max_payload`, headers past
+//! [`MAX_HEADER`] (a `correlation-id` past [`MAX_CORRELATION_ID`]) and batches past
+//! [`MAX_BATCH`] bids are refused as `malformed`. Only the leader answers, and only while its
+//! lease is good; while the journal or audit log is not keeping up, changes are refused as
+//! `unavailable`.
 
 use std::sync::Arc;
 
 use async_nats::Message;
 use bytes::Bytes;
 
-use super::publisher::CORRELATION_ID;
+use super::kv::CORRELATION_ID;
 use super::service::Shared;
 use super::subjects::Route;
 use super::trace::{Origin, ServerSpan, Spans};
@@ -14,14 +20,55 @@ use super::waiters::{Key, Wait};
 use super::wire::{self, BalanceReply, Reply};
 use crate::{AgentId, BidId, Capacity, Correlated, Credits, RejectCode, Rejection, Slot};
 
-/// Answers one request on its reply subject.
+/// The most bids one `market.bids` request may carry.
+pub const MAX_BATCH: usize = 1024;
+/// The longest `correlation-id` header taken, in bytes: it is copied onto every event the
+/// request causes.
+pub const MAX_CORRELATION_ID: usize = 256;
+/// The most header bytes (names and values) a request may carry.
+pub const MAX_HEADER: usize = 8 * 1024;
+
+/// Answers one request on its reply subject. An instance that does not lead, or whose lease ran
+/// out, answers nothing: the leader does.
 pub(super) async fn answer(shared: Arc<Shared>, message: Message) {
     let Some(reply_to) = message.reply.clone() else { return };
-    let correlation_id =
-        message.headers.as_ref().and_then(|h| h.get(CORRELATION_ID)).map(|v| v.as_str().to_owned());
-    let body = respond(&shared, &message, correlation_id.as_deref()).await;
+    if !shared.serving() {
+        return;
+    }
+    let body = match headers_fit(&message) {
+        Err(r) => Some(Reply::refused(&r).to_bytes()),
+        Ok(cid) => respond(&shared, &message, cid.as_deref()).await,
+    };
     let Some(body) = body else { return };
+    if !shared.serving() {
+        return;
+    }
     let _ = shared.client.publish(reply_to, body).await;
+}
+
+/// The request's correlation id, once its headers are within bounds.
+fn headers_fit(message: &Message) -> Result<Option<String>, Rejection> {
+    let Some(headers) = message.headers.as_ref() else { return Ok(None) };
+    let size: usize = headers
+        .iter()
+        .map(|(k, vs)| AsRef::<str>::as_ref(k).len() + vs.iter().map(|v| v.as_str().len()).sum::<usize>())
+        .sum();
+    if size > MAX_HEADER {
+        return Err(Rejection::new(
+            RejectCode::Malformed,
+            format!("headers of {size} bytes are over {MAX_HEADER}"),
+        ));
+    }
+    let cid = headers.get(CORRELATION_ID).map(|v| v.as_str().to_owned());
+    if let Some(cid) = &cid
+        && cid.len() > MAX_CORRELATION_ID
+    {
+        return Err(Rejection::new(
+            RejectCode::Malformed,
+            format!("a correlation-id of {} bytes is over {MAX_CORRELATION_ID}", cid.len()),
+        ));
+    }
+    Ok(cid)
 }
 
 fn refused(code: RejectCode, message: impl Into<String>) -> Bytes {
@@ -51,6 +98,10 @@ async fn respond(shared: &Shared, message: &Message, cid: Option<&str>) -> Optio
             format!("`{}` is not a market subject", message.subject),
         ));
     };
+    let changes = !matches!(route, Route::State(_) | Route::Balance(_) | Route::Status);
+    if changes && let Some(why) = shared.health.halted() {
+        return Some(refused(RejectCode::Unavailable, format!("{why}; nothing was done, retry later")));
+    }
     let market = shared.market.tagged(cid);
     let span = Arc::new(ServerSpan::request(route.name(), &message.subject, message.headers.as_ref()));
     let result = match route {
@@ -68,7 +119,10 @@ async fn respond(shared: &Shared, message: &Message, cid: Option<&str>) -> Optio
         Route::Transfer(agent) => transfer(shared, &market, agent, payload, &span),
         Route::Deposit => deposit(shared, &market, payload, &span),
         Route::Capacity => capacity(shared, cid, payload, &span).await,
-        Route::Clear => clear(shared, cid, payload, &span).await,
+        Route::Clear => return Some(clear(shared, cid, payload, &span).await),
+        Route::Status => {
+            return Some(serde_json::to_vec(&shared.health.status()).expect("statuses serialize").into());
+        }
     };
     match result {
         Ok(wait) => wait_for(shared, wait).await.map(|seq| Reply::ok(seq).to_bytes()),
@@ -84,6 +138,8 @@ enum Pending {
     Done(Reply),
     Accepted(Wait),
     Repeat(AgentId, BidId, Wait),
+    /// A repeat of a bid whose `bid_accepted` is event `seq`: answered once the journal has it.
+    Journaled(Option<u64>, bool),
 }
 
 fn submit(
@@ -96,13 +152,16 @@ fn submit(
     if Spans::ON {
         shared.spans().expect(Origin::Bid(agent.to_string(), bid_id(json)), span);
     }
-    match market.submit_json_as(agent, json) {
+    let answer = market.submit_json_as(agent, json);
+    // A refusal's `bid_rejected` is published promptly too, not at the next acceptance.
+    shared.wake.notify_one();
+    match answer {
         Err(r) => {
             span.fail(&r.to_string());
             Pending::Done(Reply::refused(&r))
         }
+        Ok(receipt) if receipt.repeat && receipt.seq.is_some() => Pending::Journaled(receipt.seq, true),
         Ok(receipt) => {
-            shared.wake.notify_one();
             let key = Key::Accepted(receipt.agent.clone(), receipt.bid.clone());
             let wait = shared.waiters().wait(key);
             if receipt.repeat {
@@ -126,6 +185,13 @@ fn bid_id(json: &[u8]) -> String {
 async fn finish(shared: &Shared, pending: Pending) -> Option<Reply> {
     match pending {
         Pending::Done(reply) => Some(reply),
+        Pending::Journaled(seq, repeat) => {
+            let stored = match seq {
+                Some(seq) => shared.journaled(seq).await,
+                None => true,
+            };
+            stored.then(|| if repeat { Reply::repeat(seq) } else { Reply::ok(seq.unwrap_or(0)) })
+        }
         Pending::Accepted(wait) => wait_for(shared, wait).await.map(Reply::ok),
         Pending::Repeat(agent, bid, wait) => {
             let seq = match wait {
@@ -168,6 +234,13 @@ async fn bids(
             return Some(Reply::refused(&r).to_bytes());
         }
     };
+    if items.len() > MAX_BATCH {
+        let r = Rejection::new(
+            RejectCode::Malformed,
+            format!("a batch of {} bids is over {MAX_BATCH}; nothing was booked", items.len()),
+        );
+        return Some(Reply::refused(&r).to_bytes());
+    }
     let pending: Vec<Pending> =
         items.iter().map(|raw| submit(shared, market, &agent, raw.get().as_bytes(), span)).collect();
     let mut replies = Vec::with_capacity(pending.len());
@@ -215,12 +288,18 @@ async fn cancel(
     let cid = cid.map(str::to_owned);
     let (a, b) = (agent.clone(), bid.clone());
     // A cancel of a bid in the cycle being cleared waits for its outcome: off the async threads.
+    let key = Key::Cancelled(agent, bid);
+    let wait = shared.waiters().wait(key.clone());
     let done = tokio::task::spawn_blocking(move || market.tagged(cid.as_deref()).cancel(&a, &b))
         .await
-        .map_err(|e| Rejection::new(RejectCode::Malformed, format!("cancel failed: {e}")))?;
-    done?;
+        .map_err(|e| Rejection::new(RejectCode::Internal, format!("cancel failed: {e}")));
     shared.wake.notify_one();
-    Ok(shared.waiters().wait(Key::Cancelled(agent, bid)))
+    if let Err(r) = done.and_then(|d| d) {
+        drop(wait);
+        shared.waiters().abandon(&key);
+        return Err(r);
+    }
+    Ok(wait)
 }
 
 fn state(shared: &Shared, resource: &str) -> Bytes {
@@ -307,7 +386,7 @@ async fn capacity(
         market.tagged(cid.as_deref()).set_capacity(&request.resource, from, to, capacity)
     })
     .await
-    .map_err(|e| Rejection::new(RejectCode::Malformed, format!("capacity change failed: {e}")))?;
+    .map_err(|e| Rejection::new(RejectCode::Internal, format!("capacity change failed: {e}")))?;
     if let Err(r) = done {
         drop(wait);
         shared.waiters().abandon(&key);
@@ -317,15 +396,33 @@ async fn capacity(
     Ok(wait)
 }
 
-async fn clear(
-    shared: &Shared,
-    cid: Option<&str>,
-    payload: &[u8],
-    span: &Arc<ServerSpan>,
-) -> Result<Wait, Rejection> {
-    let request: wire::ClearRequest =
-        if payload.is_empty() { Default::default() } else { wire::decode(payload)? };
-    let slot = request.at.map(Slot).unwrap_or_else(|| shared.clock.slot().max(shared.market.now()));
-    let report = shared.clear(slot, cid.map(str::to_owned), Some(span)).await?;
-    Ok(shared.waiters().wait(Key::Cycle(report.cycle)))
+/// An operator's clearing: only when the service runs no clearing loop of its own (the loop
+/// keeps the market's clock; an operator's `at` would move it for good).
+async fn clear(shared: &Shared, cid: Option<&str>, payload: &[u8], span: &Arc<ServerSpan>) -> Bytes {
+    let done = async {
+        if shared.config.cadence.is_some() {
+            return Err(Rejection::new(
+                RejectCode::Forbidden,
+                "this market clears on its own cadence; admin.market.clear is for markets served without one",
+            ));
+        }
+        let request: wire::ClearRequest =
+            if payload.is_empty() { Default::default() } else { wire::decode(payload)? };
+        let slot = request.at.map(Slot).unwrap_or_else(|| shared.clock.slot().max(shared.market.now()));
+        shared.clear(slot, cid.map(str::to_owned), Some(span)).await
+    };
+    match done.await {
+        Ok(report) => match shared.journaled(report.seq).await {
+            true => Reply::ok(report.seq).to_bytes(),
+            false => Reply::refused(&Rejection::new(
+                RejectCode::Unavailable,
+                format!("cycle {} ran but its events are not journaled yet", report.cycle),
+            ))
+            .to_bytes(),
+        },
+        Err(r) => {
+            span.fail(&r.to_string());
+            Reply::refused(&r).to_bytes()
+        }
+    }
 }

@@ -3,7 +3,6 @@
 //! that namespace's `audit_log` and balances read over `economic.balance`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_nats::Client;
@@ -21,17 +20,18 @@ use crate::{
 /// without a correlation id send none, so events equal the in-process run's.
 pub async fn run_scenario(nats: &Client, scenario: &Scenario) -> ScenarioReport {
     let mut report = ScenarioReport { name: scenario.name.clone(), failure: None, events: Vec::new() };
-    let market = match Market::builder().config(scenario.market.clone()).build() {
-        Ok(m) => Arc::new(m),
-        Err(e) => {
-            report.failure = Some(format!("market: {e}"));
-            return report;
-        }
-    };
+    if let Err(e) = Market::builder().config(scenario.market.clone()).build() {
+        report.failure = Some(format!("market: {e}"));
+        return report;
+    }
     let namespace = fresh_namespace(&scenario.name);
-    let config =
-        ServiceConfig { namespace: Some(namespace.clone()), cadence: None, ..ServiceConfig::default() };
-    let service = match MarketService::start(nats.clone(), market, config).await {
+    let config = ServiceConfig {
+        namespace: Some(namespace.clone()),
+        cadence: None,
+        snapshot_every: None,
+        ..ServiceConfig::default()
+    };
+    let service = match MarketService::start(nats.clone(), scenario.market.clone(), config).await {
         Ok(s) => s,
         Err(e) => {
             report.failure = Some(format!("service: {e}"));
@@ -42,6 +42,9 @@ pub async fn run_scenario(nats: &Client, scenario: &Scenario) -> ScenarioReport 
         .expect("a fresh namespace is a token")
         .timeout(Duration::from_secs(30));
     report.failure = drive(&client, scenario).await.err();
+    if report.failure.is_none() && !service.caught_up(Duration::from_secs(30)).await {
+        report.failure = Some("the audit_log did not catch up with the journal in 30 s".into());
+    }
     if report.failure.is_none() {
         match audit_log(&client).await {
             Ok(events) => report.events = events,
@@ -158,11 +161,13 @@ async fn balances(client: &MarketClient, scenario: &Scenario) -> BTreeMap<String
     out
 }
 
-/// Deletes the namespace's stream and buckets.
+/// Deletes the namespace's streams and buckets.
 async fn remove(nats: &Client, subjects: Subjects) {
     let js = async_nats::jetstream::new(nats.clone());
     let _ = js.delete_stream(subjects.stream()).await;
-    for bucket in [subjects.prices_bucket(), subjects.agents_bucket()] {
+    let _ = js.delete_stream(subjects.journal()).await;
+    for bucket in [subjects.prices_bucket(), subjects.agents_bucket(), subjects.lease_bucket()] {
         let _ = js.delete_key_value(bucket).await;
     }
+    let _ = js.delete_object_store(subjects.snapshots_bucket()).await;
 }

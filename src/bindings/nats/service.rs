@@ -1,38 +1,53 @@
-//! [`MarketService`]: a [`Market`] behind its NATS subjects, with a clearing loop and the writer
-//! that sequences intake and publishes events.
+//! [`MarketService`]: a market behind its NATS subjects, durable in its journal, led by one
+//! instance at a time.
+//!
+//! An instance first reads the market back from the journal (the latest snapshot, then every
+//! message after it). It then takes the lease and serves as the leader, or, as a standby,
+//! follows the journal until the leader's lease lapses and takes over. The leader's tasks are in
+//! [`super::leader`]; recovery and following in [`super::follow`].
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
 
-use super::handlers;
-use super::publisher::{Sink, touched};
+use super::follow;
+use super::health::{Health, Role, ServiceStatus};
+use super::journal::Journal;
+use super::lease::Deadline;
 use super::subjects::Subjects;
 use super::trace::{ServerSpan, Spans};
 use super::waiters::Waiters;
-use crate::{AgentId, Event, EventKind, Market, RejectCode, Rejection, Slot, Subscription};
+use crate::{Market, MarketConfig, RejectCode, Rejection, Slot};
 
 /// How the service runs.
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
-    /// Subjects, stream and buckets under this namespace (docs/design.md §10); none by default.
+    /// Subjects, streams and buckets under this namespace; none by default.
     pub namespace: Option<String>,
     /// How often the market clears; `None` clears only on `admin.market.clear`. A market with
     /// no live bids clears once per slot only, to move its clock on.
     pub cadence: Option<Duration>,
-    /// Replicas of the stream and buckets (1 on a single server).
+    /// Replicas of the streams and buckets (1 on a single server, 3 on a three-server cluster).
     pub replicas: usize,
     /// Largest request payload answered; larger ones are refused as `malformed`.
     pub max_payload: usize,
-    /// How long a request may wait for its event to be acknowledged before the service stops
+    /// How long a request may wait for its event to be journaled before the service stops
     /// waiting (the caller's own timeout is usually shorter).
     pub reply_within: Duration,
+    /// Also publish every event, one message each, to the `audit_log` stream (on by default;
+    /// each stored message costs the server about what a request does).
+    pub audit_log: bool,
+    /// Store a snapshot every this many cycles (`None`: never); recovery then reads the journal
+    /// from the latest snapshot on.
+    pub snapshot_every: Option<u64>,
+    /// Follow the leader as a standby, taking over when its lease lapses, instead of leading
+    /// now.
+    pub standby: bool,
+    /// How long the leader's lease lives without renewal (the bucket's, when it exists already).
+    pub lease: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -43,6 +58,10 @@ impl Default for ServiceConfig {
             replicas: 1,
             max_payload: 1 << 20,
             reply_within: Duration::from_secs(30),
+            audit_log: true,
+            snapshot_every: Some(600),
+            standby: false,
+            lease: Duration::from_secs(2),
         }
     }
 }
@@ -54,27 +73,52 @@ pub enum ServiceError {
     /// The namespace is not a subject token.
     #[error("namespace: {0}")]
     Namespace(#[from] crate::IdError),
-    /// NATS refused a subscription, the stream or a bucket.
+    /// The configuration does not make a market.
+    #[error("market configuration: {0}")]
+    Config(#[from] crate::ConfigError),
+    /// NATS refused a subscription, a stream or a bucket.
     #[error("nats: {0}")]
     Nats(#[from] async_nats::Error),
+    /// The journal does not read back as this market: another configuration, a corrupt
+    /// message, or events the state cannot have made.
+    #[error("journal: {0}")]
+    Journal(String),
+    /// Another instance leads the market and kept its lease.
+    #[error("market `{market}` is led by instance {holder}; start a standby to follow it")]
+    Led {
+        /// The market.
+        market: String,
+        /// The instance holding the lease.
+        holder: String,
+    },
 }
 
-/// The market's slot by the wall clock: the market's slot at start-up, then one more every
-/// `slot_ms`.
+/// The market's slot by the wall clock: the market's slot when it started serving, then one
+/// more every `slot_ms`.
 #[derive(Debug)]
 pub(super) struct Clock {
-    started: Instant,
-    base: u64,
+    started: Mutex<(Instant, u64)>,
     slot_ms: u64,
 }
 
 impl Clock {
+    pub(super) fn new(base: Slot, slot_ms: u64) -> Clock {
+        Clock { started: Mutex::new((Instant::now(), base.0)), slot_ms }
+    }
+
     pub(super) fn slot(&self) -> Slot {
-        let elapsed = self.started.elapsed().as_millis() as u64;
-        Slot(self.base + elapsed / self.slot_ms.max(1))
+        let (started, base) = *self.started.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = started.elapsed().as_millis() as u64;
+        Slot(base + elapsed / self.slot_ms.max(1))
+    }
+
+    /// Starts counting from `base` now (when an instance starts to lead).
+    pub(super) fn restart(&self, base: Slot) {
+        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = (Instant::now(), base.0);
     }
 }
 
+/// What the service's tasks share.
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) market: Arc<Market>,
@@ -84,7 +128,7 @@ pub(super) struct Shared {
     pub(super) waiters: Mutex<Waiters>,
     /// Rung when intake has something to sequence.
     pub(super) wake: Notify,
-    /// The latest `price_discovered` per resource, as published.
+    /// The latest `price_discovered` per resource, as journaled.
     pub(super) prices: Mutex<Vec<(Arc<str>, Bytes)>>,
     pub(super) clock: Clock,
     /// The spans events go out under.
@@ -92,6 +136,19 @@ pub(super) struct Shared {
     /// One clearing at a time (the loop's or an operator's), so the next cycle's number is known
     /// before it runs.
     pub(super) clearing: tokio::sync::Mutex<()>,
+    pub(super) health: Health,
+    /// The leader's lease, as far as this instance can vouch for it.
+    pub(super) deadline: Deadline,
+    /// The last event the journal holds.
+    pub(super) journaled: watch::Sender<u64>,
+    /// The role, as it changes.
+    pub(super) role: watch::Sender<Role>,
+    /// The journal, once this instance leads (its writer appends, snapshots read positions).
+    pub(super) journal: tokio::sync::Mutex<Option<Journal>>,
+    /// Stops every task.
+    pub(super) stop: watch::Sender<bool>,
+    /// Why the start-up in the background failed, for [`MarketService::start`] to return.
+    pub(super) failure: Mutex<Option<ServiceError>>,
 }
 
 impl Shared {
@@ -101,6 +158,33 @@ impl Shared {
 
     pub(super) fn spans(&self) -> MutexGuard<'_, Spans> {
         self.spans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this instance may answer now: it leads and its lease is good.
+    pub(super) fn serving(&self) -> bool {
+        self.health.role() == Role::Leader && self.deadline.holds()
+    }
+
+    pub(super) fn set_role(&self, role: Role) {
+        self.health.set_role(role);
+        self.role.send_replace(role);
+    }
+
+    /// This instance no longer leads: it answers and appends nothing more.
+    pub(super) fn depose(&self, why: &str) {
+        if self.health.role() == Role::Leader {
+            eprintln!("deposed: {why}");
+            self.deadline.drop_lease();
+            self.set_role(Role::Deposed);
+        }
+    }
+
+    /// Waits until the journal holds event `seq`, or `reply_within` passes.
+    pub(super) async fn journaled(&self, seq: u64) -> bool {
+        let mut rx = self.journaled.subscribe();
+        tokio::time::timeout(self.config.reply_within, rx.wait_for(|&j| j >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Clears at `slot` under `span` (a new root span when `None`).
@@ -116,7 +200,7 @@ impl Shared {
         self.spans().expect_cycle(cycle, Arc::new(ServerSpan::cycle(cycle, span)));
         let report = tokio::task::spawn_blocking(move || market.tagged(cid.as_deref()).clear(slot))
             .await
-            .unwrap_or_else(|e| Err(Rejection::new(RejectCode::Malformed, format!("clearing failed: {e}"))));
+            .unwrap_or_else(|e| Err(Rejection::new(RejectCode::Internal, format!("clearing failed: {e}"))));
         if report.is_err() {
             self.spans().drop_cycle(cycle);
         }
@@ -125,71 +209,55 @@ impl Shared {
     }
 }
 
-/// A [`Market`] served over NATS (docs/design.md §10).
+/// A [`Market`] served over NATS (docs/design.md §10, docs/operations.md).
 ///
 /// Requests on `market.*`, `economic.*` and `admin.market.*` are answered with the `seq` of the
-/// event they caused once the `audit_log` stream has acknowledged it; every event goes to
-/// `system.market.<type>` / `system.economy.<type>` with `Nats-Msg-Id` = `<market>:<seq>`;
-/// prices and balances go to their KV buckets after every cycle. The agent is always the one the
-/// subject names.
+/// event they caused once the market's journal has stored it. Events also go, one message each,
+/// to `system.market.<type>` / `system.economy.<type>` (the `audit_log` stream), off the path of
+/// replies; prices and balances go to their KV buckets after every cycle. The agent is always the
+/// one the subject names.
 #[derive(Debug)]
 pub struct MarketService {
     shared: Arc<Shared>,
-    stop_requests: watch::Sender<bool>,
-    stop_writer: watch::Sender<bool>,
-    requests: tokio::task::JoinHandle<JoinSet<()>>,
-    clearing: Option<tokio::task::JoinHandle<()>>,
-    writer: tokio::task::JoinHandle<()>,
-    state: tokio::task::JoinHandle<()>,
+    run: tokio::task::JoinHandle<()>,
 }
 
 impl MarketService {
-    /// Binds the stream and buckets (creating them if needed), subscribes to the request
-    /// subjects and starts the writer and, with a cadence, the clearing loop.
+    /// Reads the market of `market` back from its journal (or starts its journal), then leads
+    /// it: takes the lease (waiting for a lapsed leader's to expire), serves its subjects, clears
+    /// on the cadence. With [`ServiceConfig::standby`], returns at once and follows the journal
+    /// until the leader's lease lapses; [`leading`](MarketService::leading) waits for the takeover.
     ///
     /// # Errors
     ///
-    /// A bad namespace, or NATS refusing a subscription, the stream or a bucket.
+    /// A bad namespace or configuration, NATS refusing a stream or bucket, a journal written for
+    /// another configuration or not reading back, or (not a standby) another instance keeping
+    /// the lease.
     pub async fn start(
         client: Client,
-        market: Arc<Market>,
+        market: MarketConfig,
         config: ServiceConfig,
     ) -> Result<MarketService, ServiceError> {
-        let subjects = Subjects::new(config.namespace.as_deref())?;
-        let js = async_nats::jetstream::new(client.clone());
-        let sink = Sink::open(js, subjects.clone(), market.config().name.clone(), config.replicas).await?;
-        let events = market.subscribe();
-        let mut subscribers = Vec::new();
-        for subject in subjects.served() {
-            subscribers.push(client.subscribe(subject).await.map_err(async_nats::Error::from)?);
+        let (shared, follower) = follow::recover(client, market, config).await?;
+        let standby = shared.config.standby;
+        let mut role = shared.role.subscribe();
+        let run = tokio::spawn(follow::run(shared.clone(), follower));
+        let service = MarketService { shared, run };
+        if !standby {
+            let _ = role.wait_for(|r| *r != Role::Recovering && *r != Role::Standby).await;
+            if let Some(failure) = service.failure() {
+                service.shutdown().await;
+                return Err(failure);
+            }
         }
-        client.flush().await.map_err(async_nats::Error::from)?;
-        let clock =
-            Clock { started: Instant::now(), base: market.now().get(), slot_ms: market.config().slot_ms };
-        let shared = Arc::new(Shared {
-            market,
-            client,
-            subjects,
-            config,
-            waiters: Mutex::new(Waiters::default()),
-            wake: Notify::new(),
-            prices: Mutex::new(Vec::new()),
-            clock,
-            spans: Mutex::new(Spans::default()),
-            clearing: tokio::sync::Mutex::new(()),
-        });
-        let (stop_requests, requests_stopped) = watch::channel(false);
-        let (stop_writer, writer_stopped) = watch::channel(false);
-        let requests = tokio::spawn(serve(shared.clone(), subscribers, requests_stopped.clone()));
-        let clearing =
-            shared.config.cadence.map(|c| tokio::spawn(clear_every(shared.clone(), c, requests_stopped)));
-        let (state_tx, state_rx) = tokio::sync::mpsc::unbounded_channel();
-        let state = tokio::spawn(put_state(shared.clone(), sink.clone(), state_rx));
-        let writer = tokio::spawn(write(shared.clone(), sink, events, state_tx, writer_stopped));
-        Ok(MarketService { shared, stop_requests, stop_writer, requests, clearing, writer, state })
+        Ok(service)
     }
 
-    /// The market served.
+    fn failure(&self) -> Option<ServiceError> {
+        self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The market served (or followed, by a standby: do not change it then).
     pub fn market(&self) -> &Arc<Market> {
         &self.shared.market
     }
@@ -199,161 +267,54 @@ impl MarketService {
         &self.shared.subjects
     }
 
-    /// Stops taking requests, lets the clearing loop finish its cycle, publishes every event
-    /// still unpublished, answers the requests in flight, and returns.
+    /// What this instance is doing now.
+    pub fn role(&self) -> Role {
+        self.shared.health.role()
+    }
+
+    /// The service's role, journal and audit positions and health, as `admin.market.status`
+    /// answers them.
+    pub fn status(&self) -> ServiceStatus {
+        self.shared.health.status()
+    }
+
+    /// Waits until this instance leads; `false` when it stopped or was deposed instead.
+    pub async fn leading(&self) -> bool {
+        let mut role = self.shared.role.subscribe();
+        role.wait_for(|r| !matches!(r, Role::Recovering | Role::Standby))
+            .await
+            .is_ok_and(|r| *r == Role::Leader)
+    }
+
+    /// Waits until this instance is deposed (another took the lease or appended to the journal)
+    /// or stops.
+    pub async fn deposed(&self) {
+        let mut role = self.shared.role.subscribe();
+        let _ = role.wait_for(|r| matches!(r, Role::Deposed | Role::Stopped)).await;
+    }
+
+    /// Waits until every event made so far is journaled and, when the service publishes it, in
+    /// the `audit_log`; `false` after `within`.
+    pub async fn caught_up(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let market = self.shared.market.clone();
+        let Ok(seq) = tokio::task::spawn_blocking(move || market.flush()).await else { return false };
+        while Instant::now() < deadline {
+            let status = self.status();
+            if status.journaled >= seq && status.audited.is_none_or(|a| a >= seq) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    /// Stops taking requests, lets the clearing loop finish its cycle, journals and publishes
+    /// every event still unpublished, answers the requests in flight, gives the lease up and
+    /// returns.
     pub async fn shutdown(self) {
-        let _ = self.stop_requests.send(true);
-        let in_flight = self.requests.await.unwrap_or_default();
-        if let Some(clearing) = self.clearing {
-            let _ = clearing.await;
-        }
-        let _ = self.stop_writer.send(true);
-        let _ = self.writer.await;
-        let _ = self.state.await;
-        let _ = tokio::time::timeout(self.shared.config.reply_within, in_flight.join_all()).await;
+        let _ = self.shared.stop.send(true);
+        let _ = self.run.await;
         let _ = self.shared.client.flush().await;
-    }
-}
-
-/// Takes requests until stopped, each in a task of its own; returns the tasks still running.
-async fn serve(
-    shared: Arc<Shared>,
-    subscribers: Vec<async_nats::Subscriber>,
-    mut stop: watch::Receiver<bool>,
-) -> JoinSet<()> {
-    let mut requests = futures_util::stream::select_all(subscribers);
-    let mut tasks = JoinSet::new();
-    loop {
-        tokio::select! {
-            message = requests.next() => match message {
-                Some(message) => {
-                    while tasks.try_join_next().is_some() {}
-                    tasks.spawn(handlers::answer(shared.clone(), message));
-                }
-                None => break,
-            },
-            _ = stop.changed() => break,
-        }
-    }
-    tasks
-}
-
-/// Clears every `cadence` at the clock's slot until stopped.
-async fn clear_every(shared: Arc<Shared>, cadence: Duration, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(cadence);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let market = &shared.market;
-        let slot = shared.clock.slot().max(market.now());
-        // An idle market clears once per slot, to move time on (bids without a start begin at
-        // the market's slot); that keeps empty cycles from filling the audit log.
-        if market.live_bids() == 0 && slot == market.now() {
-            continue;
-        }
-        // A refusal means an operator cleared at a later slot meanwhile: the next tick catches up.
-        let _ = shared.clear(slot, None, None).await;
-    }
-}
-
-/// How often the writer sequences intake when nobody rings.
-const WRITER_IDLE: Duration = Duration::from_millis(20);
-
-/// What the KV buckets get after a cycle: its prices, and the agents whose balance changed.
-type StateUpdate = (Vec<Event>, BTreeSet<AgentId>);
-
-/// The writer: sequences intake when rung (or every [`WRITER_IDLE`]), publishes the events, then
-/// answers the requests waiting for them; after every cycle, hands the KV update to
-/// [`put_state`]. On stop, one last round publishes everything accepted so far.
-async fn write(
-    shared: Arc<Shared>,
-    sink: Sink,
-    mut events: Subscription,
-    state: tokio::sync::mpsc::UnboundedSender<StateUpdate>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut agents = BTreeSet::new();
-    loop {
-        let stopping = tokio::select! {
-            _ = shared.wake.notified() => false,
-            _ = tokio::time::sleep(WRITER_IDLE) => false,
-            _ = stop.changed() => true,
-        };
-        let market = shared.market.clone();
-        let drained = tokio::task::spawn_blocking(move || {
-            market.flush();
-            let batch = events.drain();
-            (events, batch)
-        })
-        .await;
-        let Ok((back, batch)) = drained else { return };
-        events = back;
-        if !batch.is_empty() {
-            let lost = sink.publish(&batch, &shared.spans).await;
-            let acknowledged: Vec<Event> = if lost.is_empty() {
-                batch
-            } else {
-                batch.into_iter().enumerate().filter(|(i, _)| !lost.contains(i)).map(|(_, e)| e).collect()
-            };
-            if let Some(update) = after_publish(&shared, &acknowledged, &mut agents) {
-                let _ = state.send(update);
-            }
-        }
-        if stopping {
-            return;
-        }
-    }
-}
-
-/// Answers the waiting requests and keeps the latest prices; after a cycle, the KV update.
-fn after_publish(shared: &Shared, events: &[Event], agents: &mut BTreeSet<AgentId>) -> Option<StateUpdate> {
-    shared.waiters().published(events, shared.market.config().dedupe_cycles);
-    let mut prices = Vec::new();
-    let mut cycle_ended = false;
-    for event in events {
-        touched(event, agents);
-        match &event.kind {
-            EventKind::PriceDiscovered { resource, .. } => {
-                let mut latest = shared.prices.lock().unwrap_or_else(|e| e.into_inner());
-                let json = Bytes::from(event.to_json());
-                match latest.iter_mut().find(|(r, _)| r == resource) {
-                    Some(slot) => slot.1 = json,
-                    None => latest.push((resource.clone(), json)),
-                }
-                prices.push(event.clone());
-            }
-            EventKind::CycleCleared { .. } => cycle_ended = true,
-            _ => {}
-        }
-    }
-    cycle_ended.then(|| (prices, std::mem::take(agents)))
-}
-
-/// Writes the KV buckets after each cycle, off the writer's path; when it falls behind, queued
-/// updates are merged (latest price per resource, every agent once).
-async fn put_state(
-    shared: Arc<Shared>,
-    sink: Sink,
-    mut updates: tokio::sync::mpsc::UnboundedReceiver<StateUpdate>,
-) {
-    while let Some((mut prices, mut agents)) = updates.recv().await {
-        while let Ok((more, touched)) = updates.try_recv() {
-            prices.extend(more);
-            agents.extend(touched);
-        }
-        let mut latest: Vec<&Event> = Vec::new();
-        for event in prices.iter().rev() {
-            let EventKind::PriceDiscovered { resource, .. } = &event.kind else { continue };
-            if !latest
-                .iter()
-                .any(|e| matches!(&e.kind, EventKind::PriceDiscovered { resource: r, .. } if r == resource))
-            {
-                latest.push(event);
-            }
-        }
-        sink.put_state(&shared.market, &latest, &agents).await;
     }
 }

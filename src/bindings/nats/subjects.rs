@@ -36,6 +36,7 @@ pub(crate) enum Route<'a> {
     Deposit,
     Capacity,
     Clear,
+    Status,
 }
 
 impl Route<'_> {
@@ -51,6 +52,7 @@ impl Route<'_> {
             Route::Deposit => "admin.market.deposit",
             Route::Capacity => "admin.market.capacity",
             Route::Clear => "admin.market.clear",
+            Route::Status => "admin.market.status",
         }
     }
 }
@@ -134,6 +136,11 @@ impl Subjects {
         self.subject("admin.market.clear")
     }
 
+    /// `admin.market.status`: the service's role, positions and health.
+    pub fn status(&self) -> String {
+        self.subject("admin.market.status")
+    }
+
     /// Where an event of this kind is published: `system.market.<type>` or
     /// `system.economy.<type>`.
     pub fn event(&self, kind: &EventKind) -> String {
@@ -159,6 +166,26 @@ impl Subjects {
     /// The KV bucket of each agent's balance.
     pub fn agents_bucket(&self) -> String {
         self.named("agent_state")
+    }
+
+    /// The JetStream stream holding the market's journal: every event, many per message.
+    pub fn journal(&self) -> String {
+        self.named("journal")
+    }
+
+    /// The subject the journal's messages are written to.
+    pub fn journal_subject(&self) -> String {
+        self.subject("journal")
+    }
+
+    /// The KV bucket holding the leader's lease.
+    pub fn lease_bucket(&self) -> String {
+        self.named("market_leader")
+    }
+
+    /// The Object Store bucket holding the market's snapshots.
+    pub fn snapshots_bucket(&self) -> String {
+        self.named("market_snapshots")
     }
 
     /// The wildcard subjects the service answers.
@@ -189,6 +216,7 @@ impl Subjects {
                 "deposit" => Route::Deposit,
                 "capacity" => Route::Capacity,
                 "clear" => Route::Clear,
+                "status" => Route::Status,
                 _ => return None,
             },
             _ => return None,
@@ -213,6 +241,7 @@ mod tests {
             assert_eq!(s.route(&s.deposit()), Some(Route::Deposit));
             assert_eq!(s.route(&s.capacity()), Some(Route::Capacity));
             assert_eq!(s.route(&s.clear()), Some(Route::Clear));
+            assert_eq!(s.route(&s.status()), Some(Route::Status));
             assert_eq!(s.route(&s.subject("admin.market.explode")), None);
             assert_eq!(s.route(&s.subject("market.bid")), None);
         }

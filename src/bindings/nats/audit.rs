@@ -1,0 +1,166 @@
+//! The per-event `audit_log`: every event on `system.market.<type>` / `system.economy.<type>`,
+//! one message each, for consumers that read events one by one. It follows the journal, off the
+//! path of replies, and never skips: each event is published with `Nats-Expected-Last-Sequence`
+//! set to the one before it (the stream holds event `n` at stream sequence `n`), so the stream is
+//! gapless and in order whoever publishes, and a publish that keeps failing is retried until it
+//! goes through while the service stops taking intake (see [`super::health`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+
+use super::Subjects;
+use super::kv::CORRELATION_ID;
+use super::trace::{ServerSpan, Spans};
+use crate::Event;
+
+/// Publishes awaiting their acks at once: well under the client's limit on acks in flight
+/// (5,000), past which a publish waits for an ack that nobody awaits.
+const WINDOW: usize = 1024;
+
+/// The `audit_log` stream of one market.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditLog {
+    js: jetstream::Context,
+    subjects: Subjects,
+    market: String,
+    replicas: usize,
+}
+
+/// Why publishing stopped short.
+#[derive(Debug)]
+pub(crate) enum AuditError {
+    /// The stream is gone.
+    Missing,
+    /// The stream holds other events than the ones before this one.
+    OutOfStep { stored: u64 },
+    /// JetStream did not acknowledge in time.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for AuditError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditError::Missing => f.write_str("the stream is gone; creating it again and refilling it"),
+            AuditError::OutOfStep { stored } => write!(f, "the stream holds events through {stored}"),
+            AuditError::Unavailable(why) => f.write_str(why),
+        }
+    }
+}
+
+impl AuditLog {
+    /// Binds the stream, creating it if needed.
+    pub(crate) async fn open(
+        js: jetstream::Context,
+        subjects: Subjects,
+        market: String,
+        replicas: usize,
+    ) -> Result<AuditLog, async_nats::Error> {
+        let log = AuditLog { js, subjects, market, replicas };
+        log.create().await?;
+        Ok(log)
+    }
+
+    async fn create(&self) -> Result<(), async_nats::Error> {
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: self.subjects.stream(),
+                subjects: vec![self.subjects.events()],
+                storage: stream::StorageType::File,
+                num_replicas: self.replicas,
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The last event stored: the stream's last sequence.
+    pub(crate) async fn stored(&self) -> Result<u64, AuditError> {
+        let stream = self.js.get_stream(self.subjects.stream()).await.map_err(|e| match e.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                AuditError::Missing
+            }
+            _ => AuditError::Unavailable(e.to_string()),
+        })?;
+        Ok(stream.cached_info().state.last_sequence)
+    }
+
+    /// Creates the stream again after it was deleted (it is then refilled from the journal).
+    pub(crate) async fn recreate(&self) -> Result<(), AuditError> {
+        self.create().await.map_err(|e| AuditError::Unavailable(e.to_string()))
+    }
+
+    /// Publishes `events` (consecutive, the first right after what the stream holds), pipelined
+    /// in windows; returns how many were stored before the first that was not.
+    pub(crate) async fn publish(
+        &self,
+        events: &[Event],
+        spans: &std::sync::Mutex<Spans>,
+    ) -> Result<usize, (usize, AuditError)> {
+        let spans: Vec<Option<Arc<ServerSpan>>> = {
+            let mut spans = spans.lock().unwrap_or_else(|e| e.into_inner());
+            events.iter().map(|e| spans.take(e)).collect()
+        };
+        let mut done = 0;
+        for window in events.chunks(WINDOW) {
+            let mut acks = Vec::with_capacity(window.len());
+            for (i, event) in window.iter().enumerate() {
+                match self.send(event, spans[done + i].as_deref()).await {
+                    Ok(ack) => acks.push(ack),
+                    Err(e) => {
+                        acks.clear();
+                        return Err((done, e));
+                    }
+                }
+            }
+            for ack in acks {
+                match tokio::time::timeout(Duration::from_secs(5), ack).await {
+                    Ok(Ok(_)) => done += 1,
+                    Ok(Err(e)) => {
+                        let why = match e.kind() {
+                            PublishErrorKind::StreamNotFound => AuditError::Missing,
+                            PublishErrorKind::WrongLastSequence => match self.stored().await {
+                                Ok(stored) => AuditError::OutOfStep { stored },
+                                Err(e) => e,
+                            },
+                            _ => AuditError::Unavailable(e.to_string()),
+                        };
+                        return Err((done, why));
+                    }
+                    Err(_) => {
+                        return Err((done, AuditError::Unavailable("no acknowledgement in time".into())));
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    async fn send(
+        &self,
+        event: &Event,
+        span: Option<&ServerSpan>,
+    ) -> Result<jetstream::context::PublishAckFuture, AuditError> {
+        let mut headers = HeaderMap::new();
+        let id = format!("{}:{}", self.market, event.seq);
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, (event.seq - 1).to_string().as_str());
+        if let Some(cid) = &event.correlation_id {
+            headers.insert(CORRELATION_ID, &**cid);
+        }
+        if let Some(span) = span {
+            span.inject(&mut headers);
+        }
+        let subject = self.subjects.event(&event.kind);
+        self.js
+            .publish_with_headers(subject, headers, Bytes::from(event.to_json()))
+            .await
+            .map_err(|e| AuditError::Unavailable(e.to_string()))
+    }
+}

@@ -1,0 +1,304 @@
+//! Reading a market back from its journal, following it as a standby, and taking over.
+//!
+//! Recovery restores the latest snapshot (or starts the configured market empty) and replays
+//! every journal message after it. A standby keeps reading as the leader appends. To lead, an
+//! instance takes the lease, reads the journal to its end, and appends a `leader` message fenced
+//! on the last one it read (the genesis message, on an empty journal): if anything was appended
+//! meanwhile, the fence refuses it and it reads on. From then on only it can append.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use async_nats::jetstream::{self, kv};
+use tokio::sync::{mpsc, watch};
+
+use super::audit::AuditLog;
+use super::health::{Health, Role};
+use super::journal::{AppendError, Entry, Journal};
+use super::kv::Buckets;
+use super::leader;
+use super::lease::{self, Deadline, Lease};
+use super::service::{Clock, ServiceConfig, ServiceError, Shared};
+use super::snapshots::Snapshots;
+use super::subjects::Subjects;
+use super::waiters::Waiters;
+use crate::{Market, MarketConfig};
+
+/// What an instance holds while it recovers and follows, before it leads.
+#[derive(Debug)]
+pub(super) struct Follower {
+    pub(super) journal: Journal,
+    /// Journal messages as the reader task delivers them.
+    entries: mpsc::Receiver<Result<(u64, Entry), String>>,
+    reader: tokio::task::JoinHandle<()>,
+    lease_store: kv::Store,
+    ttl: Duration,
+    pub(super) audit: Option<AuditLog>,
+    pub(super) buckets: Buckets,
+    pub(super) snapshots: Snapshots,
+    /// The configuration the journal was started with.
+    config: MarketConfig,
+    /// Whether the journal has its genesis message.
+    genesis: bool,
+}
+
+fn fail(shared: &Shared, e: ServiceError) {
+    eprintln!("service: {e}");
+    *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+    shared.set_role(Role::Stopped);
+}
+
+/// A fresh id for this instance: its journal messages and lease name it.
+fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// Whether two configurations make the same market (the threads computing it may differ).
+fn same_market(a: &MarketConfig, b: &MarketConfig) -> bool {
+    MarketConfig { clearing_threads: 1, ..a.clone() } == MarketConfig { clearing_threads: 1, ..b.clone() }
+}
+
+/// Binds the market's streams and buckets and reads the market back from its journal.
+pub(super) async fn recover(
+    client: Client,
+    config: MarketConfig,
+    service: ServiceConfig,
+) -> Result<(Arc<Shared>, Follower), ServiceError> {
+    let subjects = Subjects::new(service.namespace.as_deref())?;
+    Market::builder().config(config.clone()).build()?;
+    let js = jetstream::new(client.clone());
+    let instance = instance_id();
+    let replicas = service.replicas;
+    let journal = Journal::open(js.clone(), &subjects, &config.name, &instance, replicas).await?;
+    let snapshots = Snapshots::open(&js, &subjects, &config.name, replicas).await?;
+    let (lease_store, ttl) = lease::bucket(&js, &subjects, replicas, service.lease).await?;
+    let audit = match service.audit_log {
+        true => Some(AuditLog::open(js.clone(), subjects.clone(), config.name.clone(), replicas).await?),
+        false => None,
+    };
+    let buckets = Buckets::open(js.clone(), subjects.clone(), replicas).await?;
+
+    let (market, from) = match snapshots.latest().await? {
+        Some((snapshot, stored)) => {
+            if !same_market(&snapshot.config, &config) {
+                return Err(ServiceError::Journal(format!(
+                    "market `{}` was snapshotted with another configuration",
+                    config.name
+                )));
+            }
+            let market = Market::restore(snapshot).map_err(|e| ServiceError::Journal(e.to_string()))?;
+            (market, stored.journal)
+        }
+        None => (Market::builder().config(config.clone()).build()?, 1),
+    };
+    let tail = journal.tail().await?;
+    if tail == 0
+        && let Some(audit) = &audit
+        && let Ok(stored) = audit.stored().await
+        && stored > 0
+    {
+        return Err(ServiceError::Journal(format!(
+            "{} holds {stored} events but the journal is empty: this market's history is not in its \
+             journal; serve it under a fresh namespace, or delete {} first",
+            subjects.stream(),
+            subjects.stream()
+        )));
+    }
+    let (tx, entries) = mpsc::channel(64);
+    let source = journal.reader(from).await?;
+    let reader = tokio::spawn(read(source, tx));
+    let mut follower = Follower {
+        journal,
+        entries,
+        reader,
+        lease_store,
+        ttl,
+        audit,
+        buckets,
+        snapshots,
+        config,
+        genesis: from > 1,
+    };
+    let market = Arc::new(market);
+    follower.catch_up(&market, tail).await?;
+    eprintln!(
+        "market `{}` read back to event {} (journal message {})",
+        follower.config.name,
+        market.last_seq(),
+        follower.journal.last()
+    );
+
+    let slot_ms = market.config().slot_ms;
+    let now = market.now();
+    let shared = Arc::new(Shared {
+        market,
+        client,
+        subjects,
+        config: service,
+        waiters: Mutex::new(Waiters::default()),
+        wake: tokio::sync::Notify::new(),
+        prices: Mutex::new(Vec::new()),
+        clock: Clock::new(now, slot_ms),
+        spans: Mutex::new(Default::default()),
+        clearing: tokio::sync::Mutex::new(()),
+        health: Health::new(instance, audit_on(&follower)),
+        deadline: Deadline::new(),
+        journaled: watch::channel(0).0,
+        role: watch::channel(Role::Recovering).0,
+        journal: tokio::sync::Mutex::new(None),
+        stop: watch::channel(false).0,
+        failure: Mutex::new(None),
+    });
+    shared.set_role(Role::Standby);
+    Ok((shared, follower))
+}
+
+fn audit_on(f: &Follower) -> bool {
+    f.audit.is_some()
+}
+
+/// Forwards the journal's messages to the follower, as they come.
+async fn read(mut source: super::journal::Reader, tx: mpsc::Sender<Result<(u64, Entry), String>>) {
+    loop {
+        let next = source.next().await;
+        let stop = next.is_err();
+        if tx.send(next).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+impl Follower {
+    /// Applies one journal message to `market`.
+    fn apply(&mut self, market: &Market, entry: Entry) -> Result<(), ServiceError> {
+        match entry {
+            Entry::Genesis(config) => {
+                if !same_market(&config, &self.config) {
+                    return Err(ServiceError::Journal(format!(
+                        "market `{}` was started with another configuration: {}",
+                        self.config.name,
+                        serde_json::to_string(&config).unwrap_or_default()
+                    )));
+                }
+                self.genesis = true;
+            }
+            Entry::Events(events) => {
+                let after = market.last_seq();
+                market
+                    .replay(events.iter().filter(|e| e.seq > after))
+                    .map_err(|e| ServiceError::Journal(e.to_string()))?;
+            }
+            Entry::Leader(instance) => {
+                eprintln!("instance {instance} leads from event {}", market.last_seq())
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and applies messages until the journal's stream sequence `tail`.
+    async fn catch_up(&mut self, market: &Market, tail: u64) -> Result<(), ServiceError> {
+        while self.journal.last() < tail {
+            let next =
+                self.entries.recv().await.ok_or_else(|| ServiceError::Journal("reader stopped".into()))?;
+            let (seq, entry) = next.map_err(ServiceError::Journal)?;
+            self.apply(market, entry)?;
+            self.journal.read_through(seq);
+        }
+        Ok(())
+    }
+
+    /// Follows the journal until this instance holds the lease (`None` if stopped first). Not
+    /// as a standby, gives up once another instance has kept the lease past two lifetimes.
+    async fn until_leading(&mut self, shared: &Shared) -> Result<Option<Lease>, ServiceError> {
+        let key = self.config.name.clone();
+        let instance = shared.health.instance.clone();
+        let started = Instant::now();
+        let poll = (self.ttl / 10).max(Duration::from_millis(20));
+        let mut stop = shared.stop.subscribe();
+        loop {
+            if *stop.borrow() {
+                return Ok(None);
+            }
+            match lease::holder(&self.lease_store, &key).await {
+                Ok(None) => {
+                    let store = self.lease_store.clone();
+                    if let Some(lease) =
+                        Lease::acquire(store, &key, &instance, self.ttl, &shared.deadline).await?
+                    {
+                        return Ok(Some(lease));
+                    }
+                }
+                Ok(Some(holder)) if !shared.config.standby && started.elapsed() > self.ttl * 2 + poll => {
+                    return Err(ServiceError::Led { market: key, holder: holder.instance });
+                }
+                Ok(Some(_)) => {}
+                Err(e) => eprintln!("lease: {e}"),
+            }
+            tokio::select! {
+                next = self.entries.recv() => {
+                    let next = next.ok_or_else(|| ServiceError::Journal("reader stopped".into()))?;
+                    let (seq, entry) = next.map_err(ServiceError::Journal)?;
+                    self.apply(&shared.market, entry)?;
+                    self.journal.read_through(seq);
+                }
+                _ = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Reads to the journal's end and appends this instance's claim (the genesis message on an
+    /// empty journal), reading on whenever another append got there first.
+    async fn take_over(&mut self, shared: &Shared) -> Result<(), ServiceError> {
+        loop {
+            let tail = self.journal.tail().await?;
+            self.catch_up(&shared.market, tail).await?;
+            let appended = if self.genesis {
+                self.journal.claim().await
+            } else {
+                self.journal.genesis(&self.config).await
+            };
+            match appended {
+                Ok(()) => {
+                    self.genesis = true;
+                    self.reader.abort();
+                    return Ok(());
+                }
+                Err(AppendError::Fenced) => continue,
+                Err(AppendError::Unavailable(why)) => {
+                    eprintln!("journal: {why}; retrying the takeover");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// The instance's life after recovery: follow, lead, stop.
+pub(super) async fn run(shared: Arc<Shared>, mut follower: Follower) {
+    let lease = match follower.until_leading(&shared).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => {
+            follower.reader.abort();
+            shared.set_role(Role::Stopped);
+            return;
+        }
+        Err(e) => {
+            follower.reader.abort();
+            return fail(&shared, e);
+        }
+    };
+    if let Err(e) = follower.take_over(&shared).await {
+        lease.release().await;
+        follower.reader.abort();
+        return fail(&shared, e);
+    }
+    leader::lead(shared, follower, lease).await;
+}

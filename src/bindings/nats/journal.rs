@@ -1,0 +1,315 @@
+//! The journal: one JetStream stream per market holding everything the market did, in `seq`
+//! order, many events per message. A reply's `seq` is durable once the message holding it is
+//! acknowledged here; recovery and standbys read the market back from it.
+//!
+//! Messages, told apart by the [`KIND`] header:
+//! - `genesis`, the first: the market's configuration, which every later message assumes;
+//! - `events`: a run of events, one JSON line each, [`SEQS`] naming the first and last `seq`;
+//! - `leader`: an instance took over; it carries no events.
+//!
+//! Only the leader appends, and it fences every append with `Nats-Expected-Last-Sequence`: the
+//! stream takes a message only right after the one its writer last saw. A deposed leader's
+//! append fails (its writer stops), and a new leader's claim fails until it has read everything
+//! before it. Message ids (`Nats-Msg-Id`) name the writing instance, so a retried append is
+//! stored once and no id is ever reused by another process.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::{self, stream};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use super::Subjects;
+use crate::{Event, MarketConfig};
+
+/// The header telling a journal message's kind: `genesis`, `events` or `leader`.
+pub const KIND: &str = "Capacity-Auction-Kind";
+/// The header of an `events` message: its first and last `seq`, space-separated.
+pub const SEQS: &str = "Capacity-Auction-Seq";
+/// The header naming the instance that wrote a message.
+pub const INSTANCE: &str = "Capacity-Auction-Instance";
+
+/// Largest journal message body, in bytes: well under the server's default `max_payload` (1 MiB).
+pub(crate) const MAX_MESSAGE: usize = 512 * 1024;
+
+/// How long an append waits for its acknowledgement before it is retried.
+const ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// A journal message, read back.
+#[derive(Debug)]
+pub(crate) enum Entry {
+    /// The market's configuration.
+    Genesis(Box<MarketConfig>),
+    /// A run of events.
+    Events(Vec<Event>),
+    /// An instance took over.
+    Leader(String),
+}
+
+/// Why an append did not go through.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// Another instance appended first: this one no longer leads.
+    Fenced,
+    /// JetStream did not acknowledge it (the server or stream is away): retry later.
+    Unavailable(String),
+}
+
+/// The market's journal, as its writer (or a reader) sees it.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    js: jetstream::Context,
+    stream: String,
+    subject: String,
+    market: String,
+    instance: String,
+    /// The stream sequence of the last message this instance knows is in the journal.
+    last: u64,
+    /// Recent `events` messages appended: `(last event seq, stream sequence)`, oldest first.
+    positions: VecDeque<(u64, u64)>,
+}
+
+impl Journal {
+    /// Binds the market's journal stream, creating it (empty) if needed.
+    pub(crate) async fn open(
+        js: jetstream::Context,
+        subjects: &Subjects,
+        market: &str,
+        instance: &str,
+        replicas: usize,
+    ) -> Result<Journal, async_nats::Error> {
+        js.get_or_create_stream(stream::Config {
+            name: subjects.journal(),
+            subjects: vec![subjects.journal_subject()],
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            // Keep ids long enough to catch any retry, across a failover too.
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await?;
+        Ok(Journal {
+            js,
+            stream: subjects.journal(),
+            subject: subjects.journal_subject(),
+            market: market.to_owned(),
+            instance: instance.to_owned(),
+            last: 0,
+            positions: VecDeque::new(),
+        })
+    }
+
+    /// The stream sequence of the last message this instance knows of.
+    pub(crate) fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Records that the journal holds everything through stream sequence `last` (read back).
+    pub(crate) fn read_through(&mut self, last: u64) {
+        self.last = self.last.max(last);
+    }
+
+    /// The stream's last sequence now, as the server tells it.
+    pub(crate) async fn tail(&self) -> Result<u64, async_nats::Error> {
+        let stream = self.js.get_stream_no_info(&self.stream).await?;
+        Ok(stream.get_info().await?.state.last_sequence)
+    }
+
+    /// The stream sequence of the message holding event `seq`, if this instance appended it
+    /// recently.
+    pub(crate) fn position_of(&self, seq: u64) -> Option<u64> {
+        self.positions.iter().find(|(last, _)| *last >= seq).map(|&(_, at)| at)
+    }
+
+    /// Appends the genesis message: the journal's first, naming the market's configuration.
+    pub(crate) async fn genesis(&mut self, config: &MarketConfig) -> Result<(), AppendError> {
+        let body = serde_json::to_vec(config).expect("configurations always serialize");
+        let id = format!("{}:genesis", self.market);
+        self.append("genesis", HeaderMap::new(), Bytes::from(body), id).await.map(|_| ())
+    }
+
+    /// Appends a `leader` message: this instance leads from here on. Fails with
+    /// [`AppendError::Fenced`] when the journal holds messages this instance has not read.
+    pub(crate) async fn claim(&mut self) -> Result<(), AppendError> {
+        let id = format!("{}:{}:leader:{}", self.market, self.instance, self.last);
+        let body = Bytes::from(self.instance.clone());
+        self.append("leader", HeaderMap::new(), body, id).await.map(|_| ())
+    }
+
+    /// Appends `events` (consecutive, in order) in as few messages as [`MAX_MESSAGE`] allows,
+    /// each fenced and acknowledged before the next. Stops at the first message not taken;
+    /// returns how many events are journaled.
+    pub(crate) async fn append_events(&mut self, events: &[Event]) -> Result<usize, (usize, AppendError)> {
+        let mut done = 0;
+        let mut body = BytesMut::new();
+        let mut first = 0;
+        for (i, event) in events.iter().enumerate() {
+            let line = event.to_json();
+            if !body.is_empty() && body.len() + line.len() + 1 > MAX_MESSAGE {
+                self.append_run(&events[first..i], std::mem::take(&mut body).freeze())
+                    .await
+                    .map_err(|e| (done, e))?;
+                done = i;
+                first = i;
+            }
+            body.put_slice(line.as_bytes());
+            body.put_u8(b'\n');
+        }
+        if !body.is_empty() {
+            self.append_run(&events[first..], body.freeze()).await.map_err(|e| (done, e))?;
+        }
+        Ok(events.len())
+    }
+
+    async fn append_run(&mut self, run: &[Event], body: Bytes) -> Result<(), AppendError> {
+        let (first, last) = (run[0].seq, run[run.len() - 1].seq);
+        let mut headers = HeaderMap::new();
+        headers.insert(SEQS, format!("{first} {last}").as_str());
+        let id = format!("{}:{}:{first}", self.market, self.instance);
+        let at = self.append("events", headers, body, id).await?;
+        self.positions.push_back((last, at));
+        if self.positions.len() > 4096 {
+            self.positions.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Appends one message right after stream sequence `self.last`; returns its sequence.
+    async fn append(
+        &mut self,
+        kind: &str,
+        mut headers: HeaderMap,
+        body: Bytes,
+        id: String,
+    ) -> Result<u64, AppendError> {
+        let expected = self.last;
+        headers.insert(KIND, kind);
+        headers.insert(INSTANCE, self.instance.as_str());
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, expected.to_string().as_str());
+        let unavailable = |e: &dyn std::fmt::Display| AppendError::Unavailable(e.to_string());
+        let ack = self
+            .js
+            .publish_with_headers(self.subject.clone(), headers, body)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        match tokio::time::timeout(ACK_WAIT, ack).await {
+            Err(_) => Err(AppendError::Unavailable("no acknowledgement in time".into())),
+            Ok(Ok(ack)) => {
+                self.last = ack.sequence;
+                Ok(ack.sequence)
+            }
+            Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                // An earlier attempt of this very message may have been stored with its
+                // acknowledgement lost: then the message after `expected` is ours.
+                match self.message_id(expected + 1).await {
+                    Some(stored) if stored == id => {
+                        self.last = expected + 1;
+                        Ok(expected + 1)
+                    }
+                    _ => Err(AppendError::Fenced),
+                }
+            }
+            Ok(Err(e)) => Err(unavailable(&e)),
+        }
+    }
+
+    async fn message_id(&self, sequence: u64) -> Option<String> {
+        let stream = self.js.get_stream_no_info(&self.stream).await.ok()?;
+        let message = stream.get_raw_message(sequence).await.ok()?;
+        message.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_owned())
+    }
+
+    /// The stream sequence of the journal message holding event `seq` (or, when none does, of
+    /// the first message after it): a binary search over the messages' [`SEQS`] headers.
+    pub(crate) async fn find(&self, seq: u64) -> Result<u64, async_nats::Error> {
+        let stream = self.js.get_stream_no_info(&self.stream).await?;
+        let (mut lo, mut hi) = (1, self.tail().await?.max(1));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if last_event_through(&stream, mid).await? >= seq {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Reads the journal from stream sequence `from` on, in order, as it grows.
+    pub(crate) async fn reader(&self, from: u64) -> Result<Reader, async_nats::Error> {
+        let stream = self.js.get_stream_no_info(&self.stream).await?;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
+                ..Default::default()
+            })
+            .await?;
+        Ok(Reader { messages: consumer.messages().await? })
+    }
+}
+
+/// The last event held by the journal's messages up to stream sequence `at` (0 when none).
+async fn last_event_through(
+    stream: &jetstream::stream::Stream<()>,
+    mut at: u64,
+) -> Result<u64, async_nats::Error> {
+    while at > 0 {
+        let message = stream.get_raw_message(at).await?;
+        if let Some(seqs) = message.headers.get(SEQS) {
+            let last = seqs.as_str().split(' ').nth(1).and_then(|s| s.parse().ok());
+            return last.ok_or_else(|| format!("journal message {at}: a bad {SEQS} header").into());
+        }
+        at -= 1;
+    }
+    Ok(0)
+}
+
+/// The journal's messages in order, from a starting sequence, waiting for new ones at the end.
+pub(crate) struct Reader {
+    messages: async_nats::jetstream::consumer::pull::Ordered,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reader")
+    }
+}
+
+impl Reader {
+    /// The next message and its stream sequence; waits for one.
+    pub(crate) async fn next(&mut self) -> Result<(u64, Entry), String> {
+        let message = match self.messages.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => return Err(format!("reading the journal: {e}")),
+            None => return Err("the journal reader ended".into()),
+        };
+        let sequence = message.info().map_err(|e| e.to_string())?.stream_sequence;
+        let entry = decode(message.headers.as_ref(), &message.payload)
+            .map_err(|e| format!("journal message {sequence}: {e}"))?;
+        Ok((sequence, entry))
+    }
+}
+
+/// A journal message from its headers and body.
+pub(crate) fn decode(headers: Option<&HeaderMap>, body: &[u8]) -> Result<Entry, String> {
+    let kind = headers.and_then(|h| h.get(KIND)).map(|v| v.as_str()).unwrap_or("");
+    match kind {
+        "genesis" => {
+            serde_json::from_slice(body).map(|c| Entry::Genesis(Box::new(c))).map_err(|e| e.to_string())
+        }
+        "leader" => Ok(Entry::Leader(String::from_utf8_lossy(body).into_owned())),
+        "events" => body
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| Event::from_json(line).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<Event>, String>>()
+            .map(Entry::Events),
+        other => Err(format!("a message of unknown kind `{other}`")),
+    }
+}
