@@ -1,20 +1,28 @@
 //! `capacity-auction load --nats URL --agents N --rate R --duration D [--batch B]`: drives a
-//! running market service open-loop and prints throughput and latency percentiles.
+//! running market service and prints throughput and latency percentiles; `--baseline` measures
+//! plain request-reply against a trivial responder the same way in the same run.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_nats::Client;
+use bytes::Bytes;
 use capacity_auction::BidRequest;
-use capacity_auction::bindings::nats::{ClientError, MarketClient};
+use capacity_auction::bindings::nats::{ClientError, MarketClient, Reply};
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 
 /// Sends bids at a fixed rate whatever the answers (open loop: latency counts from when each
-/// request was due, so a slow service cannot hide its backlog) and reports bids/s and the
-/// latency distribution.
+/// request was due, so a slow service cannot hide its backlog), or with `--concurrency` as fast
+/// as that many requests in flight allow (closed loop), and reports bids/s and the latency
+/// distribution.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Load {
     /// The NATS server.
@@ -26,54 +34,109 @@ pub(crate) struct Load {
     /// Agents bidding, round robin (`load-0`, `load-1`, …); each is funded first.
     #[arg(long, default_value_t = 100)]
     agents: usize,
-    /// Bids per second, in total.
+    /// Bids per second, in total (open loop).
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
+    /// Keep this many requests in flight, each sent as soon as one is answered (closed loop:
+    /// throughput), instead of `--rate`.
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
     /// Seconds to send for.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     /// Bids per request (`market.bids.<agent>` when above 1).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Clearing cycles each bid stays in the book while it loses.
+    #[arg(long, default_value_t = 1)]
+    good_for: u32,
+    /// Each bid may start anywhere in this many slots from the market's slot when the load
+    /// began (0: at once or not at all).
+    #[arg(long, default_value_t = 0)]
+    window: u64,
     /// Credits deposited into each agent before sending (0: none; needs operator rights).
     #[arg(long, default_value_t = 1_000_000)]
     fund: u64,
     /// Milliseconds a request may take before it counts as timed out.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     timeout_ms: u64,
+    /// First measure plain NATS request-reply against a trivial responder (in this process, on
+    /// the same server), the same way, and report the market's throughput as a fraction of it.
+    #[arg(long)]
+    baseline: bool,
+    /// Write every acknowledged bid to FILE as a JSON line `{"agent","bid","seq","repeat"}`.
+    #[arg(long, value_name = "FILE")]
+    acks: Option<PathBuf>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
 }
 
+/// An acknowledged bid.
+#[derive(Debug, serde::Serialize)]
+struct Acked {
+    agent: String,
+    bid: String,
+    seq: Option<u64>,
+    repeat: bool,
+}
+
 /// What came back, shared by the request tasks.
 #[derive(Debug)]
 struct Tally {
-    /// Microseconds from when a request was due to its answer.
+    /// Microseconds from when a request was due (open loop) or sent (closed loop) to its answer.
     latency: Histogram<u64>,
+    requests: u64,
     accepted: u64,
     refused: BTreeMap<String, u64>,
     failed: BTreeMap<String, u64>,
-    last_answer: Instant,
+    first_send: Option<Instant>,
+    last_answer: Option<Instant>,
+    acks: Vec<Acked>,
 }
+
+/// Where requests go: the market, or the trivial responder of the baseline.
+#[derive(Clone, Debug)]
+enum Target {
+    Market(MarketClient),
+    Baseline { client: Client, timeout: Duration },
+}
+
+/// The subject prefix the baseline's responder answers.
+const BASELINE: &str = "_capacity_auction_baseline";
 
 pub(crate) fn run(args: Load) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if args.rate == 0 || args.batch == 0 || args.agents == 0 || args.duration <= 0.0 {
         return Err("--rate, --batch, --agents and --duration are above zero".into());
     }
+    if args.concurrency == Some(0) {
+        return Err("--concurrency is above zero".into());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(drive(args))
 }
 
-async fn drive(args: Load) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let nats = async_nats::ConnectOptions::new()
+async fn connect(url: &str) -> Result<Client, Box<dyn std::error::Error>> {
+    Ok(async_nats::ConnectOptions::new()
         .event_callback(|event| async move { eprintln!("nats: {event}") })
-        .connect(&args.nats)
+        .connect(url)
         .await
-        .map_err(|e| format!("{}: {e}", args.nats))?;
-    let client =
-        MarketClient::new(nats, args.namespace.as_deref())?.timeout(Duration::from_millis(args.timeout_ms));
+        .map_err(|e| format!("{url}: {e}"))?)
+}
+
+async fn drive(args: Load) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let nats = connect(&args.nats).await?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let client = MarketClient::new(nats.clone(), args.namespace.as_deref())?.timeout(timeout);
     let agents: Vec<String> = (0..args.agents).map(|a| format!("load-{a}")).collect();
+    let baseline = if args.baseline {
+        let responder = tokio::spawn(respond(connect(&args.nats).await?, args.batch));
+        let tally = send_all(&args, &Target::Baseline { client: nats.clone(), timeout }, &agents).await?;
+        responder.abort();
+        Some(tally)
+    } else {
+        None
+    };
     if args.fund > 0 {
         let mut funding = JoinSet::new();
         for agent in &agents {
@@ -85,82 +148,174 @@ async fn drive(args: Load) -> Result<ExitCode, Box<dyn std::error::Error>> {
             done?.map_err(|e| format!("funding the agents: {e}"))?;
         }
     }
-    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() % 1_000_000_000;
-    let requests_per_s = args.rate as f64 / args.batch as f64;
-    let total = (requests_per_s * args.duration).ceil() as u64;
-    let tally = Arc::new(Mutex::new(Tally {
-        latency: Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
-        accepted: 0,
-        refused: BTreeMap::new(),
-        failed: BTreeMap::new(),
-        last_answer: Instant::now(),
-    }));
-    let progress = if args.json { ProgressBar::hidden() } else { ProgressBar::new(total) };
-    progress.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} requests, {elapsed} {msg}")?);
-    let mut tasks = JoinSet::new();
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let mut sent = 0u64;
-    while sent < total {
-        tick.tick().await;
-        let due_now = ((started.elapsed().as_secs_f64() * requests_per_s) as u64 + 1).min(total);
-        while sent < due_now {
-            let due = started + Duration::from_secs_f64(sent as f64 / requests_per_s);
-            let agent = agents[sent as usize % agents.len()].clone();
-            let bids: Vec<BidRequest> = (0..args.batch).map(|j| bid(run, sent, j)).collect();
-            tasks.spawn(request(client.clone(), agent, bids, due, tally.clone()));
-            sent += 1;
+    let tally = send_all(&args, &Target::Market(client), &agents).await?;
+    if let Some(path) = &args.acks {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for ack in &tally.acks {
+            serde_json::to_writer(&mut out, ack)?;
+            out.write_all(b"\n")?;
         }
-        progress.set_position(sent);
-        while tasks.try_join_next().is_some() {}
-        progress.set_message(format!("{} in flight", tasks.len()));
+        out.flush()?;
     }
-    progress.finish_with_message("waiting for the last answers");
-    while tasks.join_next().await.is_some() {}
-    let tally = tally.lock().map_err(|_| "a request task panicked")?;
-    report(&args, &tally, sent, tally.last_answer.duration_since(started));
+    report(&args, &tally, baseline.as_ref());
     Ok(ExitCode::SUCCESS)
 }
 
-/// Bid `j` of request `k`: a small bundle to run at once.
-fn bid(run: u128, k: u64, j: usize) -> BidRequest {
+/// The trivial responder of the baseline: answers every request at once with what the market
+/// answers an accepted bid (or a batch of them), reading nothing.
+async fn respond(nats: Client, batch: usize) {
+    let Ok(mut requests) = nats.subscribe(format!("{BASELINE}.>")).await else { return };
+    let one = Reply::ok(1);
+    let answer = Bytes::from(if batch == 1 {
+        serde_json::to_vec(&one).expect("replies serialize")
+    } else {
+        serde_json::to_vec(&vec![one; batch]).expect("replies serialize")
+    });
+    while let Some(request) = requests.next().await {
+        if let Some(reply) = request.reply {
+            let _ = nats.publish(reply, answer.clone()).await;
+        }
+    }
+}
+
+/// Runs the load against `target`: open loop at `--rate`, or closed loop with `--concurrency`.
+async fn send_all(
+    args: &Load,
+    target: &Target,
+    agents: &[String],
+) -> Result<Tally, Box<dyn std::error::Error>> {
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() % 1_000_000_000;
+    let tally = Arc::new(Mutex::new(Tally {
+        latency: Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
+        requests: 0,
+        accepted: 0,
+        refused: BTreeMap::new(),
+        failed: BTreeMap::new(),
+        first_send: None,
+        last_answer: None,
+        acks: Vec::new(),
+    }));
+    let from = match (target, args.window) {
+        (Target::Market(client), w) if w > 0 => {
+            client.status().await.map_err(|e| format!("status: {e}"))?.slot
+        }
+        _ => 0,
+    };
+    let shape = Shape { batch: args.batch, good_for: args.good_for, window: args.window, from };
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    match args.concurrency {
+        Some(workers) => {
+            let next = Arc::new(AtomicU64::new(0));
+            let until = started + Duration::from_secs_f64(args.duration);
+            for _ in 0..workers {
+                let (target, tally, next, agents) =
+                    (target.clone(), tally.clone(), next.clone(), agents.to_vec());
+                tasks.spawn(async move {
+                    while Instant::now() < until {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let agent = agents[k as usize % agents.len()].clone();
+                        let bids = (0..shape.batch).map(|j| bid(run, k, j, shape)).collect();
+                        request(&target, agent, bids, Instant::now(), &tally).await;
+                    }
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+        None => {
+            let requests_per_s = args.rate as f64 / args.batch as f64;
+            let total = (requests_per_s * args.duration).ceil() as u64;
+            let progress = if args.json { ProgressBar::hidden() } else { ProgressBar::new(total) };
+            progress
+                .set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} requests, {elapsed} {msg}")?);
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            let mut sent = 0u64;
+            while sent < total {
+                tick.tick().await;
+                let due_now = ((started.elapsed().as_secs_f64() * requests_per_s) as u64 + 1).min(total);
+                while sent < due_now {
+                    let due = started + Duration::from_secs_f64(sent as f64 / requests_per_s);
+                    let agent = agents[sent as usize % agents.len()].clone();
+                    let bids: Vec<BidRequest> = (0..args.batch).map(|j| bid(run, sent, j, shape)).collect();
+                    let (target, tally) = (target.clone(), tally.clone());
+                    tasks.spawn(async move { request(&target, agent, bids, due, &tally).await });
+                    sent += 1;
+                }
+                progress.set_position(sent);
+                while tasks.try_join_next().is_some() {}
+                progress.set_message(format!("{} in flight", tasks.len()));
+            }
+            progress.finish_with_message("waiting for the last answers");
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+    let tally = Arc::try_unwrap(tally).map_err(|_| "request tasks outlived the run")?;
+    Ok(tally.into_inner().map_err(|_| "a request task panicked")?)
+}
+
+/// What each bid looks like.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    batch: usize,
+    good_for: u32,
+    window: u64,
+    /// The market's slot when the load began.
+    from: u64,
+}
+
+/// Bid `j` of request `k`: a small bundle of cpu and memory.
+fn bid(run: u128, k: u64, j: usize, shape: Shape) -> BidRequest {
     let x = k.wrapping_mul(6364136223846793005).wrapping_add(j as u64 * 1442695040888963407);
     let (cpu, memory, duration, limit) =
         (1 + x % 5, 1 + (x >> 8) % 5, 1 + (x >> 16) % 60, 1 + (x >> 24) % 50);
-    let json = format!(
-        r#"{{"id":"l{run}-{k}-{j}","bundle":{{"cpu":"0.0{cpu}","memory":"0.0{memory}"}},"duration":{duration},"limit":"{limit}"}}"#
+    let mut json = format!(
+        r#"{{"id":"l{run}-{k}-{j}","bundle":{{"cpu":"0.0{cpu}","memory":"0.0{memory}"}},"duration":{duration},"limit":"{limit}""#
     );
+    if shape.good_for > 1 {
+        json.push_str(&format!(r#","good_for":{}"#, shape.good_for));
+    }
+    if shape.window > 0 {
+        let (from, to) = (shape.from, shape.from + shape.window + duration);
+        json.push_str(&format!(r#","earliest_start":{from},"latest_end":{to}"#));
+    }
+    json.push('}');
     BidRequest::from_json(json.as_bytes()).expect("the load's bids are well formed")
 }
 
-async fn request(
-    client: MarketClient,
-    agent: String,
-    bids: Vec<BidRequest>,
-    due: Instant,
-    tally: Arc<Mutex<Tally>>,
-) {
-    let answers: Result<Vec<Result<(), String>>, ClientError> = if bids.len() == 1 {
-        match client.bid(&agent, &bids[0]).await {
-            Ok(_) => Ok(vec![Ok(())]),
+/// The answer to one bid: its `(seq, repeat)`, or its refusal's code.
+type Answer = Result<(Option<u64>, bool), String>;
+
+async fn request(target: &Target, agent: String, bids: Vec<BidRequest>, due: Instant, tally: &Mutex<Tally>) {
+    let sent = Instant::now();
+    let answers: Result<Vec<Answer>, ClientError> = match target {
+        Target::Market(client) if bids.len() == 1 => match client.bid(&agent, &bids[0]).await {
+            Ok(ack) => Ok(vec![Ok((ack.seq, ack.repeat))]),
             Err(ClientError::Refused(r)) => Ok(vec![Err(r.code.to_string())]),
             Err(e) => Err(e),
-        }
-    } else {
-        client
-            .bids(&agent, &bids)
-            .await
-            .map(|all| all.into_iter().map(|a| a.map(|_| ()).map_err(|r| r.code.to_string())).collect())
+        },
+        Target::Market(client) => client.bids(&agent, &bids).await.map(|all| {
+            all.into_iter()
+                .map(|a| a.map(|ack| (ack.seq, ack.repeat)).map_err(|r| r.code.to_string()))
+                .collect()
+        }),
+        Target::Baseline { client, timeout } => baseline(client, *timeout, &agent, &bids).await,
     };
     let now = Instant::now();
     let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
-    tally.last_answer = tally.last_answer.max(now);
+    tally.requests += 1;
+    tally.first_send = Some(tally.first_send.map_or(sent, |f| f.min(sent)));
+    tally.last_answer = Some(tally.last_answer.map_or(now, |l| l.max(now)));
     match answers {
         Ok(answers) => {
             let _ = tally.latency.record((now.duration_since(due).as_micros() as u64).max(1));
-            for answer in answers {
+            for (answer, bid) in answers.into_iter().zip(&bids) {
                 match answer {
-                    Ok(()) => tally.accepted += 1,
+                    Ok((seq, repeat)) => {
+                        tally.accepted += 1;
+                        if matches!(target, Target::Market(_)) {
+                            tally.acks.push(Acked { agent: agent.clone(), bid: bid.id.clone(), seq, repeat });
+                        }
+                    }
                     Err(code) => *tally.refused.entry(code).or_default() += 1,
                 }
             }
@@ -176,41 +331,102 @@ async fn request(
     }
 }
 
-fn report(args: &Load, tally: &Tally, requests: u64, wall: Duration) {
+/// One request to the trivial responder, encoded and decoded as the market's would be.
+async fn baseline(
+    client: &Client,
+    timeout: Duration,
+    agent: &str,
+    bids: &[BidRequest],
+) -> Result<Vec<Answer>, ClientError> {
+    let payload = if bids.len() == 1 { serde_json::to_vec(&bids[0]) } else { serde_json::to_vec(bids) };
+    let payload = Bytes::from(payload.map_err(|e| ClientError::BadAnswer(e.to_string()))?);
+    let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+    let answer = client
+        .send_request(format!("{BASELINE}.{agent}"), request)
+        .await
+        .map_err(|e| ClientError::Transport(e.to_string()))?;
+    let decode = |r: Reply| r.into_result().map(|a| (a.seq, a.repeat)).map_err(|r| r.code.to_string());
+    if bids.len() == 1 {
+        let reply: Reply =
+            serde_json::from_slice(&answer.payload).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        Ok(vec![decode(reply)])
+    } else {
+        let replies: Vec<Reply> =
+            serde_json::from_slice(&answer.payload).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        Ok(replies.into_iter().map(decode).collect())
+    }
+}
+
+/// Accepted bids per second over the run.
+fn throughput(tally: &Tally) -> f64 {
+    match (tally.first_send, tally.last_answer) {
+        (Some(first), Some(last)) => {
+            tally.accepted as f64 / last.duration_since(first).as_secs_f64().max(1e-9)
+        }
+        _ => 0.0,
+    }
+}
+
+fn summary(args: &Load, tally: &Tally) -> serde_json::Value {
     let ms = |q: f64| tally.latency.value_at_quantile(q) as f64 / 1000.0;
-    let bids_per_s = tally.accepted as f64 / wall.as_secs_f64().max(1e-9);
+    serde_json::json!({
+        "requests": tally.requests,
+        "batch": args.batch,
+        "rate": args.concurrency.map_or(serde_json::Value::from(args.rate), |_| serde_json::Value::Null),
+        "concurrency": args.concurrency,
+        "bids_sent": tally.requests * args.batch as u64,
+        "bids_accepted": tally.accepted,
+        "bids_refused": tally.refused,
+        "bids_failed": tally.failed,
+        "accepted_per_s": throughput(tally),
+        "p50_ms": ms(0.5),
+        "p90_ms": ms(0.9),
+        "p99_ms": ms(0.99),
+        "p999_ms": ms(0.999),
+        "max_ms": tally.latency.max() as f64 / 1000.0,
+    })
+}
+
+fn report(args: &Load, tally: &Tally, baseline: Option<&Tally>) {
     if args.json {
-        let json = serde_json::json!({
-            "requests": requests,
-            "batch": args.batch,
-            "rate": args.rate,
-            "bids_sent": requests * args.batch as u64,
-            "bids_accepted": tally.accepted,
-            "bids_refused": tally.refused,
-            "bids_failed": tally.failed,
-            "accepted_per_s": bids_per_s,
-            "p50_ms": ms(0.5),
-            "p90_ms": ms(0.9),
-            "p99_ms": ms(0.99),
-            "p999_ms": ms(0.999),
-            "max_ms": tally.latency.max() as f64 / 1000.0,
-        });
+        let mut json = summary(args, tally);
+        if let Some(base) = baseline {
+            json["baseline"] = summary(args, base);
+            json["fraction_of_baseline"] = (throughput(tally) / throughput(base).max(1e-9)).into();
+        }
         println!("{json}");
         return;
     }
-    println!("requests        {requests} of {} bids each, at {} bids/s offered", args.batch, args.rate);
-    println!(
-        "accepted        {} bids ({bids_per_s:.0} bids/s over {:.2} s)",
-        tally.accepted,
-        wall.as_secs_f64()
-    );
+    if let Some(base) = baseline {
+        println!("baseline (plain request-reply to a trivial responder)");
+        table(args, base);
+        println!("market");
+    }
+    table(args, tally);
+    if let Some(base) = baseline {
+        println!("market / baseline  {:.3}", throughput(tally) / throughput(base).max(1e-9));
+    }
+}
+
+fn table(args: &Load, tally: &Tally) {
+    let ms = |q: f64| tally.latency.value_at_quantile(q) as f64 / 1000.0;
+    match args.concurrency {
+        Some(n) => println!("requests        {} of {} bids each, {n} in flight", tally.requests, args.batch),
+        None => {
+            println!(
+                "requests        {} of {} bids each, at {} bids/s offered",
+                tally.requests, args.batch, args.rate
+            )
+        }
+    }
+    println!("accepted        {} bids ({:.0} bids/s)", tally.accepted, throughput(tally));
     for (code, n) in &tally.refused {
         println!("refused         {n} {code}");
     }
     for (kind, n) in &tally.failed {
         println!("failed          {n} ({kind})");
     }
-    println!("latency (ms, from when each request was due, {} answers)", tally.latency.len());
+    println!("latency (ms, {} answers)", tally.latency.len());
     println!(
         "  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
         ms(0.5),

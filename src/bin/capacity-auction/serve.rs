@@ -12,7 +12,7 @@ use capacity_auction::bindings::nats::{MarketService, ServiceConfig};
 /// flight are answered and every event is published before it exits.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Serve {
-    /// The NATS server.
+    /// The NATS server, or several of one cluster, comma-separated.
     #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222")]
     nats: String,
     /// The market's configuration (docs/design.md §3), JSON or TOML; defaults otherwise.
@@ -67,9 +67,15 @@ pub(crate) fn run(args: Serve) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
+        let servers = args
+            .nats
+            .split(',')
+            .map(|url| url.trim().parse::<async_nats::ServerAddr>().map_err(|e| format!("{url}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
         let nats = async_nats::ConnectOptions::new()
             .event_callback(|event| async move { eprintln!("nats: {event}") })
-            .connect(&args.nats)
+            .retry_on_initial_connect()
+            .connect(servers)
             .await
             .map_err(|e| format!("{}: {e}", args.nats))?;
         let name = market.name.clone();

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::Subjects;
+use super::health::ServiceStatus;
 use super::kv::CORRELATION_ID;
 use super::wire::{self, Ack, BalanceReply, Reply};
 use crate::{BidRequest, Capacity, Credits, Event, RejectCode, Rejection, Slot};
@@ -239,6 +240,16 @@ impl MarketClient {
     /// `invalid_window` for a slot in the past, or no answer.
     pub async fn clear(&self, at: Option<Slot>) -> Result<Ack, ClientError> {
         self.call(self.subjects.clear(), &wire::ClearRequest { at: at.map(Slot::get) }).await
+    }
+
+    /// The leader's role, positions and health (`admin.market.status`).
+    ///
+    /// # Errors
+    ///
+    /// No answer, or not a status.
+    pub async fn status(&self) -> Result<ServiceStatus, ClientError> {
+        let answer = self.request(self.subjects.status(), Bytes::new()).await?;
+        serde_json::from_slice(&answer).map_err(|_| refusal(&answer))
     }
 }
 

@@ -129,10 +129,11 @@ pub(super) async fn recover(
     let market = Arc::new(market);
     follower.catch_up(&market, tail).await?;
     eprintln!(
-        "market `{}` read back to event {} (journal message {})",
+        "market `{}` read back to event {} (journal message {}), state hash {}",
         follower.config.name,
         market.last_seq(),
-        follower.journal.last()
+        follower.journal.last(),
+        describe_hash(&market)
     );
 
     let slot_ms = market.config().slot_ms;
@@ -158,6 +159,14 @@ pub(super) async fn recover(
     });
     shared.set_role(Role::Standby);
     Ok((shared, follower))
+}
+
+/// The market's state hash as a log line shows it.
+pub(super) fn describe_hash(market: &Market) -> String {
+    match market.state_hash() {
+        Ok(hash) => hash.to_string(),
+        Err(e) => format!("not taken ({e})"),
+    }
 }
 
 fn audit_on(f: &Follower) -> bool {

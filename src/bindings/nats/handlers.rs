@@ -121,7 +121,9 @@ async fn respond(shared: &Shared, message: &Message, cid: Option<&str>) -> Optio
         Route::Capacity => capacity(shared, cid, payload, &span).await,
         Route::Clear => return Some(clear(shared, cid, payload, &span).await),
         Route::Status => {
-            return Some(serde_json::to_vec(&shared.health.status()).expect("statuses serialize").into());
+            return Some(
+                serde_json::to_vec(&shared.health.status(&shared.market)).expect("statuses serialize").into(),
+            );
         }
     };
     match result {

@@ -41,6 +41,12 @@ pub enum Role {
 pub struct ServiceStatus {
     /// What this instance is doing.
     pub role: Role,
+    /// The market's slot.
+    pub slot: u64,
+    /// Clearing cycles run.
+    pub cycles: u64,
+    /// Live bids: in the book or on their way to it.
+    pub live_bids: usize,
     /// This instance's id, as its journal messages name it.
     pub instance: String,
     /// The last event the journal holds, as far as this instance knows.
@@ -179,10 +185,13 @@ impl Health {
         None
     }
 
-    pub(crate) fn status(&self) -> ServiceStatus {
+    pub(crate) fn status(&self, market: &crate::Market) -> ServiceStatus {
         let snapshot = self.snapshot.load(Ordering::Acquire);
         ServiceStatus {
             role: self.role(),
+            slot: market.now().get(),
+            cycles: market.cycles(),
+            live_bids: market.live_bids(),
             instance: self.instance.clone(),
             journaled: self.journaled(),
             audited: self.audit_on.then(|| self.audited.load(Ordering::Acquire)),

@@ -37,6 +37,11 @@ type StateUpdate = (Vec<Event>, BTreeSet<AgentId>);
 pub(super) async fn lead(shared: Arc<Shared>, follower: Follower, lease: Lease) {
     let Follower { journal, audit, buckets, snapshots, .. } = follower;
     let seq = shared.market.last_seq();
+    eprintln!(
+        "leading market `{}` from event {seq}, state hash {}",
+        shared.market.config().name,
+        super::follow::describe_hash(&shared.market)
+    );
     shared.health.journaled_through(seq);
     shared.journaled.send_replace(seq);
     let events = shared.market.subscribe();
@@ -51,7 +56,6 @@ pub(super) async fn lead(shared: Arc<Shared>, follower: Follower, lease: Lease) 
     }
     let _ = shared.client.flush().await;
     shared.set_role(Role::Leader);
-    eprintln!("leading market `{}` from event {seq}", shared.market.config().name);
     // A cycle the previous leader cut but did not finish ends first, as it would have.
     let market = shared.market.clone();
     let _ = tokio::task::spawn_blocking(move || market.resume()).await;

@@ -275,7 +275,7 @@ impl MarketService {
     /// The service's role, journal and audit positions and health, as `admin.market.status`
     /// answers them.
     pub fn status(&self) -> ServiceStatus {
-        self.shared.health.status()
+        self.shared.health.status(&self.shared.market)
     }
 
     /// Waits until this instance leads; `false` when it stopped or was deposed instead.
