@@ -1,7 +1,7 @@
 //! Criterion benches of the hot paths: intake (submit from one and two threads, singly and in
 //! batches), whole clearing cycles at 10k and 100k bids, placement alone against the reference
 //! clearing on the same book (the ratio is printed at the end of every run that has both),
-//! price discovery alone, and settlement.
+//! price discovery alone, settlement, and the state as data (snapshot, restore, replay).
 //!
 //! Workload: `phases::Workload` — 4 resources, horizon 3600 slots, windows of up to 120 slots,
 //! 1-60 slot runs, shares of 1-20% of one to four resources, 1,000 agents.
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use capacity_auction::phases::{Cycle, Workload};
 use capacity_auction::reference::{self, RefBid};
-use capacity_auction::{Bid, Credits, Market, PriorityRule, Slot};
+use capacity_auction::{Bid, Credits, Market, PriorityRule, Slot, Snapshot};
 use criterion::{BatchSize, Criterion, Throughput};
 
 /// Submits `iters` bids from `threads` threads (one at a time, or in batches of `batch`), in
@@ -193,11 +193,64 @@ fn define_settle(c: &mut Criterion) {
     g.finish();
 }
 
+/// The state as data: a snapshot of 100k pending bids (taken and written as JSON), its restore,
+/// and the replay of a 10k-bid cycle's events.
+fn define_state(c: &mut Criterion) {
+    let mut g = c.benchmark_group("state");
+    g.sample_size(10);
+    let n = 100_000;
+    let workload = Workload::new(n);
+    let market = workload.market();
+    for bid in workload.bids(n, 11, "b") {
+        market.submit(bid).expect("the workload's bids are valid");
+    }
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("snapshot/100k", |b| {
+        b.iter(|| {
+            let snapshot = market.snapshot().unwrap();
+            assert_eq!(snapshot.pending_bids(), n);
+            black_box(snapshot.to_json())
+        })
+    });
+    let json = market.snapshot().unwrap().to_json();
+    g.bench_function("restore/100k", |b| {
+        b.iter(|| {
+            let restored = Market::restore(Snapshot::from_json(&json).unwrap()).unwrap();
+            assert_eq!(restored.live_bids(), n);
+            restored
+        })
+    });
+    let n = 10_000;
+    let workload = Workload::new(n);
+    let live = workload.market();
+    let mut events = live.subscribe();
+    for bid in workload.bids(n, 11, "b") {
+        live.submit(bid).expect("the workload's bids are valid");
+    }
+    live.clear(Slot(0)).unwrap();
+    let events = events.drain();
+    let empty = Market::builder().config(workload.config.clone()).build().unwrap().snapshot().unwrap();
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.bench_function("replay/10k", |b| {
+        b.iter_batched(
+            || Market::restore(empty.clone()).unwrap(),
+            |follower| {
+                follower.replay(&events).unwrap();
+                assert_eq!(follower.last_seq(), events.len() as u64);
+                follower
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     define_intake(c);
     define_clear(c);
     define_discover(c);
     define_settle(c);
+    define_state(c);
 }
 
 /// Medians of this run's benches, read back from Criterion's estimates; `None` for a bench the

@@ -372,6 +372,7 @@ fn nats_names_match_the_subjects() {
         s.deposit(),
         s.capacity(),
         s.clear(),
+        s.status(),
     ]
     .into();
     let mut economy = BTreeSet::new();
@@ -391,7 +392,15 @@ fn nats_names_match_the_subjects() {
     assert_same(&named, &economy, "events on system.economy");
 
     let names = keys(&table(&doc, &["stream or bucket", "what it is", "what it holds"]));
-    assert_same(&names, &[s.stream(), s.prices_bucket(), s.agents_bucket()].into(), "stream and buckets");
+    let all = [
+        s.journal(),
+        s.stream(),
+        s.snapshots_bucket(),
+        s.lease_bucket(),
+        s.prices_bucket(),
+        s.agents_bucket(),
+    ];
+    assert_same(&names, &all.into(), "streams and buckets");
     let ns = Subjects::new(Some("ns")).unwrap();
     assert_eq!(ns.bid("<agent>"), format!("ns.{}", s.bid("<agent>")));
     assert!(doc.contains("`ns.`"));

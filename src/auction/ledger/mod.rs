@@ -23,6 +23,7 @@ use super::intake::{Entry, Intake, Pending};
 use super::money::Credits;
 
 mod state;
+mod writer;
 
 /// Number of ledger shards.
 pub(crate) const SHARDS: usize = 64;
@@ -422,97 +423,9 @@ impl Ledger {
         Ok(())
     }
 
-    /// Settles the bids leaving the book at the end of cycle `cycle`, shard by shard: each
-    /// `(bid, release)` leaves escrow, its payment burned or credited to `pool`.
-    pub(crate) fn settle(
-        &self,
-        intake: &Intake,
-        releases: &mut [(&BookBid, Release)],
-        cycle: u64,
-        pool: Option<&AgentId>,
-    ) {
-        releases.sort_by_key(|(b, _)| b.shard);
-        let mut paid = 0u64;
-        for group in releases.chunk_by(|x, y| x.0.shard == y.0.shard) {
-            let mut shard = self.lock(group[0].0.shard);
-            let shard = &mut *shard;
-            for (bid, release) in group {
-                let account = shard.accounts.get_mut(&bid.agent).expect("a booked bid's account exists");
-                let limit = bid.limit.micros();
-                let payment = match release {
-                    Release::Won { payment } => payment.micros(),
-                    Release::Returned => 0,
-                };
-                account.escrowed -= limit;
-                account.available += limit - payment;
-                account.live -= 1;
-                paid += payment;
-                account.bids.insert(bid.id.clone(), BidState::Decided { cycle, seq: bid.order });
-                shard.forget.push_back((cycle, bid.agent.clone(), bid.id.clone()));
-            }
-        }
-        intake.release_live(releases.len());
-        match pool {
-            Some(pool) => {
-                let mut shard = self.lock(self.shard_of(pool));
-                shard.accounts.entry(pool.clone()).or_default().available += paid;
-            }
-            None => {
-                self.burned.fetch_add(paid, Ordering::AcqRel);
-            }
-        }
-    }
-
     /// Opens `agent`'s account with nothing in it, if it has none.
     pub(crate) fn open(&self, agent: &AgentId) {
         self.lock(self.shard_of(agent)).accounts.entry(agent.clone()).or_default();
-    }
-
-    /// Forgets ids decided or refused at least `keep` cycles before `cycle`, and never those of
-    /// `cycle` itself: an operation racing the end of a cycle records that cycle's number, and
-    /// whether it came before or after this pass must not change what is remembered.
-    pub(crate) fn forget(&self, cycle: u64, keep: u64) {
-        let keep = keep.max(1);
-        for index in 0..SHARDS as u16 {
-            let mut shard = self.lock(index);
-            let shard = &mut *shard;
-            while let Some((decided, _, _)) = shard.forget.front() {
-                if decided.saturating_add(keep) > cycle {
-                    break;
-                }
-                let (decided, agent, bid) = shard.forget.pop_front().expect("front exists");
-                if let Some(account) = shard.accounts.get_mut(&agent) {
-                    let stale = match account.bids.get(&bid) {
-                        Some(BidState::Decided { cycle, .. } | BidState::Refused { cycle, .. }) => {
-                            *cycle == decided
-                        }
-                        _ => false,
-                    };
-                    if stale {
-                        account.bids.remove(&bid);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Records the `seq` each newly sequenced bid's `bid_accepted` got, so a repeat of its id is
-    /// answered with it. `accepted` holds `(shard, agent, bid, seq)`; each shard is locked once.
-    pub(crate) fn mark_sequenced(&self, accepted: &mut [(u16, AgentId, BidId, u64)]) {
-        accepted.sort_unstable_by_key(|a| a.0);
-        for group in accepted.chunk_by(|x, y| x.0 == y.0) {
-            mark(&mut self.lock(group[0].0), group);
-        }
-    }
-
-    /// As [`mark_sequenced`](Ledger::mark_sequenced), with every shard already locked.
-    pub(crate) fn mark_sequenced_in(
-        shards: &mut [MutexGuard<'_, Shard>],
-        accepted: &[(u16, AgentId, BidId, u64)],
-    ) {
-        for one in accepted {
-            mark(&mut shards[usize::from(one.0)], std::slice::from_ref(one));
-        }
     }
 
     /// `agent`'s credits, if it has an account.
@@ -540,16 +453,6 @@ impl Ledger {
             escrowed: Credits::from_micros(escrowed),
             burned: Credits::from_micros(self.burned.load(Ordering::Acquire)),
             deposits: Credits::from_micros(self.deposits.load(Ordering::Acquire)),
-        }
-    }
-}
-
-/// Writes the seqs of newly sequenced bids into a shard's remembered ids.
-fn mark(shard: &mut Shard, accepted: &[(u16, AgentId, BidId, u64)]) {
-    for (_, agent, bid, seq) in accepted {
-        let state = shard.accounts.get_mut(agent).and_then(|a| a.bids.get_mut(bid));
-        if let Some(BidState::Pending { seq: s, .. } | BidState::Decided { seq: s, .. }) = state {
-            *s = *seq;
         }
     }
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use capacity_auction::phases::{Cycle, Workload};
-use capacity_auction::{Bid, Slot};
+use capacity_auction::{Bid, Market, Slot, Snapshot};
 use clap::Args;
 
 /// Flags of `bench`.
@@ -42,6 +42,7 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let clearing_threads = args.clearing_threads.max(1);
     workload.config.clearing_threads = clearing_threads;
     let market = workload.market();
+    let mut events = market.subscribe();
     let bids = workload.bids(n, 11, "b");
     let mut phase_bids = bids.clone();
 
@@ -72,10 +73,29 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
         _ => None,
     };
 
+    // The state as data, with every bid pending: snapshot, its JSON, and a restore.
+    let started = Instant::now();
+    let snapshot = market.snapshot()?;
+    let snapshot_taken = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let json = snapshot.to_json();
+    let snapshot_json = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let restored = Market::restore(Snapshot::from_json(&json)?)?;
+    let restore = started.elapsed().as_secs_f64();
+    drop(restored);
+
     // The whole cycle, then its phases one by one on the same book.
     let started = Instant::now();
     let report = market.clear(Slot(0))?;
     let clear = started.elapsed().as_secs_f64();
+    // Every event of the run, replayed on a market restored from an empty one's snapshot.
+    let all = events.drain();
+    let follower = Market::builder().config(workload.config.clone()).build()?;
+    let started = Instant::now();
+    follower.replay(&all)?;
+    let replay = started.elapsed().as_secs_f64();
+    assert_eq!(follower.state_hash()?, market.state_hash()?, "the replay is the market");
     phase_bids.truncate(n);
     let cycle = Cycle::new(&workload.config, phase_bids, Slot(0))?;
     // Each phase's fastest of three runs: the work is deterministic, the machine is not.
@@ -114,6 +134,8 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
              \"clear_ns_per_bid\":{:.1},\"place_ns_per_bid\":{:.1},\"critical_ns_per_bid\":{:.1},\
              \"discover_ns_per_bid\":{:.1},\"settle_ns_per_bid\":{:.1},\"events_ns_per_bid\":{:.1},\
              \"bytes_per_pending_bid\":{bytes},\
+             \"snapshot_ms\":{:.1},\"snapshot_json_ms\":{:.1},\"snapshot_bytes\":{},\"restore_ms\":{:.1},\
+             \"replay_ns_per_event\":{:.1},\"events\":{},\
              \"won\":{},\"lost\":{}}}",
             ns_per(submit, n),
             n as f64 / submit,
@@ -123,6 +145,12 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
             ns_per(discover, n),
             ns_per(settle, n),
             ns_per(rest, n),
+            snapshot_taken * 1e3,
+            snapshot_json * 1e3,
+            json.len(),
+            restore * 1e3,
+            ns_per(replay, all.len()),
+            all.len(),
             report.won,
             report.lost
         );
@@ -148,5 +176,13 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Some(b) => println!("{:<34} {:>12.1}", "bytes per pending bid (resident)", b),
         None => println!("{:<34} {:>12}", "bytes per pending bid (resident)", "unknown"),
     }
+    println!(
+        "snapshot of {n} pending bids: {:.1} ms to take, {:.1} ms to JSON ({} bytes), {:.1} ms to restore",
+        snapshot_taken * 1e3,
+        snapshot_json * 1e3,
+        json.len(),
+        restore * 1e3
+    );
+    println!("replay of the run's {} events: {:.1} ns/event", all.len(), ns_per(replay, all.len()));
     Ok(ExitCode::SUCCESS)
 }

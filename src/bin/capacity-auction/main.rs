@@ -4,6 +4,8 @@ mod bench;
 mod charts;
 #[cfg(feature = "nats")]
 mod load;
+#[cfg(feature = "nats")]
+mod recover;
 mod scenario;
 #[cfg(feature = "nats")]
 mod serve;
@@ -36,13 +38,25 @@ enum Command {
     /// Serves a market over NATS until interrupted (feature `nats`).
     #[cfg(feature = "nats")]
     Serve(serve::Serve),
-    /// Drives a served market open-loop and prints throughput and latency (feature `nats`).
+    /// Drives a served market and prints throughput and latency (feature `nats`).
     #[cfg(feature = "nats")]
     Load(load::Load),
+    /// Reads a served market back from its journal and reports how long it took (feature `nats`).
+    #[cfg(feature = "nats")]
+    Recover(recover::Recover),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // What the library says (recovery, takeovers, intake stopping) goes to standard error, one
+    // plain line each.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_level(false)
+        .with_ansi(false)
+        .init();
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(args),
         Command::Bench(args) => bench::run(args),
@@ -51,6 +65,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         #[cfg(feature = "nats")]
         Command::Load(args) => load::run(args),
+        #[cfg(feature = "nats")]
+        Command::Recover(args) => recover::run(args),
     };
     match result {
         Ok(code) => code,

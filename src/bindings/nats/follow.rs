@@ -44,7 +44,7 @@ pub(super) struct Follower {
 }
 
 fn fail(shared: &Shared, e: ServiceError) {
-    eprintln!("service: {e}");
+    tracing::error!("service: {e}");
     *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
     shared.set_role(Role::Stopped);
 }
@@ -85,19 +85,7 @@ pub(super) async fn recover(
     };
     let buckets = Buckets::open(js.clone(), subjects.clone(), replicas).await?;
 
-    let (market, from) = match snapshots.latest().await? {
-        Some((snapshot, stored)) => {
-            if !same_market(&snapshot.config, &config) {
-                return Err(ServiceError::Journal(format!(
-                    "market `{}` was snapshotted with another configuration",
-                    config.name
-                )));
-            }
-            let market = Market::restore(snapshot).map_err(|e| ServiceError::Journal(e.to_string()))?;
-            (market, stored.journal)
-        }
-        None => (Market::builder().config(config.clone()).build()?, 1),
-    };
+    let (market, from, _) = starting_point(Some(&snapshots), &config).await?;
     let tail = journal.tail().await?;
     if tail == 0
         && let Some(audit) = &audit
@@ -128,7 +116,7 @@ pub(super) async fn recover(
     };
     let market = Arc::new(market);
     follower.catch_up(&market, tail).await?;
-    eprintln!(
+    tracing::info!(
         "market `{}` read back to event {} (journal message {}), state hash {}",
         follower.config.name,
         market.last_seq(),
@@ -173,6 +161,113 @@ fn audit_on(f: &Follower) -> bool {
     f.audit.is_some()
 }
 
+/// The market as of its latest snapshot (when `snapshots` has one), or new; the journal message
+/// to read from; the event the snapshot covers.
+async fn starting_point(
+    snapshots: Option<&Snapshots>,
+    config: &MarketConfig,
+) -> Result<(Market, u64, Option<u64>), ServiceError> {
+    let latest = match snapshots {
+        Some(snapshots) => snapshots.latest().await?,
+        None => None,
+    };
+    Ok(match latest {
+        Some((snapshot, stored)) => {
+            if !same_market(&snapshot.config, config) {
+                return Err(ServiceError::Journal(format!(
+                    "market `{}` was snapshotted with another configuration",
+                    config.name
+                )));
+            }
+            let market = Market::restore(snapshot).map_err(|e| ServiceError::Journal(e.to_string()))?;
+            (market, stored.journal, Some(stored.seq))
+        }
+        None => (Market::builder().config(config.clone()).build()?, 1, None),
+    })
+}
+
+/// Applies one journal message to `market`; returns how many events it replayed.
+fn apply(
+    market: &Market,
+    config: &MarketConfig,
+    entry: Entry,
+    genesis: &mut bool,
+) -> Result<u64, ServiceError> {
+    match entry {
+        Entry::Genesis(found) => {
+            if !same_market(&found, config) {
+                return Err(ServiceError::Journal(format!(
+                    "market `{}` was started with another configuration: {}",
+                    config.name,
+                    serde_json::to_string(&found).unwrap_or_default()
+                )));
+            }
+            *genesis = true;
+            Ok(0)
+        }
+        Entry::Events(events) => {
+            let after = market.last_seq();
+            let later: Vec<&crate::Event> = events.iter().filter(|e| e.seq > after).collect();
+            market.replay(later.iter().copied()).map_err(|e| ServiceError::Journal(e.to_string()))?;
+            Ok(later.len() as u64)
+        }
+        Entry::Leader(instance) => {
+            tracing::info!("instance {instance} leads from event {}", market.last_seq());
+            Ok(0)
+        }
+    }
+}
+
+/// What [`read_back`] found.
+#[derive(Debug)]
+pub struct ReadBack {
+    /// The market as its journal leaves it.
+    pub market: Market,
+    /// The event the snapshot it started from covered, if it used one.
+    pub snapshot: Option<u64>,
+    /// Journal messages read.
+    pub messages: u64,
+    /// Events replayed.
+    pub events: u64,
+}
+
+/// Reads a served market back as a service starting up does — its latest snapshot (unless
+/// `use_snapshot` is false), then every journal message after it — without serving it or
+/// changing anything on the server.
+///
+/// # Errors
+///
+/// No journal under `namespace`, NATS failing, or a journal that does not read back as `config`'s
+/// market.
+pub async fn read_back(
+    client: Client,
+    config: MarketConfig,
+    namespace: Option<&str>,
+    use_snapshot: bool,
+) -> Result<ReadBack, ServiceError> {
+    let subjects = Subjects::new(namespace)?;
+    let js = jetstream::new(client);
+    js.get_stream(subjects.journal())
+        .await
+        .map_err(|e| ServiceError::Journal(format!("{}: {e}", subjects.journal())))?;
+    let mut journal = Journal::open(js.clone(), &subjects, &config.name, &instance_id(), 1).await?;
+    let snapshots = match use_snapshot {
+        true => Snapshots::bind(&js, &subjects, &config.name).await,
+        false => None,
+    };
+    let (market, from, snapshot) = starting_point(snapshots.as_ref(), &config).await?;
+    let tail = journal.tail().await?;
+    let mut reader = journal.reader(from).await?;
+    let (mut genesis, mut messages, mut events) = (from > 1, 0, 0);
+    while journal.last() < tail {
+        let (seq, entry) = reader.next().await.map_err(ServiceError::Journal)?;
+        events += apply(&market, &config, entry, &mut genesis)?;
+        journal.read_through(seq);
+        messages += 1;
+    }
+    Ok(ReadBack { market, snapshot, messages, events })
+}
+
 /// Forwards the journal's messages to the follower, as they come.
 async fn read(mut source: super::journal::Reader, tx: mpsc::Sender<Result<(u64, Entry), String>>) {
     loop {
@@ -187,28 +282,7 @@ async fn read(mut source: super::journal::Reader, tx: mpsc::Sender<Result<(u64, 
 impl Follower {
     /// Applies one journal message to `market`.
     fn apply(&mut self, market: &Market, entry: Entry) -> Result<(), ServiceError> {
-        match entry {
-            Entry::Genesis(config) => {
-                if !same_market(&config, &self.config) {
-                    return Err(ServiceError::Journal(format!(
-                        "market `{}` was started with another configuration: {}",
-                        self.config.name,
-                        serde_json::to_string(&config).unwrap_or_default()
-                    )));
-                }
-                self.genesis = true;
-            }
-            Entry::Events(events) => {
-                let after = market.last_seq();
-                market
-                    .replay(events.iter().filter(|e| e.seq > after))
-                    .map_err(|e| ServiceError::Journal(e.to_string()))?;
-            }
-            Entry::Leader(instance) => {
-                eprintln!("instance {instance} leads from event {}", market.last_seq())
-            }
-        }
-        Ok(())
+        apply(market, &self.config, entry, &mut self.genesis).map(drop)
     }
 
     /// Reads and applies messages until the journal's stream sequence `tail`.
@@ -248,7 +322,7 @@ impl Follower {
                     return Err(ServiceError::Led { market: key, holder: holder.instance });
                 }
                 Ok(Some(_)) => {}
-                Err(e) => eprintln!("lease: {e}"),
+                Err(e) => tracing::warn!("lease: {e}"),
             }
             tokio::select! {
                 next = self.entries.recv() => {
@@ -282,7 +356,7 @@ impl Follower {
                 }
                 Err(AppendError::Fenced) => continue,
                 Err(AppendError::Unavailable(why)) => {
-                    eprintln!("journal: {why}; retrying the takeover");
+                    tracing::warn!("journal: {why}; retrying the takeover");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }

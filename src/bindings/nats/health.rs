@@ -123,7 +123,7 @@ impl Health {
         self.journal_failures.fetch_add(1, Ordering::Relaxed);
         let mut since = lock(&self.journal_failing);
         if since.is_none() {
-            eprintln!("journal: {why}; retrying");
+            tracing::warn!("journal: {why}; retrying");
             *since = Some(Instant::now());
         }
     }
@@ -138,7 +138,7 @@ impl Health {
     /// A publish to the `audit_log` failed and will be retried.
     pub(crate) fn audit_failed(&self, why: &str) {
         if self.audit_failures.fetch_add(1, Ordering::Relaxed).is_multiple_of(100) {
-            eprintln!("audit_log: {why}; retrying");
+            tracing::warn!("audit_log: {why}; retrying");
         }
     }
 
@@ -152,8 +152,8 @@ impl Health {
         let mut logged = lock(&self.logged);
         if *logged != reason {
             match &reason {
-                Some(why) => eprintln!("intake stopped: {why}"),
-                None => eprintln!("intake resumed"),
+                Some(why) => tracing::warn!("intake stopped: {why}"),
+                None => tracing::info!("intake resumed"),
             }
             *logged = reason.clone();
         }

@@ -79,7 +79,7 @@ impl Buckets {
             }
         }
         if refused > 0 {
-            eprintln!("the state buckets refused {refused} updates");
+            tracing::warn!("the state buckets refused {refused} updates");
         }
     }
 }

@@ -37,7 +37,7 @@ type StateUpdate = (Vec<Event>, BTreeSet<AgentId>);
 pub(super) async fn lead(shared: Arc<Shared>, follower: Follower, lease: Lease) {
     let Follower { journal, audit, buckets, snapshots, .. } = follower;
     let seq = shared.market.last_seq();
-    eprintln!(
+    tracing::info!(
         "leading market `{}` from event {seq}, state hash {}",
         shared.market.config().name,
         super::follow::describe_hash(&shared.market)
@@ -51,7 +51,7 @@ pub(super) async fn lead(shared: Arc<Shared>, follower: Follower, lease: Lease) 
     for subject in shared.subjects.served() {
         match shared.client.subscribe(subject.clone()).await {
             Ok(s) => subscribers.push(s),
-            Err(e) => eprintln!("cannot serve {subject}: {e}"),
+            Err(e) => tracing::error!("cannot serve {subject}: {e}"),
         }
     }
     let _ = shared.client.flush().await;
@@ -412,7 +412,7 @@ async fn snapshot(shared: Arc<Shared>, snapshots: Snapshots, mut cycles: watch::
         match snapshots.put(&snapshot, position).await {
             Ok(stored) => {
                 shared.health.snapshot_stored(stored.seq);
-                eprintln!(
+                tracing::info!(
                     "snapshot of event {} (every {every} cycles): {} bytes, taken in {} ms, stored in {} ms",
                     stored.seq,
                     stored.bytes,
@@ -420,7 +420,7 @@ async fn snapshot(shared: Arc<Shared>, snapshots: Snapshots, mut cycles: watch::
                     (started.elapsed() - taken).as_millis()
                 );
             }
-            Err(e) => eprintln!("snapshot of event {}: {e}", snapshot.seq),
+            Err(e) => tracing::warn!("snapshot of event {}: {e}", snapshot.seq),
         }
     }
 }
@@ -442,7 +442,7 @@ async fn renew(shared: Arc<Shared>, mut lease: Lease, mut stop: watch::Receiver<
                 shared.depose("another instance holds the lease");
                 return None;
             }
-            Err(e) => eprintln!("lease: {e}"),
+            Err(e) => tracing::warn!("lease: {e}"),
         }
     }
 }

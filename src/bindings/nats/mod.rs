@@ -23,6 +23,7 @@ mod waiters;
 mod wire;
 
 pub use client::{ClientError, MarketClient};
+pub use follow::{ReadBack, read_back};
 pub use handlers::{MAX_BATCH, MAX_CORRELATION_ID, MAX_HEADER};
 pub use health::{AUDIT_GRACE, JOURNAL_GRACE, MAX_AUDIT_LAG, Role, ServiceStatus};
 pub use journal::{INSTANCE, KIND, SEQS};

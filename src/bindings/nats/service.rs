@@ -173,7 +173,7 @@ impl Shared {
     /// This instance no longer leads: it answers and appends nothing more.
     pub(super) fn depose(&self, why: &str) {
         if self.health.role() == Role::Leader {
-            eprintln!("deposed: {why}");
+            tracing::warn!("deposed: {why}");
             self.deadline.drop_lease();
             self.set_role(Role::Deposed);
         }

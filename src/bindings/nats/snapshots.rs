@@ -59,6 +59,16 @@ impl Snapshots {
         Ok(Snapshots { store, name: market.to_owned() })
     }
 
+    /// Binds the bucket if it exists.
+    pub(crate) async fn bind(
+        js: &jetstream::Context,
+        subjects: &Subjects,
+        market: &str,
+    ) -> Option<Snapshots> {
+        let store = js.get_object_store(subjects.snapshots_bucket()).await.ok()?;
+        Some(Snapshots { store, name: market.to_owned() })
+    }
+
     /// Stores `snapshot`, taken when the journal's message `journal` held its last event.
     pub(crate) async fn put(&self, snapshot: &Snapshot, journal: u64) -> Result<Stored, async_nats::Error> {
         let json = snapshot.to_json();
