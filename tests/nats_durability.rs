@@ -135,13 +135,16 @@ fn recovered(line: &str) -> (u64, StateHash) {
 async fn check(nats: &Client, namespace: &str, acks: &[Ack], recoveries: &[String]) {
     let subjects = Subjects::new(Some(namespace)).unwrap();
     let client = MarketClient::new(nats.clone(), Some(namespace)).unwrap().timeout(Duration::from_secs(10));
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // The leader may be briefly silent (a cluster electing new stream leaders, a lease renewed
+    // late): ask until it answers and its audit log has caught up.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        let status = client.status().await.unwrap();
-        if status.audited == Some(status.journaled) || Instant::now() > deadline {
-            break status;
+        match client.status().await {
+            Ok(status) if status.audited == Some(status.journaled) => break status,
+            Ok(status) if Instant::now() > deadline => break status,
+            Err(e) if Instant::now() > deadline => panic!("no status: {e}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let history = journal(nats, &subjects).await;
     let last = history.events.len() as u64;

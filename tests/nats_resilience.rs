@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use capacity_auction::bindings::nats::{ClientError, MarketClient, MarketService, ServiceConfig};
-use capacity_auction::{BidRequest, Event, EventKind, Slot};
+use capacity_auction::{BidRequest, Event, EventKind, RejectCode, Slot};
 use nats_harness::{NatsCluster, NatsServer};
 
 fn bid(id: &str) -> BidRequest {
@@ -24,6 +24,10 @@ async fn bid_until_answered(client: &MarketClient, id: &str) -> u64 {
     for _ in 0..100 {
         match client.bid("alice", &bid(id)).await {
             Ok(ack) => return ack.seq.expect("a seq"),
+            // While the journal has no leader (a server just died) intake stops: try again.
+            Err(ClientError::Refused(r)) if r.code == RejectCode::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
             Err(ClientError::Refused(r)) => panic!("{id} refused: {r}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }

@@ -39,6 +39,11 @@ pub(crate) struct Serve {
     /// Do not publish every event to the `audit_log` stream (consumers read the journal).
     #[arg(long)]
     no_audit_log: bool,
+    /// Threads running requests and publishing (0: one thread does it all, which on a machine
+    /// shared with the NATS server saves hand-offs between threads). Clearing cycles always run
+    /// on threads of their own.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    io_threads: usize,
 }
 
 /// Reads a market configuration, JSON or (by extension) TOML.
@@ -65,7 +70,10 @@ pub(crate) fn run(args: Serve) -> Result<ExitCode, Box<dyn std::error::Error>> {
         lease: Duration::from_millis(args.lease_ms.max(100)),
         ..ServiceConfig::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = match args.io_threads {
+        0 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
+    };
     runtime.block_on(async move {
         let servers = args
             .nats

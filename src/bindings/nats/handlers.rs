@@ -16,7 +16,11 @@ use super::kv::CORRELATION_ID;
 use super::service::Shared;
 use super::subjects::Route;
 use super::trace::{Origin, ServerSpan, Spans};
-use super::waiters::{Key, Wait};
+use super::waiters::Key;
+use tokio::sync::oneshot;
+
+/// A request task's wait for the `seq` of its event.
+type Wait = oneshot::Receiver<u64>;
 use super::wire::{self, BalanceReply, Reply};
 use crate::{AgentId, BidId, Capacity, Correlated, Credits, RejectCode, Rejection, Slot};
 
@@ -27,6 +31,89 @@ pub const MAX_BATCH: usize = 1024;
 pub const MAX_CORRELATION_ID: usize = 256;
 /// The most header bytes (names and values) a request may carry.
 pub const MAX_HEADER: usize = 8 * 1024;
+
+/// Takes one request: a single bid on the request loop itself (booked at once, its reply sent by
+/// the writer once the journal holds the bid's event: no task, no wake-up per bid), anything else
+/// in a task of its own.
+pub(super) async fn receive(shared: &Arc<Shared>, message: Message, tasks: &mut tokio::task::JoinSet<()>) {
+    match shared.subjects.route(&message.subject) {
+        Some(Route::Bid(agent)) => {
+            let agent = agent.to_owned();
+            take_bid(shared, message, &agent).await;
+        }
+        _ => {
+            tasks.spawn(answer(shared.clone(), message));
+        }
+    }
+}
+
+/// A single bid, on the request loop: see [`receive`].
+async fn take_bid(shared: &Shared, message: Message, agent: &str) {
+    let Some(reply_to) = message.reply.clone() else { return };
+    if !shared.serving() {
+        return;
+    }
+    let now = match bid_now(shared, &message, agent, reply_to.clone()) {
+        Ok(Some(reply)) => reply,
+        Ok(None) => return,
+        Err(r) => Reply::refused(&r),
+    };
+    let _ = shared.client.publish(reply_to, now.to_bytes()).await;
+}
+
+/// Books a single bid; the reply to send now, or `None` when the writer will send it.
+fn bid_now(
+    shared: &Shared,
+    message: &Message,
+    agent: &str,
+    reply_to: async_nats::Subject,
+) -> Result<Option<Reply>, Rejection> {
+    let cid = headers_fit(message)?;
+    let payload = &message.payload[..];
+    if payload.len() > shared.config.max_payload {
+        let limit = shared.config.max_payload;
+        return Err(Rejection::new(
+            RejectCode::Malformed,
+            format!("a payload of {} bytes is over {limit}", payload.len()),
+        ));
+    }
+    if let Some(why) = shared.health.halted() {
+        return Err(Rejection::new(RejectCode::Unavailable, format!("{why}; nothing was done, retry later")));
+    }
+    let agent = token(AgentId::new, "agent", agent)?;
+    let span =
+        Arc::new(ServerSpan::request(Route::Bid("").name(), &message.subject, message.headers.as_ref()));
+    if Spans::ON {
+        shared.spans().expect(Origin::Bid(agent.to_string(), bid_id(payload)), &span);
+    }
+    let market = shared.market.tagged(cid.as_deref());
+    // The waiters stay locked from the submit to the registration, so the writer cannot journal
+    // the bid's event in between and miss its reply.
+    let mut waiters = shared.waiters();
+    let answer = market.submit_json_as(&agent, payload);
+    let reply = match answer {
+        Err(r) => {
+            span.fail(&r.to_string());
+            Err(r)
+        }
+        Ok(receipt) => match receipt.seq {
+            Some(seq) if receipt.repeat && seq <= shared.health.journaled() => {
+                Ok(Some(Reply::repeat(Some(seq))))
+            }
+            Some(seq) if receipt.repeat => {
+                waiters.reply_after(seq, reply_to, true);
+                Ok(None)
+            }
+            _ => {
+                waiters.reply_on(Key::Accepted(receipt.agent, receipt.bid), reply_to, receipt.repeat);
+                Ok(None)
+            }
+        },
+    };
+    drop(waiters);
+    shared.wake.notify_one();
+    reply
+}
 
 /// Answers one request on its reply subject. An instance that does not lead, or whose lease ran
 /// out, answers nothing: the leader does.
@@ -138,10 +225,13 @@ async fn respond(shared: &Shared, message: &Message, cid: Option<&str>) -> Optio
 /// A submit's outcome before its event is out.
 enum Pending {
     Done(Reply),
-    Accepted(Wait),
-    Repeat(AgentId, BidId, Wait),
-    /// A repeat of a bid whose `bid_accepted` is event `seq`: answered once the journal has it.
-    Journaled(Option<u64>, bool),
+    /// Waits for its `bid_accepted` (for a repeat, the first acceptance's) to be journaled.
+    Accepted {
+        wait: Wait,
+        repeat: bool,
+    },
+    /// A repeat whose first `bid_accepted` is event `seq`: answered once the journal has it.
+    Journaled(u64),
 }
 
 fn submit(
@@ -154,25 +244,25 @@ fn submit(
     if Spans::ON {
         shared.spans().expect(Origin::Bid(agent.to_string(), bid_id(json)), span);
     }
-    let answer = market.submit_json_as(agent, json);
-    // A refusal's `bid_rejected` is published promptly too, not at the next acceptance.
-    shared.wake.notify_one();
-    match answer {
+    // The waiters stay locked from the submit to the registration (see `bid_now`).
+    let mut waiters = shared.waiters();
+    let pending = match market.submit_json_as(agent, json) {
         Err(r) => {
             span.fail(&r.to_string());
             Pending::Done(Reply::refused(&r))
         }
-        Ok(receipt) if receipt.repeat && receipt.seq.is_some() => Pending::Journaled(receipt.seq, true),
-        Ok(receipt) => {
-            let key = Key::Accepted(receipt.agent.clone(), receipt.bid.clone());
-            let wait = shared.waiters().wait(key);
-            if receipt.repeat {
-                Pending::Repeat(receipt.agent, receipt.bid, wait)
-            } else {
-                Pending::Accepted(wait)
+        Ok(receipt) => match receipt.seq {
+            Some(seq) if receipt.repeat => Pending::Journaled(seq),
+            _ => {
+                let wait = waiters.wait(Key::Accepted(receipt.agent, receipt.bid));
+                Pending::Accepted { wait, repeat: receipt.repeat }
             }
-        }
-    }
+        },
+    };
+    drop(waiters);
+    // A refusal's `bid_rejected` is published promptly too, not at the next acceptance.
+    shared.wake.notify_one();
+    pending
 }
 
 /// The bid id a payload names, as a `bid_rejected` would write it.
@@ -187,35 +277,16 @@ fn bid_id(json: &[u8]) -> String {
 async fn finish(shared: &Shared, pending: Pending) -> Option<Reply> {
     match pending {
         Pending::Done(reply) => Some(reply),
-        Pending::Journaled(seq, repeat) => {
-            let stored = match seq {
-                Some(seq) => shared.journaled(seq).await,
-                None => true,
-            };
-            stored.then(|| if repeat { Reply::repeat(seq) } else { Reply::ok(seq.unwrap_or(0)) })
-        }
-        Pending::Accepted(wait) => wait_for(shared, wait).await.map(Reply::ok),
-        Pending::Repeat(agent, bid, wait) => {
-            let seq = match wait {
-                Wait::Known(seq) => Some(seq),
-                // Not published yet (the first acceptance's event is in flight, perhaps retried
-                // through a server's failure): wait as a new bid would.
-                Wait::Pending(rx) => {
-                    let patience = shared.config.reply_within;
-                    let seq = tokio::time::timeout(patience, rx).await.ok().and_then(Result::ok);
-                    seq.or_else(|| shared.waiters().known(&Key::Accepted(agent, bid)))
-                }
-            };
-            Some(Reply::repeat(seq))
+        Pending::Journaled(seq) => shared.journaled(seq).await.then(|| Reply::repeat(Some(seq))),
+        Pending::Accepted { wait, repeat } => {
+            let seq = wait_for(shared, wait).await?;
+            Some(if repeat { Reply::repeat(Some(seq)) } else { Reply::ok(seq) })
         }
     }
 }
 
 async fn wait_for(shared: &Shared, wait: Wait) -> Option<u64> {
-    match wait {
-        Wait::Known(seq) => Some(seq),
-        Wait::Pending(rx) => tokio::time::timeout(shared.config.reply_within, rx).await.ok()?.ok(),
-    }
+    tokio::time::timeout(shared.config.reply_within, wait).await.ok()?.ok()
 }
 
 async fn bids(

@@ -141,63 +141,95 @@ impl Journal {
         self.append("leader", HeaderMap::new(), body, id).await.map(|_| ())
     }
 
-    /// Appends `events` (consecutive, in order) in as few messages as [`MAX_MESSAGE`] allows,
-    /// each fenced and acknowledged before the next. Stops at the first message not taken;
+    /// Appends `events` (consecutive, in order) in as few messages as [`MAX_MESSAGE`] allows:
+    /// all sent at once, each fenced on the one before it, then their acknowledgements awaited
+    /// in order. Stops at the first message not taken (the fence refuses every later one);
     /// returns how many events are journaled.
     pub(crate) async fn append_events(&mut self, events: &[Event]) -> Result<usize, (usize, AppendError)> {
-        let mut done = 0;
+        let mut runs: Vec<(usize, usize, Bytes)> = Vec::new();
         let mut body = BytesMut::new();
         let mut first = 0;
         for (i, event) in events.iter().enumerate() {
             let line = event.to_json();
             if !body.is_empty() && body.len() + line.len() + 1 > MAX_MESSAGE {
-                self.append_run(&events[first..i], std::mem::take(&mut body).freeze())
-                    .await
-                    .map_err(|e| (done, e))?;
-                done = i;
+                runs.push((first, i, std::mem::take(&mut body).freeze()));
                 first = i;
             }
             body.put_slice(line.as_bytes());
             body.put_u8(b'\n');
         }
         if !body.is_empty() {
-            self.append_run(&events[first..], body.freeze()).await.map_err(|e| (done, e))?;
+            runs.push((first, events.len(), body.freeze()));
         }
-        Ok(events.len())
-    }
-
-    async fn append_run(&mut self, run: &[Event], body: Bytes) -> Result<(), AppendError> {
-        let (first, last) = (run[0].seq, run[run.len() - 1].seq);
-        let mut headers = HeaderMap::new();
-        headers.insert(SEQS, format!("{first} {last}").as_str());
-        let id = format!("{}:{}:{first}", self.market, self.instance);
-        let at = self.append("events", headers, body, id).await?;
-        self.positions.push_back((last, at));
-        if self.positions.len() > 4096 {
-            self.positions.pop_front();
+        let mut sent = Vec::with_capacity(runs.len());
+        for (k, (from, to, body)) in runs.into_iter().enumerate() {
+            let (first, last) = (events[from].seq, events[to - 1].seq);
+            let mut headers = HeaderMap::new();
+            headers.insert(SEQS, format!("{first} {last}").as_str());
+            let id = format!("{}:{}:{first}", self.market, self.instance);
+            let expected = self.last + k as u64;
+            match self.send("events", headers, body, &id, expected).await {
+                Ok(ack) => sent.push((to, last, id, expected, ack)),
+                Err(e) if sent.is_empty() => return Err((0, e)),
+                Err(_) => break,
+            }
         }
-        Ok(())
+        let mut done = 0;
+        for (to, last, id, expected, ack) in sent {
+            let at = self.settle(ack, &id, expected).await.map_err(|e| (done, e))?;
+            self.positions.push_back((last, at));
+            if self.positions.len() > 4096 {
+                self.positions.pop_front();
+            }
+            done = to;
+        }
+        if done < events.len() {
+            return Err((done, AppendError::Unavailable("a journal message could not be sent".into())));
+        }
+        Ok(done)
     }
 
     /// Appends one message right after stream sequence `self.last`; returns its sequence.
     async fn append(
         &mut self,
         kind: &str,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         body: Bytes,
         id: String,
     ) -> Result<u64, AppendError> {
         let expected = self.last;
+        let ack = self.send(kind, headers, body, &id, expected).await?;
+        self.settle(ack, &id, expected).await
+    }
+
+    /// Sends one message fenced to follow stream sequence `expected`.
+    async fn send(
+        &self,
+        kind: &str,
+        mut headers: HeaderMap,
+        body: Bytes,
+        id: &str,
+        expected: u64,
+    ) -> Result<jetstream::context::PublishAckFuture, AppendError> {
         headers.insert(KIND, kind);
         headers.insert(INSTANCE, self.instance.as_str());
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
         headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, expected.to_string().as_str());
-        let unavailable = |e: &dyn std::fmt::Display| AppendError::Unavailable(e.to_string());
-        let ack = self
-            .js
+        self.js
             .publish_with_headers(self.subject.clone(), headers, body)
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| AppendError::Unavailable(e.to_string()))
+    }
+
+    /// Awaits a sent message's acknowledgement; its stream sequence once stored. Every message
+    /// sent before it was stored, so a refused fence means another writer, unless the stored
+    /// message is this very one (an earlier attempt whose acknowledgement was lost).
+    async fn settle(
+        &mut self,
+        ack: jetstream::context::PublishAckFuture,
+        id: &str,
+        expected: u64,
+    ) -> Result<u64, AppendError> {
         match tokio::time::timeout(ACK_WAIT, ack).await {
             Err(_) => Err(AppendError::Unavailable("no acknowledgement in time".into())),
             Ok(Ok(ack)) => {
@@ -205,8 +237,6 @@ impl Journal {
                 Ok(ack.sequence)
             }
             Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                // An earlier attempt of this very message may have been stored with its
-                // acknowledgement lost: then the message after `expected` is ours.
                 match self.message_id(expected + 1).await {
                     Some(stored) if stored == id => {
                         self.last = expected + 1;
@@ -215,7 +245,7 @@ impl Journal {
                     _ => Err(AppendError::Fenced),
                 }
             }
-            Ok(Err(e)) => Err(unavailable(&e)),
+            Ok(Err(e)) => Err(AppendError::Unavailable(e.to_string())),
         }
     }
 

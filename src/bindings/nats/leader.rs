@@ -112,22 +112,20 @@ pub(super) async fn lead(shared: Arc<Shared>, follower: Follower, lease: Lease) 
     shared.set_role(Role::Stopped);
 }
 
-/// Takes requests until stopped, each in a task of its own; returns the tasks still running.
+/// Takes requests until stopped (see `handlers::receive`); returns the request tasks still
+/// running.
 async fn serve(shared: Arc<Shared>, subscribers: Vec<async_nats::Subscriber>) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let mut requests = futures_util::stream::select_all(subscribers);
     let mut stop = shared.stop.subscribe();
     loop {
-        tokio::select! {
-            message = requests.next() => match message {
-                Some(message) => {
-                    while tasks.try_join_next().is_some() {}
-                    tasks.spawn(handlers::answer(shared.clone(), message));
-                }
-                None => break,
-            },
-            _ = stop.wait_for(|s| *s) => break,
-        }
+        let message = tokio::select! {
+            message = requests.next() => message,
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        let Some(message) = message else { break };
+        while tasks.try_join_next().is_some() {}
+        handlers::receive(&shared, message, &mut tasks).await;
     }
     tasks
 }
@@ -175,15 +173,16 @@ async fn write(
             _ = tokio::time::sleep(WRITER_IDLE) => false,
             _ = stop.changed() => true,
         };
-        let market = shared.market.clone();
-        let drained = tokio::task::spawn_blocking(move || {
-            market.flush();
-            let batch = events.drain();
-            (events, batch)
-        })
-        .await;
-        let Ok((back, batch)) = drained else { return };
-        events = back;
+        // Sequencing waits, at most, for a cycle's cut or outcome to be applied: block in place
+        // rather than hand the work to another thread every round.
+        let drain = |events: &mut Subscription| {
+            shared.market.flush();
+            events.drain()
+        };
+        let batch = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| drain(&mut events)),
+            _ => drain(&mut events),
+        };
         if !batch.is_empty() {
             if !journal(&shared, &batch).await {
                 return;
@@ -191,7 +190,11 @@ async fn write(
             let last = batch[batch.len() - 1].seq;
             shared.health.journaled_through(last);
             shared.journaled.send_replace(last);
-            if let Some(update) = after_journal(&shared, &batch, &mut agents) {
+            let (update, replies) = after_journal(&shared, &batch, &mut agents);
+            for (to, reply) in replies {
+                let _ = shared.client.publish(to, reply).await;
+            }
+            if let Some(update) = update {
                 let _ = state.send(update);
             }
             if let Some(every) = shared.config.snapshot_every {
@@ -241,9 +244,14 @@ async fn journal(shared: &Shared, batch: &[Event]) -> bool {
     }
 }
 
-/// Answers the waiting requests and keeps the latest prices; after a cycle, the KV update.
-fn after_journal(shared: &Shared, events: &[Event], agents: &mut BTreeSet<AgentId>) -> Option<StateUpdate> {
-    shared.waiters().published(events, shared.market.config().dedupe_cycles);
+/// Answers the waiting requests (returning the replies the writer sends itself) and keeps the
+/// latest prices; after a cycle, the KV update.
+fn after_journal(
+    shared: &Shared,
+    events: &[Event],
+    agents: &mut BTreeSet<AgentId>,
+) -> (Option<StateUpdate>, Vec<(async_nats::Subject, Bytes)>) {
+    let replies = shared.waiters().published(events);
     let mut prices = Vec::new();
     let mut cycle_ended = false;
     for event in events {
@@ -262,7 +270,7 @@ fn after_journal(shared: &Shared, events: &[Event], agents: &mut BTreeSet<AgentI
             _ => {}
         }
     }
-    cycle_ended.then(|| (prices, std::mem::take(agents)))
+    (cycle_ended.then(|| (prices, std::mem::take(agents))), replies)
 }
 
 /// Publishes every journaled event to the `audit_log`, in order, from the first the stream lacks:

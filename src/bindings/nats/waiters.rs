@@ -1,11 +1,16 @@
 //! Requests waiting for the event they caused: a reply carries that event's `seq` and is sent
-//! only once the `audit_log` stream has acknowledged it.
+//! only once the journal has stored it. A request waits in a task of its own, or — single bids,
+//! the hot path — leaves its reply subject here and the writer sends the reply itself.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use async_nats::Subject;
+use bytes::Bytes;
+use foldhash::HashMap;
 use tokio::sync::oneshot;
 
+use super::wire::Reply;
 use crate::{AgentId, BidId, Capacity, Credits, Event, EventKind, Slot};
 
 /// What a request waits for.
@@ -15,8 +20,6 @@ pub(crate) enum Key {
     Accepted(AgentId, BidId),
     /// `bid_cancelled` of a bid: unique.
     Cancelled(AgentId, BidId),
-    /// `cycle_cleared` of a cycle: unique.
-    Cycle(u64),
     /// `credits_deposited` outside a cycle; several may be alike.
     Deposited(AgentId, Credits),
     /// `credits_transferred` outside a cycle; several may be alike.
@@ -28,7 +31,7 @@ pub(crate) enum Key {
 impl Key {
     /// Whether only one event ever has this key, so it can be remembered and looked up later.
     fn unique(&self) -> bool {
-        matches!(self, Key::Accepted(..) | Key::Cancelled(..) | Key::Cycle(_))
+        matches!(self, Key::Accepted(..) | Key::Cancelled(..))
     }
 
     /// The key an event answers, if a request can wait for it.
@@ -37,7 +40,6 @@ impl Key {
         Some(match &event.kind {
             EventKind::BidAccepted { agent, bid, .. } => Key::Accepted(agent.clone(), bid.clone()),
             EventKind::BidCancelled { agent, bid } => Key::Cancelled(agent.clone(), bid.clone()),
-            EventKind::CycleCleared { .. } => Key::Cycle(event.cycle?),
             EventKind::CreditsDeposited { agent, amount } if intake => Key::Deposited(agent.clone(), *amount),
             EventKind::CreditsTransferred { from, to, amount } if intake => {
                 Key::Transferred(from.clone(), to.clone(), *amount)
@@ -50,125 +52,120 @@ impl Key {
     }
 }
 
-/// Cycles of `cycle_cleared` seqs kept for admin clears that ask after the event went out.
-const CYCLES_KEPT: usize = 64;
-
-/// Waiting requests, and the seqs of unique events a request may ask for after they went out.
-#[derive(Debug, Default)]
-pub(crate) struct Waiters {
-    waiting: HashMap<Key, VecDeque<oneshot::Sender<u64>>>,
-    known: HashMap<Key, u64>,
-    /// Bids decided, oldest first: `(cycle, agent, bid)`; their keys are forgotten
-    /// `dedupe_cycles` later, as the ledger forgets their ids.
-    decided: VecDeque<(u64, AgentId, BidId)>,
-    cycles: VecDeque<u64>,
-    /// The last cycle cleared.
-    cycle: u64,
+/// Who waits for an event.
+#[derive(Debug)]
+enum Waiter {
+    /// A request's task.
+    Task(oneshot::Sender<u64>),
+    /// A reply to send on `to` (`repeat` for a repeated bid id).
+    Reply { to: Subject, repeat: bool },
 }
 
-/// A request's place in line: the seq when the event already went out, else a receiver.
-#[derive(Debug)]
-pub(crate) enum Wait {
-    Known(u64),
-    Pending(oneshot::Receiver<u64>),
+impl Waiter {
+    fn gone(&self) -> bool {
+        matches!(self, Waiter::Task(tx) if tx.is_closed())
+    }
+
+    /// Hands `seq` over; false when the waiting task gave up.
+    fn answer(self, seq: u64, replies: &mut Vec<(Subject, Bytes)>) -> bool {
+        match self {
+            Waiter::Task(tx) => tx.send(seq).is_ok(),
+            Waiter::Reply { to, repeat } => {
+                let reply = if repeat { Reply::repeat(Some(seq)) } else { Reply::ok(seq) };
+                replies.push((to, reply.to_bytes()));
+                true
+            }
+        }
+    }
+}
+
+/// Requests waiting for the event they caused. A request registers before the operation it
+/// waits for can be journaled (before it, or holding this lock across it), so no event goes
+/// out unseen; a repeated bid whose first `bid_accepted` is already sequenced waits for the
+/// journal to reach that `seq` instead (the ledger remembers it).
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    waiting: HashMap<Key, VecDeque<Waiter>>,
+    /// Replies waiting for the journal to reach a `seq` already known.
+    by_seq: BTreeMap<u64, Vec<(Subject, bool)>>,
 }
 
 impl Waiters {
-    /// Waits for `key`: at once if it is unique and already known.
-    pub(crate) fn wait(&mut self, key: Key) -> Wait {
-        if let Some(&seq) = self.known.get(&key) {
-            return Wait::Known(seq);
-        }
+    /// A task waits for `key`'s event.
+    pub(crate) fn wait(&mut self, key: Key) -> oneshot::Receiver<u64> {
         let (tx, rx) = oneshot::channel();
-        self.waiting.entry(key).or_default().push_back(tx);
-        Wait::Pending(rx)
+        self.waiting.entry(key).or_default().push_back(Waiter::Task(tx));
+        rx
     }
 
-    /// The seq of a unique event already published, if remembered.
-    pub(crate) fn known(&self, key: &Key) -> Option<u64> {
-        self.known.get(key).copied()
+    /// The writer replies on `to` once `key`'s event is journaled.
+    pub(crate) fn reply_on(&mut self, key: Key, to: Subject, repeat: bool) {
+        self.waiting.entry(key).or_default().push_back(Waiter::Reply { to, repeat });
+    }
+
+    /// The writer replies on `to` once the journal holds event `seq`.
+    pub(crate) fn reply_after(&mut self, seq: u64, to: Subject, repeat: bool) {
+        self.by_seq.entry(seq).or_default().push((to, repeat));
     }
 
     /// Drops waits whose requests gave up (their operation was refused).
     pub(crate) fn abandon(&mut self, key: &Key) {
         if let Some(queue) = self.waiting.get_mut(key) {
-            queue.retain(|tx| !tx.is_closed());
+            queue.retain(|w| !w.gone());
             if queue.is_empty() {
                 self.waiting.remove(key);
             }
         }
     }
 
-    /// Answers the requests waiting for these events (all acknowledged by the stream), and
-    /// forgets what the ledger forgets as of the last cycle in them.
-    pub(crate) fn published(&mut self, events: &[Event], dedupe_cycles: u64) {
-        for event in events {
-            match &event.kind {
-                EventKind::BidWon { agent, bid, .. } | EventKind::BidExpired { agent, bid } => {
-                    self.decided.push_back((event.cycle.unwrap_or(self.cycle), agent.clone(), bid.clone()));
+    /// Answers the requests waiting for these events (all journaled); returns the replies the
+    /// writer sends itself.
+    pub(crate) fn published(&mut self, events: &[Event]) -> Vec<(Subject, Bytes)> {
+        let mut replies = Vec::new();
+        if !self.waiting.is_empty() {
+            for event in events {
+                if let Some(key) = Key::of(event) {
+                    self.answer(key, event.seq, &mut replies);
                 }
-                EventKind::BidLost { agent, bid, retained: false, .. } => {
-                    self.decided.push_back((event.cycle.unwrap_or(self.cycle), agent.clone(), bid.clone()));
-                }
-                EventKind::BidCancelled { agent, bid } => {
-                    self.decided.push_back((self.cycle, agent.clone(), bid.clone()));
-                }
-                _ => {}
             }
-            let Some(key) = Key::of(event) else { continue };
-            if let EventKind::CycleCleared { .. } = event.kind {
-                self.cycle = self.cycle.max(event.cycle.unwrap_or(0));
-                self.cycles.push_back(self.cycle);
-                if self.cycles.len() > CYCLES_KEPT
-                    && let Some(old) = self.cycles.pop_front()
-                {
-                    self.known.remove(&Key::Cycle(old));
-                }
-                self.forget(dedupe_cycles);
-            }
-            self.answer(key, event.seq);
         }
+        if let Some(last) = events.last()
+            && !self.by_seq.is_empty()
+        {
+            let later = self.by_seq.split_off(&(last.seq + 1));
+            for (seq, waiting) in std::mem::replace(&mut self.by_seq, later) {
+                for (to, repeat) in waiting {
+                    Waiter::Reply { to, repeat }.answer(seq, &mut replies);
+                }
+            }
+        }
+        replies
     }
 
-    fn answer(&mut self, key: Key, seq: u64) {
-        let unique = key.unique();
-        if let Some(queue) = self.waiting.get_mut(&key) {
-            if unique {
-                for tx in queue.drain(..) {
-                    let _ = tx.send(seq);
-                }
-            } else {
-                // Alike operations are answered in the order they waited; one event each.
-                while let Some(tx) = queue.pop_front() {
-                    if tx.send(seq).is_ok() {
-                        break;
-                    }
+    fn answer(&mut self, key: Key, seq: u64, replies: &mut Vec<(Subject, Bytes)>) {
+        let Some(queue) = self.waiting.get_mut(&key) else { return };
+        if key.unique() {
+            for waiter in queue.drain(..) {
+                waiter.answer(seq, replies);
+            }
+        } else {
+            // Alike operations are answered in the order they waited; one event each.
+            while let Some(waiter) = queue.pop_front() {
+                if waiter.answer(seq, replies) {
+                    break;
                 }
             }
-            if queue.is_empty() {
-                self.waiting.remove(&key);
-            }
         }
-        if unique {
-            self.known.insert(key, seq);
-        }
-    }
-
-    fn forget(&mut self, dedupe_cycles: u64) {
-        while let Some((decided, _, _)) = self.decided.front() {
-            if decided.saturating_add(dedupe_cycles) > self.cycle {
-                break;
-            }
-            let (_, agent, bid) = self.decided.pop_front().expect("front exists");
-            self.known.remove(&Key::Accepted(agent.clone(), bid.clone()));
-            self.known.remove(&Key::Cancelled(agent, bid));
+        if queue.is_empty() {
+            self.waiting.remove(&key);
         }
     }
 
     /// Requests still waiting.
     #[cfg(test)]
     fn waiting(&self) -> usize {
-        self.waiting.values().map(VecDeque::len).sum()
+        self.waiting.values().map(VecDeque::len).sum::<usize>()
+            + self.by_seq.values().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -184,34 +181,8 @@ mod tests {
         (AgentId::new("a").unwrap(), BidId::new("b").unwrap())
     }
 
-    fn cleared(seq: u64, cycle: u64) -> Event {
-        let kind = EventKind::CycleCleared {
-            bids: 0,
-            won: 0,
-            lost: 0,
-            expired: 0,
-            revenue: Credits::ZERO,
-            welfare: Credits::ZERO,
-            ir: 1.0,
-            envy: 0.0,
-        };
-        event(seq, Some(cycle), kind)
-    }
-
-    #[test]
-    fn unique_keys_answer_everyone_and_are_remembered_until_forgotten() {
-        let (a, b) = ids();
-        let mut w = Waiters::default();
-        let key = Key::Accepted(a.clone(), b.clone());
-        let (Wait::Pending(mut first), Wait::Pending(mut second)) =
-            (w.wait(key.clone()), w.wait(key.clone()))
-        else {
-            panic!("nothing published yet")
-        };
-        let other = BidId::new("other").unwrap();
-        w.published(&[event(1, None, EventKind::BidCancelled { agent: a.clone(), bid: other })], 2);
-        assert!(first.try_recv().is_err(), "another bid's event answers nobody here");
-        let accepted = EventKind::BidAccepted {
+    fn accepted(a: &AgentId, b: &BidId) -> EventKind {
+        EventKind::BidAccepted {
             bid: b.clone(),
             agent: a.clone(),
             beneficiary: a.clone(),
@@ -221,19 +192,39 @@ mod tests {
             latest_end: Slot(1),
             limit: Credits::from_units(1),
             good_for: 1,
-        };
-        w.published(&[event(3, None, accepted)], 2);
+        }
+    }
+
+    #[test]
+    fn unique_keys_answer_everyone_waiting_tasks_and_replies_alike() {
+        let (a, b) = ids();
+        let mut w = Waiters::default();
+        let key = Key::Accepted(a.clone(), b.clone());
+        let (mut first, mut second) = (w.wait(key.clone()), w.wait(key.clone()));
+        w.reply_on(key.clone(), Subject::from("reply.1"), false);
+        let other = BidId::new("other").unwrap();
+        let none = w.published(&[event(1, None, EventKind::BidCancelled { agent: a.clone(), bid: other })]);
+        assert!(none.is_empty() && first.try_recv().is_err(), "another bid's event answers nobody here");
+        let replies = w.published(&[event(3, None, accepted(&a, &b))]);
         assert_eq!(first.try_recv().unwrap(), 3);
         assert_eq!(second.try_recv().unwrap(), 3);
-        assert!(matches!(w.wait(key.clone()), Wait::Known(3)), "a repeat finds the first seq");
-        // Lost for good in cycle 1: forgotten once cycle 1 + 2 is cleared.
-        let lost = EventKind::BidLost { bid: b.clone(), agent: a.clone(), retained: false, shortfall: None };
-        w.published(&[event(4, Some(1), lost), cleared(5, 1)], 2);
-        w.published(&[cleared(6, 2)], 2);
-        assert_eq!(w.known(&key), Some(3));
-        w.published(&[cleared(7, 3)], 2);
-        assert_eq!(w.known(&key), None);
-        assert_eq!(w.known(&Key::Cycle(3)), Some(7));
+        assert_eq!(replies, vec![(Subject::from("reply.1"), Reply::ok(3).to_bytes())]);
+        assert_eq!(w.waiting(), 0);
+    }
+
+    #[test]
+    fn replies_after_a_seq_wait_for_the_journal_to_reach_it() {
+        let (a, b) = ids();
+        let mut w = Waiters::default();
+        w.reply_after(5, Subject::from("r.5"), true);
+        w.reply_after(7, Subject::from("r.7"), true);
+        let deposit = |seq| {
+            event(seq, None, EventKind::CreditsDeposited { agent: a.clone(), amount: Credits::from_units(1) })
+        };
+        let replies = w.published(&[deposit(4), deposit(5), event(6, None, accepted(&a, &b))]);
+        assert_eq!(replies, vec![(Subject::from("r.5"), Reply::repeat(Some(5)).to_bytes())]);
+        assert_eq!(w.published(&[deposit(7)]).len(), 1);
+        assert_eq!(w.waiting(), 0);
     }
 
     #[test]
@@ -242,24 +233,24 @@ mod tests {
         let amount = Credits::from_units(5);
         let mut w = Waiters::default();
         let key = Key::Deposited(a.clone(), amount);
-        let Wait::Pending(mut first) = w.wait(key.clone()) else { panic!() };
-        let Wait::Pending(gave_up) = w.wait(key.clone()) else { panic!() };
-        let Wait::Pending(mut third) = w.wait(key.clone()) else { panic!() };
+        let mut first = w.wait(key.clone());
+        let gave_up = w.wait(key.clone());
+        let mut third = w.wait(key.clone());
         drop(gave_up);
         let deposit = |seq| event(seq, None, EventKind::CreditsDeposited { agent: a.clone(), amount });
-        w.published(&[deposit(1)], 1);
+        w.published(&[deposit(1)]);
         assert_eq!(first.try_recv().unwrap(), 1);
         assert!(third.try_recv().is_err());
-        w.published(&[deposit(2)], 1);
+        w.published(&[deposit(2)]);
         assert_eq!(third.try_recv().unwrap(), 2, "the abandoned wait is skipped");
         assert_eq!(w.waiting(), 0);
-        assert_eq!(w.known(&key), None, "alike keys are not remembered");
         // Settlement inside a cycle answers no transfer request.
-        let Wait::Pending(mut t) = w.wait(Key::Transferred(a.clone(), a.clone(), amount)) else { panic!() };
-        w.published(
-            &[event(3, Some(1), EventKind::CreditsTransferred { from: a.clone(), to: a.clone(), amount })],
-            1,
-        );
+        let mut t = w.wait(Key::Transferred(a.clone(), a.clone(), amount));
+        w.published(&[event(
+            3,
+            Some(1),
+            EventKind::CreditsTransferred { from: a.clone(), to: a.clone(), amount },
+        )]);
         assert!(t.try_recv().is_err());
     }
 }
