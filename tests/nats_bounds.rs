@@ -10,7 +10,7 @@ mod nats_harness;
 use std::time::Duration;
 
 use capacity_auction::bindings::nats::{
-    MAX_BATCH, MAX_CORRELATION_ID, MarketClient, MarketService, Reply, ServiceConfig,
+    KIND, MAX_BATCH, MAX_CORRELATION_ID, MarketClient, MarketService, Reply, ServiceConfig,
 };
 use capacity_auction::{BidRequest, Credits, Event, EventKind, MarketConfig, RejectCode, Rejection, Slot};
 use nats_harness::NatsServer;
@@ -49,7 +49,7 @@ async fn journal(client: &MarketClient) -> Vec<Event> {
     let mut events = Vec::new();
     for seq in 1..=last {
         let message = stream.get_raw_message(seq).await.unwrap();
-        if message.headers.get("Capacity-Auction-Kind").map(|v| v.as_str()) == Some("events") {
+        if message.headers.get(KIND).map(|v| v.as_str()) == Some("events") {
             for line in message.payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 events.push(Event::from_json(line).unwrap());
             }

@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
-use capacity_auction::bindings::nats::{ClientError, MarketClient, Subjects};
+use capacity_auction::bindings::nats::{ClientError, KIND, MarketClient, Subjects};
 use capacity_auction::{BidRequest, Event, Market, MarketConfig, RejectCode, StateHash};
 use nats_harness::serve::Serve;
 use nats_harness::{NatsCluster, NatsServer};
@@ -77,7 +77,7 @@ async fn journal(nats: &Client, subjects: &Subjects) -> History {
     let (mut config, mut events, mut leaders) = (None, Vec::new(), Vec::new());
     for at in 1..=last {
         let message = stream.get_raw_message(at).await.unwrap();
-        let kind = message.headers.get("Capacity-Auction-Kind").map(|v| v.as_str().to_owned());
+        let kind = message.headers.get(KIND).map(|v| v.as_str().to_owned());
         match kind.as_deref() {
             Some("genesis") => {
                 assert_eq!(at, 1, "the genesis comes first");

@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
-use super::bid::Bid;
+use super::bid::{Bid, reserve_cost};
+use super::config::Config;
+use super::events::BundleShares;
 use super::ids::{AgentId, BidId};
 use super::money::Credits;
-use crate::capacity::{Bundle, Window};
+use super::snapshot::PendingBid;
+use crate::capacity::{Bundle, ResourceId, Resources, Share, Window};
 
 /// A bid accepted into the book, with everything clearing and settlement need.
 #[derive(Clone, Debug)]
@@ -49,6 +52,66 @@ impl BookBid {
             shard,
             correlation_id,
         }
+    }
+}
+
+impl BookBid {
+    /// The bid as a snapshot writes it (and, but for `cycles_left`, as its `bid_accepted` does).
+    pub(crate) fn written(&self, resources: &Resources) -> PendingBid {
+        PendingBid {
+            bid: self.id.clone(),
+            agent: self.agent.clone(),
+            beneficiary: self.beneficiary.clone(),
+            bundle: BundleShares::of(&self.bundle, resources),
+            duration: self.window.duration(),
+            earliest_start: self.window.earliest_start(),
+            latest_end: self.window.latest_end(),
+            limit: self.limit,
+            cycles_left: self.cycles_left,
+            seq: self.order,
+            correlation_id: self.correlation_id.clone(),
+        }
+    }
+
+    /// A bid written by a snapshot or a `bid_accepted`, booked again in ledger shard `shard`.
+    pub(crate) fn from_written(config: &Config, shard: u16, p: PendingBid) -> Result<BookBid, String> {
+        let bundle = p.bundle.resolve(&config.resources).map_err(|e| format!("bid `{}`: {e}", p.bid))?;
+        let window = Window::new(p.earliest_start, p.latest_end, p.duration)
+            .ok_or_else(|| format!("bid `{}`: a window that cannot hold its run", p.bid))?;
+        Ok(BookBid {
+            reserve: reserve_cost(config, &bundle, u64::from(p.duration)),
+            id: p.bid,
+            agent: p.agent,
+            beneficiary: p.beneficiary,
+            bundle,
+            window,
+            limit: p.limit,
+            cycles_left: p.cycles_left,
+            order: p.seq,
+            shard,
+            correlation_id: p.correlation_id,
+        })
+    }
+}
+
+impl BundleShares {
+    /// `bundle` with its resources named.
+    pub(crate) fn of(bundle: &Bundle, resources: &Resources) -> BundleShares {
+        BundleShares(bundle.iter().map(|(r, s)| (resources.shared_name(r), s)).collect())
+    }
+
+    /// The bundle these names give in a market of `resources`.
+    pub(crate) fn resolve(&self, resources: &Resources) -> Result<Bundle, String> {
+        let items = self
+            .0
+            .iter()
+            .map(|(name, share)| {
+                let r =
+                    resources.find(name).ok_or_else(|| format!("the market sells no resource `{name}`"))?;
+                Ok((r, *share))
+            })
+            .collect::<Result<Vec<(ResourceId, Share)>, String>>()?;
+        Bundle::new(items).map_err(|e| e.to_string())
     }
 }
 

@@ -117,9 +117,7 @@ impl Engine {
     pub(crate) fn sequence(&mut self, entry: Entry) {
         match entry {
             Entry::Accepted(mut bid) => {
-                let bundle = BundleShares(
-                    bid.bundle.iter().map(|(r, s)| (self.config.resources.shared_name(r), s)).collect(),
-                );
+                let bundle = BundleShares::of(&bid.bundle, &self.config.resources);
                 let kind = EventKind::BidAccepted {
                     bid: bid.id.clone(),
                     agent: bid.agent.clone(),

@@ -19,8 +19,9 @@ use super::error::Rejection;
 use super::events::{Event, EventKind};
 use super::intake::Entry;
 use super::market::Market;
+use super::snapshot::PendingBid;
 use super::snapshot::StateError;
-use crate::capacity::{Bundle, ResourceId, Share, Window};
+use crate::capacity::ResourceId;
 
 impl Market {
     /// Applies `events`, which must follow the market's last event without a gap, as the
@@ -87,28 +88,20 @@ impl Market {
                 limit,
                 good_for,
             } => {
-                let config = &self.config;
-                let items = bundle
-                    .0
-                    .iter()
-                    .map(|(name, share)| Ok((self.resource(name)?, *share)))
-                    .collect::<Result<Vec<(ResourceId, Share)>, String>>()?;
-                let bundle = Bundle::new(items).map_err(|e| e.to_string())?;
-                let window = Window::new(*earliest_start, *latest_end, *duration)
-                    .ok_or("a window that cannot hold its run")?;
-                let booked = BookBid {
-                    id: bid.clone(),
+                let written = PendingBid {
+                    bid: bid.clone(),
                     agent: agent.clone(),
                     beneficiary: beneficiary.clone(),
-                    reserve: super::bid::reserve_cost(config, &bundle, u64::from(*duration)),
-                    bundle,
-                    window,
+                    bundle: bundle.clone(),
+                    duration: *duration,
+                    earliest_start: *earliest_start,
+                    latest_end: *latest_end,
                     limit: *limit,
                     cycles_left: *good_for,
-                    order: event.seq,
-                    shard: self.ledger.shard_of(agent),
+                    seq: event.seq,
                     correlation_id: cid,
                 };
+                let booked = BookBid::from_written(&self.config, self.ledger.shard_of(agent), written)?;
                 self.ledger.apply_accepted(&self.intake, &booked)?;
                 engine.sequence(Entry::Accepted(booked));
                 engine.accepted.clear();

@@ -9,15 +9,14 @@ use super::clearing::Discovery;
 use super::config::MAX_HORIZON;
 use super::config::{Config, ConfigError};
 use super::engine::Engine;
-use super::events::BundleShares;
 use super::intake::{self, Intake};
 use super::ledger::Ledger;
 use super::market::Market;
 use super::snapshot::{
-    CapacityRun, CurveState, PendingBid, PriceRun, PriceState, SNAPSHOT_VERSION, Snapshot, SoldRun,
-    StateError, StateHash, TimelineState,
+    CapacityRun, CurveState, PriceRun, PriceState, SNAPSHOT_VERSION, Snapshot, SoldRun, StateError,
+    StateHash, TimelineState,
 };
-use crate::capacity::{Bundle, Capacity, ResourceId, Share, Slot, Window};
+use crate::capacity::{Capacity, ResourceId, Slot};
 
 impl Market {
     /// The market's whole state as data, once every operation accepted so far is sequenced
@@ -65,19 +64,7 @@ impl Market {
             .bids()
             .iter()
             .filter(|b| !engine.book.is_cancelled(&b.agent, &b.id))
-            .map(|b| PendingBid {
-                bid: b.id.clone(),
-                agent: b.agent.clone(),
-                beneficiary: b.beneficiary.clone(),
-                bundle: BundleShares(b.bundle.iter().map(|(r, s)| (name(r.index()), s)).collect()),
-                duration: b.window.duration(),
-                earliest_start: b.window.earliest_start(),
-                latest_end: b.window.latest_end(),
-                limit: b.limit,
-                cycles_left: b.cycles_left,
-                seq: b.order,
-                correlation_id: b.correlation_id.clone(),
-            })
+            .map(|b| b.written(&config.resources))
             .collect();
         let capacity = |micros: u32| Capacity::from_micros(micros).expect("capacity within [0, 1]");
         let timeline = TimelineState {
@@ -187,7 +174,15 @@ impl Market {
             engine.timeline.sell(resource(&s.resource)?, s.from.0..s.to.0, s.sold.micros());
         }
         for p in &snapshot.book {
-            engine.book.insert(pending_bid(&config, &ledger, p).map_err(StateError::Inconsistent)?);
+            let bid = BookBid::from_written(&config, ledger.shard_of(&p.agent), p.clone())
+                .map_err(StateError::Inconsistent)?;
+            if !ledger.holds_pending(&bid) {
+                return Err(inconsistent(format!(
+                    "bid `{}` of `{}` is not escrowed as pending",
+                    p.bid, p.agent
+                )));
+            }
+            engine.book.insert(bid);
         }
         if snapshot.prices.index.len() != config.resources.len() {
             return Err(inconsistent("one index per resource".into()));
@@ -224,37 +219,4 @@ impl Market {
             cycles: AtomicU64::new(snapshot.cycle),
         })
     }
-}
-
-/// A pending bid as the book holds it, checked against the ledger's record of it.
-fn pending_bid(config: &Config, ledger: &Ledger, p: &PendingBid) -> Result<BookBid, String> {
-    let items = p
-        .bundle
-        .0
-        .iter()
-        .map(|(name, share)| {
-            let r = config.resources.find(name).ok_or_else(|| format!("no resource `{name}`"))?;
-            Ok((r, *share))
-        })
-        .collect::<Result<Vec<(ResourceId, Share)>, String>>()?;
-    let bundle = Bundle::new(items).map_err(|e| format!("bid `{}`: {e}", p.bid))?;
-    let window = Window::new(p.earliest_start, p.latest_end, p.duration)
-        .ok_or_else(|| format!("bid `{}`: a window that cannot hold its run", p.bid))?;
-    let bid = BookBid {
-        id: p.bid.clone(),
-        agent: p.agent.clone(),
-        beneficiary: p.beneficiary.clone(),
-        reserve: super::bid::reserve_cost(config, &bundle, u64::from(p.duration)),
-        bundle,
-        window,
-        limit: p.limit,
-        cycles_left: p.cycles_left,
-        order: p.seq,
-        shard: ledger.shard_of(&p.agent),
-        correlation_id: p.correlation_id.clone(),
-    };
-    if !ledger.holds_pending(&bid) {
-        return Err(format!("bid `{}` of `{}` is not escrowed as pending", p.bid, p.agent));
-    }
-    Ok(bid)
 }
