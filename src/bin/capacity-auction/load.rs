@@ -228,25 +228,38 @@ async fn send_all(
             let progress = if args.json { ProgressBar::hidden() } else { ProgressBar::new(total) };
             progress
                 .set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} requests, {elapsed} {msg}")?);
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            let mut sent = 0u64;
-            while sent < total {
-                tick.tick().await;
-                let due_now = ((started.elapsed().as_secs_f64() * requests_per_s) as u64 + 1).min(total);
-                while sent < due_now {
-                    let due = started + Duration::from_secs_f64(sent as f64 / requests_per_s);
-                    let agent = agents[sent as usize % agents.len()].clone();
-                    let bids: Vec<BidRequest> = (0..args.batch).map(|j| bid(run, sent, j, shape)).collect();
-                    let (target, tally) = (target.clone(), tally.clone());
-                    tasks.spawn(async move { request(&target, agent, bids, due, &tally).await });
-                    sent += 1;
+            // Paced by an OS thread that sleeps until each request is due (the runtime's timer
+            // has a granularity of a millisecond, which would count as latency here).
+            let (spawned, mut running) = tokio::sync::mpsc::unbounded_channel();
+            let pacer = {
+                let (handle, target, tally, agents) =
+                    (tokio::runtime::Handle::current(), target.clone(), tally.clone(), agents.to_vec());
+                let batch = args.batch;
+                std::thread::spawn(move || {
+                    for sent in 0..total {
+                        let due = started + Duration::from_secs_f64(sent as f64 / requests_per_s);
+                        let agent = agents[sent as usize % agents.len()].clone();
+                        let bids: Vec<BidRequest> = (0..batch).map(|j| bid(run, sent, j, shape)).collect();
+                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                        let (target, tally) = (target.clone(), tally.clone());
+                        let task =
+                            handle.spawn(async move { request(&target, agent, bids, due, &tally).await });
+                        if spawned.send(task).is_err() {
+                            return;
+                        }
+                    }
+                })
+            };
+            let mut done = 0u64;
+            while let Some(task) = running.recv().await {
+                let _ = task.await;
+                done += 1;
+                if done.is_multiple_of(1024) {
+                    progress.set_position(done);
                 }
-                progress.set_position(sent);
-                while tasks.try_join_next().is_some() {}
-                progress.set_message(format!("{} in flight", tasks.len()));
             }
-            progress.finish_with_message("waiting for the last answers");
-            while tasks.join_next().await.is_some() {}
+            let _ = pacer.join();
+            progress.finish_with_message("all answered");
         }
     }
     let tally = Arc::try_unwrap(tally).map_err(|_| "request tasks outlived the run")?;
