@@ -72,11 +72,11 @@ struct History {
 
 async fn journal(nats: &Client, subjects: &Subjects) -> History {
     let js = async_nats::jetstream::new(nats.clone());
-    let mut stream = js.get_stream(subjects.journal()).await.unwrap();
-    let last = stream.info().await.unwrap().state.last_sequence;
+    let stream = patiently(|| js.get_stream(subjects.journal())).await;
+    let last = patiently(|| stream.get_info()).await.state.last_sequence;
     let (mut config, mut events, mut leaders) = (None, Vec::new(), Vec::new());
     for at in 1..=last {
-        let message = stream.get_raw_message(at).await.unwrap();
+        let message = patiently(|| stream.get_raw_message(at)).await;
         let kind = message.headers.get(KIND).map(|v| v.as_str().to_owned());
         match kind.as_deref() {
             Some("genesis") => {
@@ -101,18 +101,33 @@ async fn journal(nats: &Client, subjects: &Subjects) -> History {
 /// at stream sequence `n` equal to the journal's.
 async fn audit_log(nats: &Client, subjects: &Subjects, through: u64, journal: &[Event]) {
     let js = async_nats::jetstream::new(nats.clone());
-    let mut stream = js.get_stream(subjects.stream()).await.unwrap();
-    let state = stream.info().await.unwrap().state.clone();
+    let stream = patiently(|| js.get_stream(subjects.stream())).await;
+    let state = patiently(|| stream.get_info()).await.state;
     assert_eq!((state.first_sequence, state.messages), (1, state.last_sequence), "gapless");
     assert!(state.last_sequence >= through, "{} < {through}", state.last_sequence);
     let step = (through / 50).max(1);
     for seq in (1..=through.min(journal.len() as u64)).step_by(step as usize) {
-        let message = stream.get_raw_message(seq).await.unwrap();
+        let message = patiently(|| stream.get_raw_message(seq)).await;
         assert_eq!(
             Event::from_json(&message.payload).unwrap(),
             journal[seq as usize - 1],
             "audit_log #{seq}"
         );
+    }
+}
+
+/// What `ask` gives once the cluster answers: a cluster that lost a server may take seconds to
+/// elect new stream leaders, and reading is not what these tests are about.
+async fn patiently<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    mut ask: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match ask().await {
+            Ok(answer) => return answer,
+            Err(e) if Instant::now() > deadline => panic!("no answer in 30 s: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
 
@@ -140,7 +155,9 @@ async fn check(nats: &Client, namespace: &str, acks: &[Ack], recoveries: &[Strin
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         match client.status().await {
-            Ok(status) if status.audited == Some(status.journaled) => break status,
+            Ok(status) if status.audited == Some(status.journaled) && status.halted.is_none() => {
+                break status;
+            }
             Ok(status) if Instant::now() > deadline => break status,
             Err(e) if Instant::now() > deadline => panic!("no status: {e}"),
             _ => tokio::time::sleep(Duration::from_millis(50)).await,

@@ -92,5 +92,10 @@ impl Serve {
 impl Drop for Serve {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            // What the process said is the first thing to read when a test fails.
+            let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!("--- capacity-auction serve said:\n{}\n---", log.join("\n"));
+        }
     }
 }

@@ -150,7 +150,9 @@ impl Health {
     pub(crate) fn halted(&self) -> Option<String> {
         let reason = self.reason();
         let mut logged = lock(&self.logged);
-        if *logged != reason {
+        // Logged once when intake stops or resumes, or stops for another reason (not each time
+        // its figures move).
+        if what(logged.as_deref()) != what(reason.as_deref()) {
             match &reason {
                 Some(why) => tracing::warn!("intake stopped: {why}"),
                 None => tracing::info!("intake resumed"),
@@ -205,4 +207,9 @@ impl Health {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A reason without its figures.
+fn what(reason: Option<&str>) -> Option<&str> {
+    reason.map(|r| r.split(|c: char| c.is_ascii_digit()).next().unwrap_or(r))
 }

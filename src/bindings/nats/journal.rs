@@ -14,12 +14,16 @@
 //! stored once and no id is ever reused by another process.
 
 use std::collections::VecDeque;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, stream};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -58,6 +62,71 @@ pub(crate) enum AppendError {
     Fenced,
     /// JetStream did not acknowledge it (the server or stream is away): retry later.
     Unavailable(String),
+}
+
+/// An acknowledgement awaited, and until when.
+struct Ack {
+    until: tokio::time::Instant,
+    ack: Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>,
+}
+
+/// A journal message sent (or to be sent again) and not yet known to be stored.
+pub(crate) struct Pending {
+    id: String,
+    /// Its first and last event `seq`.
+    seqs: (u64, u64),
+    body: Bytes,
+    /// The stream sequence it was fenced to follow.
+    expected: u64,
+    ack: Option<Ack>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("id", &self.id).field("sent", &self.ack.is_some()).finish()
+    }
+}
+
+impl Pending {
+    /// The last event `seq` it holds.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.seqs.1
+    }
+
+    /// What [`Journal::confirm`] needs of it.
+    pub(crate) fn sent(&self) -> Sent {
+        Sent { id: self.id.clone(), expected: self.expected, last: self.seqs.1 }
+    }
+}
+
+/// A pending message as [`Journal::confirm`] reads it.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    id: String,
+    expected: u64,
+    last: u64,
+}
+
+/// What came back for a pending message.
+#[derive(Debug)]
+pub(crate) enum AckOutcome {
+    Stored(PublishAck),
+    Failed(PublishError),
+    /// Nothing within [`ACK_WAIT`].
+    Late,
+    /// It was never sent.
+    Unsent,
+}
+
+/// Waits for what comes back for the oldest of `pending`; never returns while it is empty.
+pub(crate) async fn next_ack(pending: &mut VecDeque<Pending>) -> AckOutcome {
+    let Some(front) = pending.front_mut() else { return std::future::pending().await };
+    let Some(ack) = front.ack.as_mut() else { return AckOutcome::Unsent };
+    match tokio::time::timeout_at(ack.until, ack.ack.as_mut()).await {
+        Ok(Ok(stored)) => AckOutcome::Stored(stored),
+        Ok(Err(e)) => AckOutcome::Failed(e),
+        Err(_) => AckOutcome::Late,
+    }
 }
 
 /// The market's journal, as its writer (or a reader) sees it.
@@ -141,52 +210,99 @@ impl Journal {
         self.append("leader", HeaderMap::new(), body, id).await.map(|_| ())
     }
 
-    /// Appends `events` (consecutive, in order) in as few messages as [`MAX_MESSAGE`] allows:
-    /// all sent at once, each fenced on the one before it, then their acknowledgements awaited
-    /// in order. Stops at the first message not taken (the fence refuses every later one);
-    /// returns how many events are journaled.
-    pub(crate) async fn append_events(&mut self, events: &[Event]) -> Result<usize, (usize, AppendError)> {
-        let mut runs: Vec<(usize, usize, Bytes)> = Vec::new();
+    /// Sends `events` (consecutive, in order, after every event already sent) in as few
+    /// messages as [`MAX_MESSAGE`] allows, each fenced on the one before it, and queues them on
+    /// `pending` (everything sent and not yet [confirmed](Journal::confirm), oldest first)
+    /// without waiting for their acknowledgements. A message that cannot be sent now is queued
+    /// unsent, and so is every later one: [`recover`](Journal::recover) sends them again.
+    pub(crate) async fn send_events(&mut self, events: &[Event], pending: &mut VecDeque<Pending>) {
         let mut body = BytesMut::new();
         let mut first = 0;
         for (i, event) in events.iter().enumerate() {
             let line = event.to_json();
             if !body.is_empty() && body.len() + line.len() + 1 > MAX_MESSAGE {
-                runs.push((first, i, std::mem::take(&mut body).freeze()));
+                let run = std::mem::take(&mut body).freeze();
+                self.queue(events[first].seq, events[i - 1].seq, run, pending).await;
                 first = i;
             }
             body.put_slice(line.as_bytes());
             body.put_u8(b'\n');
         }
         if !body.is_empty() {
-            runs.push((first, events.len(), body.freeze()));
+            self.queue(events[first].seq, events[events.len() - 1].seq, body.freeze(), pending).await;
         }
-        let mut sent = Vec::with_capacity(runs.len());
-        for (k, (from, to, body)) in runs.into_iter().enumerate() {
-            let (first, last) = (events[from].seq, events[to - 1].seq);
-            let mut headers = HeaderMap::new();
-            headers.insert(SEQS, format!("{first} {last}").as_str());
-            let id = format!("{}:{}:{first}", self.market, self.instance);
+    }
+
+    async fn queue(&mut self, first: u64, last: u64, body: Bytes, pending: &mut VecDeque<Pending>) {
+        let id = format!("{}:{}:{first}", self.market, self.instance);
+        let mut message = Pending { id, seqs: (first, last), body, expected: 0, ack: None };
+        if pending.iter().all(|p| p.ack.is_some()) {
+            let expected = self.last + pending.len() as u64;
+            let sending = self.send_pending(message.id.clone(), message.seqs, message.body.clone(), expected);
+            if let Ok(ack) = sending.await {
+                message.expected = expected;
+                message.ack = Some(ack);
+            }
+        }
+        pending.push_back(message);
+    }
+
+    async fn send_pending(
+        &self,
+        id: String,
+        (first, last): (u64, u64),
+        body: Bytes,
+        expected: u64,
+    ) -> Result<Ack, AppendError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(SEQS, format!("{first} {last}").as_str());
+        let ack = self.send("events", headers, body, &id, expected).await?;
+        Ok(Ack { until: tokio::time::Instant::now() + ACK_WAIT, ack: ack.into_future() })
+    }
+
+    /// Settles the oldest pending message with what came back for it: its stream sequence once
+    /// stored (the caller then drops it from the queue).
+    pub(crate) async fn confirm(&mut self, message: Sent, outcome: AckOutcome) -> Result<u64, AppendError> {
+        let at = match outcome {
+            AckOutcome::Stored(ack) => ack.sequence,
+            AckOutcome::Failed(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                match self.message_id(message.expected + 1).await {
+                    Ok(Some(stored)) if stored == message.id => message.expected + 1,
+                    Ok(_) => return Err(AppendError::Fenced),
+                    Err(e) => return Err(AppendError::Unavailable(e)),
+                }
+            }
+            AckOutcome::Failed(e) => return Err(AppendError::Unavailable(e.to_string())),
+            AckOutcome::Late => return Err(AppendError::Unavailable("no acknowledgement in time".into())),
+            AckOutcome::Unsent => {
+                return Err(AppendError::Unavailable("a journal message could not be sent".into()));
+            }
+        };
+        self.stored(message.last, at);
+        Ok(at)
+    }
+
+    fn stored(&mut self, last_seq: u64, at: u64) {
+        self.last = at;
+        self.positions.push_back((last_seq, at));
+        if self.positions.len() > 4096 {
+            self.positions.pop_front();
+        }
+    }
+
+    /// After a pending message failed: sends every one of `pending` again, each fenced on the
+    /// one before, under its own id. One the stream already holds (its acknowledgement was lost)
+    /// comes back as a duplicate, or fenced out by itself: [`confirm`](Journal::confirm) takes
+    /// either as stored.
+    pub(crate) async fn recover(&mut self, pending: &mut VecDeque<Pending>) -> Result<(), AppendError> {
+        pending.iter_mut().for_each(|p| p.ack = None);
+        for (k, p) in pending.iter_mut().enumerate() {
             let expected = self.last + k as u64;
-            match self.send("events", headers, body, &id, expected).await {
-                Ok(ack) => sent.push((to, last, id, expected, ack)),
-                Err(e) if sent.is_empty() => return Err((0, e)),
-                Err(_) => break,
-            }
+            let ack = self.send_pending(p.id.clone(), p.seqs, p.body.clone(), expected).await?;
+            p.expected = expected;
+            p.ack = Some(ack);
         }
-        let mut done = 0;
-        for (to, last, id, expected, ack) in sent {
-            let at = self.settle(ack, &id, expected).await.map_err(|e| (done, e))?;
-            self.positions.push_back((last, at));
-            if self.positions.len() > 4096 {
-                self.positions.pop_front();
-            }
-            done = to;
-        }
-        if done < events.len() {
-            return Err((done, AppendError::Unavailable("a journal message could not be sent".into())));
-        }
-        Ok(done)
+        Ok(())
     }
 
     /// Appends one message right after stream sequence `self.last`; returns its sequence.
@@ -238,21 +354,28 @@ impl Journal {
             }
             Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 match self.message_id(expected + 1).await {
-                    Some(stored) if stored == id => {
+                    Ok(Some(stored)) if stored == id => {
                         self.last = expected + 1;
                         Ok(expected + 1)
                     }
-                    _ => Err(AppendError::Fenced),
+                    Ok(_) => Err(AppendError::Fenced),
+                    Err(e) => Err(AppendError::Unavailable(e)),
                 }
             }
             Ok(Err(e)) => Err(AppendError::Unavailable(e.to_string())),
         }
     }
 
-    async fn message_id(&self, sequence: u64) -> Option<String> {
-        let stream = self.js.get_stream_no_info(&self.stream).await.ok()?;
-        let message = stream.get_raw_message(sequence).await.ok()?;
-        message.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_owned())
+    /// The id of the message at stream sequence `sequence`; `None` when there is none.
+    async fn message_id(&self, sequence: u64) -> Result<Option<String>, String> {
+        let stream = self.js.get_stream_no_info(&self.stream).await.map_err(|e| e.to_string())?;
+        match stream.get_raw_message(sequence).await {
+            Ok(message) => {
+                Ok(message.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_owned()))
+            }
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// The stream sequence of the journal message holding event `seq` (or, when none does, of

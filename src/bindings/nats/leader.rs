@@ -15,7 +15,7 @@ use super::audit::{AuditError, AuditLog};
 use super::follow::Follower;
 use super::handlers;
 use super::health::Role;
-use super::journal::{AppendError, Entry};
+use super::journal::{AckOutcome, AppendError, Entry, Pending, next_ack};
 use super::kv::{Buckets, touched};
 use super::lease::Lease;
 use super::service::Shared;
@@ -155,9 +155,12 @@ async fn clear_every(shared: Arc<Shared>, cadence: Duration) {
     }
 }
 
-/// The writer: sequences intake when rung (or every [`WRITER_IDLE`]), journals the events, then
-/// answers the requests waiting for them and hands them on to the `audit_log`, the buckets and
-/// the snapshots. On stop, one last round journals everything accepted so far.
+/// The writer: sequences intake when rung (or every [`WRITER_IDLE`]) and sends its events to
+/// the journal without waiting for the messages before them to be acknowledged (each is fenced
+/// on the one before, so the stream holds them in order or not at all); as acknowledgements come
+/// back in order, answers the requests waiting for them and hands the events on to the
+/// `audit_log`, the buckets and the snapshots. On stop, one last round journals everything
+/// accepted so far.
 async fn write(
     shared: Arc<Shared>,
     mut events: Subscription,
@@ -166,79 +169,144 @@ async fn write(
     cycles: watch::Sender<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut agents = BTreeSet::new();
+    let mut after = After { shared: &shared, audit, state, cycles, agents: BTreeSet::new() };
+    // Messages sent and not yet acknowledged, and the rounds they hold, oldest first.
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut rounds: VecDeque<Vec<Event>> = VecDeque::new();
+    let mut stopping = false;
     loop {
-        let stopping = tokio::select! {
-            _ = shared.wake.notified() => false,
-            _ = tokio::time::sleep(WRITER_IDLE) => false,
-            _ = stop.changed() => true,
+        let room = pending.len() < MAX_PENDING;
+        enum Step {
+            Acked(AckOutcome),
+            Sequence,
+            Stop,
+        }
+        let step = tokio::select! {
+            biased;
+            outcome = next_ack(&mut pending) => Step::Acked(outcome),
+            _ = stop.changed(), if !stopping => Step::Stop,
+            _ = shared.wake.notified(), if room && !stopping => Step::Sequence,
+            _ = tokio::time::sleep(WRITER_IDLE), if room && !stopping => Step::Sequence,
         };
-        // Sequencing waits, at most, for a cycle's cut or outcome to be applied: block in place
-        // rather than hand the work to another thread every round.
-        let drain = |events: &mut Subscription| {
-            shared.market.flush();
-            events.drain()
-        };
-        let batch = match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| drain(&mut events)),
-            _ => drain(&mut events),
-        };
-        if !batch.is_empty() {
-            if !journal(&shared, &batch).await {
-                return;
+        match step {
+            Step::Acked(outcome) => {
+                let Some(front) = pending.front().map(Pending::sent) else { continue };
+                let confirmed = match shared.journal.lock().await.as_mut() {
+                    Some(journal) => journal.confirm(front, outcome).await,
+                    None => return,
+                };
+                match confirmed {
+                    Ok(_) => {
+                        let through = pending.pop_front().map_or(0, |p| p.last_seq());
+                        after.journaled(through, &mut rounds).await;
+                    }
+                    Err(AppendError::Fenced) => {
+                        shared.depose("another instance appended to the journal");
+                        return;
+                    }
+                    Err(AppendError::Unavailable(why)) => {
+                        if !recover(&shared, &mut pending, why).await {
+                            return;
+                        }
+                    }
+                }
             }
-            let last = batch[batch.len() - 1].seq;
-            shared.health.journaled_through(last);
-            shared.journaled.send_replace(last);
-            let (update, replies) = after_journal(&shared, &batch, &mut agents);
+            Step::Stop | Step::Sequence => {
+                stopping |= matches!(step, Step::Stop);
+                // Sequencing waits, at most, for a cycle's cut or outcome to be applied: block in
+                // place rather than hand the work to another thread every round.
+                let drain = |events: &mut Subscription| {
+                    shared.market.flush();
+                    events.drain()
+                };
+                let batch = match tokio::runtime::Handle::current().runtime_flavor() {
+                    tokio::runtime::RuntimeFlavor::MultiThread => {
+                        tokio::task::block_in_place(|| drain(&mut events))
+                    }
+                    _ => drain(&mut events),
+                };
+                if !batch.is_empty() {
+                    match shared.journal.lock().await.as_mut() {
+                        Some(journal) => journal.send_events(&batch, &mut pending).await,
+                        None => return,
+                    }
+                    rounds.push_back(batch);
+                }
+            }
+        }
+        if stopping && pending.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Messages the writer keeps in flight at most before it waits for their acknowledgements.
+const MAX_PENDING: usize = 64;
+
+/// After a journal message failed: sends every pending message again, for as long as it takes;
+/// `false` when this instance is deposed meanwhile (its events were never acknowledged: their
+/// requests get no reply).
+async fn recover(shared: &Shared, pending: &mut VecDeque<Pending>, why: String) -> bool {
+    let mut why = why;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        shared.health.journal_failed(&why);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+        if shared.health.role() != Role::Leader {
+            return false;
+        }
+        let result = match shared.journal.lock().await.as_mut() {
+            Some(journal) => journal.recover(pending).await,
+            None => return false,
+        };
+        match result {
+            Ok(()) => return true,
+            Err(AppendError::Fenced) => {
+                shared.depose("another instance appended to the journal");
+                return false;
+            }
+            Err(AppendError::Unavailable(e)) => why = e,
+        }
+    }
+}
+
+/// What the writer does with events once the journal holds them.
+struct After<'a> {
+    shared: &'a Shared,
+    audit: Option<mpsc::UnboundedSender<Arc<[Event]>>>,
+    state: mpsc::UnboundedSender<StateUpdate>,
+    cycles: watch::Sender<u64>,
+    /// Agents whose balance changed since the last cycle.
+    agents: BTreeSet<AgentId>,
+}
+
+impl After<'_> {
+    /// The journal holds every event through `through`: the rounds it covers are answered.
+    async fn journaled(&mut self, through: u64, rounds: &mut VecDeque<Vec<Event>>) {
+        let shared = self.shared;
+        shared.health.journaled_through(through);
+        shared.journaled.send_replace(through);
+        while rounds.front().is_some_and(|r| r.last().is_none_or(|e| e.seq <= through)) {
+            let Some(batch) = rounds.pop_front() else { break };
+            let (update, replies) = after_journal(shared, &batch, &mut self.agents);
             for (to, reply) in replies {
                 let _ = shared.client.publish(to, reply).await;
             }
             if let Some(update) = update {
-                let _ = state.send(update);
+                let _ = self.state.send(update);
             }
             if let Some(every) = shared.config.snapshot_every {
                 for e in &batch {
                     if let (EventKind::CycleCleared { .. }, Some(c)) = (&e.kind, e.cycle)
                         && c.is_multiple_of(every.max(1))
                     {
-                        cycles.send_replace(c);
+                        self.cycles.send_replace(c);
                     }
                 }
             }
-            if let Some(audit) = &audit {
+            if let Some(audit) = &self.audit {
                 let _ = audit.send(batch.into());
-            }
-        }
-        if stopping {
-            return;
-        }
-    }
-}
-
-/// Appends `batch` to the journal, retrying for as long as it takes; `false` when this instance
-/// is deposed meanwhile (its events were never acknowledged: their requests get no reply).
-async fn journal(shared: &Shared, batch: &[Event]) -> bool {
-    let mut done = 0;
-    let mut pause = Duration::from_millis(10);
-    loop {
-        let mut guard = shared.journal.lock().await;
-        let Some(journal) = guard.as_mut() else { return false };
-        match journal.append_events(&batch[done..]).await {
-            Ok(_) => return true,
-            Err((_, AppendError::Fenced)) => {
-                shared.depose("another instance appended to the journal");
-                return false;
-            }
-            Err((n, AppendError::Unavailable(why))) => {
-                done += n;
-                drop(guard);
-                shared.health.journal_failed(&why);
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-                if shared.health.role() != Role::Leader {
-                    return false;
-                }
             }
         }
     }
