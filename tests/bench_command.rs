@@ -40,3 +40,22 @@ fn bench_prints_a_table_or_one_json_object() {
         assert!(table.contains(row), "{row} in {table}");
     }
 }
+
+#[test]
+fn the_same_book_clears_to_the_same_events_whatever_the_clearing_threads() {
+    let hash = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_capacity-auction"))
+            .args(["bench", "--json", "--bids", "3000"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["events_hash"].as_str().expect("a hash of the events").to_owned()
+    };
+    // One submitting thread: the bids are accepted in the same order every run.
+    let one = hash(&["--clearing-threads", "1"]);
+    assert_eq!(one.len(), 64, "{one}");
+    assert_eq!(hash(&["--clearing-threads", "2"]), one);
+    assert_eq!(hash(&["--clearing-threads", "3"]), one);
+}

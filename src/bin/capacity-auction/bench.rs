@@ -136,7 +136,7 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
              \"bytes_per_pending_bid\":{bytes},\
              \"snapshot_ms\":{:.1},\"snapshot_json_ms\":{:.1},\"snapshot_bytes\":{},\"restore_ms\":{:.1},\
              \"replay_ns_per_event\":{:.1},\"events\":{},\
-             \"won\":{},\"lost\":{}}}",
+             \"won\":{},\"lost\":{},\"events_hash\":\"{}\"}}",
             ns_per(submit, n),
             n as f64 / submit,
             ns_per(clear, n),
@@ -152,13 +152,17 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
             ns_per(replay, all.len()),
             all.len(),
             report.won,
-            report.lost
+            report.lost,
+            events_hash(&all)
         );
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{n} bids, {threads} submitting thread(s), {clearing_threads} clearing; the cycle: {} won, {} lost",
-        report.won, report.lost
+        "{n} bids, {threads} submitting thread(s), {clearing_threads} clearing; the cycle: {} won, {} lost; \
+         events hash {}",
+        report.won,
+        report.lost,
+        events_hash(&all)
     );
     println!("{:<34} {:>12} {:>12}", "", "ns/bid", "total ms");
     let row = |name: &str, seconds: f64| {
@@ -185,4 +189,15 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
     );
     println!("replay of the run's {} events: {:.1} ns/event", all.len(), ns_per(replay, all.len()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// A BLAKE3 digest of the events' JSON lines: the same bids in the same order clear to the same
+/// events (payments, prices) whatever the threads.
+fn events_hash(events: &[capacity_auction::Event]) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    for event in events {
+        hasher.update(event.to_json().as_bytes());
+        hasher.update(b"\n");
+    }
+    hasher.finalize()
 }
