@@ -114,8 +114,9 @@ pub struct MarketConfig {
     /// Clearing cycles a decided or rejected bid id is remembered after its outcome, so a
     /// repeated submit is answered with the first result.
     pub dedupe_cycles: u64,
-    /// Threads the exact critical-value pass may use. The default, 1, leaves the other cores to
-    /// intake; any count gives the same payments.
+    /// Threads clearing may use for exact critical values and price discovery (a
+    /// work-stealing pool per count). The default, 1, leaves the other cores to intake; any
+    /// count gives the same payments and prices.
     pub clearing_threads: usize,
     /// Compute critical values under every pricing rule, not only `critical_value` (an
     /// extension of §4): losers' shortfalls and winners' overpayment are then known under

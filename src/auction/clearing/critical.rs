@@ -105,9 +105,9 @@ pub(super) fn placed(r: &Ranked, start: u64) -> Range<u64> {
 /// Most winners a thread takes at a time: each batch starts from the nearest checkpoint.
 const WINNERS_PER_TAKE: usize = 64;
 
-/// Every winner's critical value, on up to `threads` threads. Each winner's value depends only on
-/// the real run, so the split changes nothing but the time: threads take batches of winners in
-/// turn, each batch starting from the real run's nearest checkpoint.
+/// Every winner's critical value, on a pool of `threads` threads. Each winner's value depends
+/// only on the real run, so the split changes nothing but the time: the pool's threads steal
+/// batches of winners, each batch starting from the real run's nearest checkpoint.
 fn winners_critical(
     rule: PriorityRule,
     run: &Run<'_>,
@@ -115,79 +115,64 @@ fn winners_critical(
     threads: usize,
     out: &mut [Option<u64>],
 ) {
+    use rayon::prelude::*;
     let index = SpanIndex::new(run.p, initial.lo);
     let sold = SaleIndex::new(run.p, run.winners, initial.lo);
     let n = run.winners.len();
     let threads = threads.clamp(1, n.max(1));
     // Batches small enough for every thread to take several, so none waits on the last.
     let per_take = (n / (threads * 4)).clamp(1, WINNERS_PER_TAKE);
-    let found: Vec<(usize, u64)> = if threads == 1 {
-        critical_of(rule, run, initial, (&index, &sold), &mut std::iter::once(0..n))
-    } else {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let batches = || {
-            std::iter::from_fn(|| {
-                let from = next.fetch_add(per_take, std::sync::atomic::Ordering::Relaxed);
-                (from < n).then(|| from..(from + per_take).min(n))
-            })
-        };
-        std::thread::scope(|s| {
-            let workers: Vec<_> = (1..threads)
-                .map(|_| {
-                    let mut mine = batches();
-                    let (index, sold) = (&index, &sold);
-                    s.spawn(move || critical_of(rule, run, initial, (index, sold), &mut mine))
-                })
-                .collect();
-            let mut all = critical_of(rule, run, initial, (&index, &sold), &mut batches());
-            for worker in workers {
-                all.extend(worker.join().expect("a critical-value thread does not panic"));
-            }
-            all
-        })
-    };
+    let found: Vec<(usize, u64)> = super::pool::install(threads, || {
+        (0..n.div_ceil(per_take))
+            .into_par_iter()
+            .map_init(
+                || (Local::default(), Dirty::new(initial)),
+                |scratch, k| {
+                    let batch = k * per_take..((k + 1) * per_take).min(n);
+                    critical_of(rule, run, initial, (&index, &sold), scratch, batch)
+                },
+            )
+            .flatten_iter()
+            .collect()
+    });
     for (i, value) in found {
         out[i] = Some(value);
     }
 }
 
-/// The critical values of the winners in `batches` (ranges of winner numbers), as
-/// `(position, value)`.
+/// The critical values of the winners numbered `batch`, as `(position, value)`.
 fn critical_of(
     rule: PriorityRule,
     run: &Run<'_>,
     initial: &Grid,
     (index, sold): (&SpanIndex, &SaleIndex),
-    batches: &mut dyn Iterator<Item = Range<usize>>,
+    (local, dirty): &mut (Local, Dirty),
+    batch: Range<usize>,
 ) -> Vec<(usize, u64)> {
-    let mut found = Vec::new();
-    let mut local = Local::default();
-    let mut dirty = Dirty::new(initial);
+    let mut found = Vec::with_capacity(batch.len());
     let all_rows = initial.lo..initial.hi();
-    for batch in batches {
-        // The real run just before the batch's first winner.
-        let (state, held) = run.checkpoints.before(batch.start);
-        let mut real = state.clone();
-        for &(i, start) in &run.winners[held..batch.start] {
-            run.take_sale(&mut real, i, start, all_rows.clone());
-        }
-        for w in batch {
-            let (i, start) = run.winners[w];
-            let me = &run.p.ranked[i];
-            let blocker = counterfactual_blocker(run, &real, w, (&mut local, &mut dirty), (index, sold));
-            found.push((
-                i,
-                match blocker {
-                    Some(q) => {
-                        let rival = &run.p.ranked[q];
-                        threshold_against(rule, me, rival, (me.reserve, me.limit))
-                            .expect("a winner ranks before every bid after it")
-                    }
-                    None => me.reserve,
-                },
-            ));
-            run.take_sale(&mut real, i, start, all_rows.clone());
-        }
+    // The real run just before the batch's first winner.
+    let (state, held) = run.checkpoints.before(batch.start);
+    let mut real = state.clone();
+    for &(i, start) in &run.winners[held..batch.start] {
+        run.take_sale(&mut real, i, start, all_rows.clone());
+    }
+    for w in batch {
+        let (i, start) = run.winners[w];
+        let me = &run.p.ranked[i];
+        let blocker = counterfactual_blocker(run, &real, w, (local, dirty), (index, sold));
+        found.push((
+            i,
+            match blocker {
+                Some(q) => {
+                    let rival = &run.p.ranked[q];
+                    threshold_against(rule, me, rival, (me.reserve, me.limit))
+                        .expect("a winner ranks before every bid after it")
+                }
+                None => me.reserve,
+            },
+        ));
+        run.take_sale(&mut real, i, start, all_rows.clone());
     }
     found
 }
