@@ -144,10 +144,10 @@ impl Book {
         bids
     }
 
-    /// Puts back the bids that stay for another cycle, in acceptance order: ahead of every bid
-    /// sequenced since the cycle's cut, all of which were accepted after them.
+    /// Puts back the bids that stay for another cycle, `retained` in acceptance order: ahead of
+    /// every bid sequenced since the cycle's cut, all of which were accepted after them.
     pub(crate) fn restore(&mut self, mut retained: Vec<BookBid>) {
-        retained.sort_by_key(|b| b.order);
+        debug_assert!(retained.is_sorted_by_key(|b| b.order));
         debug_assert!(self.bids.first().is_none_or(|b| retained.last().is_none_or(|r| r.order < b.order)));
         retained.append(&mut self.bids);
         self.bids = retained;

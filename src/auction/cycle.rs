@@ -1,15 +1,19 @@
 //! A clearing cycle in three steps, so intake is sequenced and answered while it computes:
 //!
-//! 1. [`Engine::cut`] (the writer, briefly): the clock moves to the cycle's slot, the book is
-//!    taken out, and `cycle_started` marks the cut in the event stream;
-//! 2. [`compute`] (no lock): ranking, placement, critical values if the pricing rule needs
-//!    them, price discovery, payments — a pure function of the cut;
-//! 3. [`Engine::finish`] (the writer, briefly): capacity is sold, the ledger settles, and the
-//!    outcome events follow whatever intake was sequenced meanwhile.
+//! 1. [`Engine::take_cut`] (the writer, briefly: nothing per bid but reading its window): the
+//!    clock moves to the cycle's slot, the book is taken out, the free capacity it can reach is
+//!    read, and `cycle_started` marks the cut in the event stream;
+//! 2. [`Taken::split`], [`compute`] and [`Outcome::of`] (no lock): expired bids apart, ranking,
+//!    placement, critical values if the pricing rule needs them, price discovery, payments,
+//!    and every outcome event made ready — a pure function of the cut;
+//! 3. [`Engine::apply`] (the writer, briefly: per winner and leaving bid, plus one push per
+//!    event): capacity is sold, the ledger settles, and the outcome events follow whatever
+//!    intake was sequenced meanwhile.
 //!
 //! The stream therefore shows the cut, and a replay that applies the events in order rebuilds
 //! the same state: intake sequenced between `cycle_started` and the outcome did not take part.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use super::book::BookBid;
@@ -21,7 +25,7 @@ use super::intake::Intake;
 use super::ledger::{Ledger, Release};
 use super::money::{Credits, Price, pico_cost};
 use crate::capacity::fixed::MICRO;
-use crate::capacity::{CapacitySlots, ResourceId, Slot};
+use crate::capacity::{Bundle, CapacitySlots, ResourceId, Slot};
 
 /// One resource's figures after a cycle (the fields of `price_discovered`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -93,6 +97,33 @@ pub(crate) struct Cut {
     pub(crate) initial: Grid,
 }
 
+/// A cycle's book as the writer took it out, with the free capacity its bids can reach, not
+/// yet split into expired bids and those that take part.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    config: Arc<Config>,
+    cycle: u64,
+    now: Slot,
+    cid: Option<Arc<str>>,
+    bids: Vec<BookBid>,
+    initial: Grid,
+}
+
+impl Taken {
+    /// The cut: bids whose window can no longer hold their run are expired, the others keep
+    /// acceptance order.
+    pub(crate) fn split(self) -> Cut {
+        let Taken { config, cycle, now, cid, bids, initial } = self;
+        let (expired, bids): (Vec<BookBid>, Vec<BookBid>) = bids.into_iter().partition(|b| expired(b, now));
+        Cut { config, cycle, now, cid, expired, bids, initial }
+    }
+}
+
+/// Whether a bid's window can no longer hold its run at `now`.
+fn expired(bid: &BookBid, now: Slot) -> bool {
+    bid.window.starts(now).is_empty()
+}
+
 /// What a cycle decided: its bids in clearing order with their placement, prices and payments.
 #[derive(Debug)]
 pub(crate) struct Cleared {
@@ -109,26 +140,24 @@ pub(crate) struct Cleared {
 }
 
 impl Engine {
-    /// The cut of cycle `self.cycle + 1` at `now`: the clock moves, the book is taken out, and
-    /// `cycle_started` goes into the stream. Call with the intake just sequenced and frozen.
-    pub(crate) fn cut(&mut self, now: Slot, cid: Option<Arc<str>>) -> Cut {
+    /// The cut of cycle `self.cycle + 1` at `now`: the clock moves, the book is taken out, the
+    /// free capacity its bids can reach is read, and `cycle_started` goes into the stream. Call
+    /// with the intake just sequenced and frozen. What is left to cut (expired bids apart,
+    /// [`Taken::split`]) needs no writer.
+    pub(crate) fn take_cut(&mut self, now: Slot, cid: Option<Arc<str>>) -> Taken {
         self.cycle += 1;
         let cycle = self.cycle;
         self.now = now;
         self.timeline.advance(now);
-        let taken = self.book.take();
-        self.emit(Some(cycle), cid.clone(), EventKind::CycleStarted { bids: taken.len() as u64 });
-        let (expired, bids): (Vec<BookBid>, Vec<BookBid>) =
-            taken.into_iter().partition(|b| b.window.starts(now).is_empty());
-        let rows = clearing::reach_of(&bids, now.0);
+        let bids = self.book.take();
+        self.emit(Some(cycle), cid.clone(), EventKind::CycleStarted { bids: bids.len() as u64 });
+        let rows = clearing::reach_of(bids.iter().filter(|b| !expired(b, now)), now.0);
         let mut initial = Grid { lo: rows.start, stride: self.config.resources.len(), free: Vec::new() };
         self.timeline.free_grid(rows, &mut initial.free);
-        Cut { config: self.config.clone(), cycle, now, cid, expired, bids, initial }
+        Taken { config: self.config.clone(), cycle, now, cid, bids, initial }
     }
 
-    /// Applies what cycle `cut` decided: sells the winners' capacity, settles the ledger, emits
-    /// the outcome events after whatever was sequenced since the cut, and puts the bids that stay
-    /// back in the book ahead of those accepted meanwhile.
+    /// Applies what cycle `cut` decided (see [`Outcome::of`] and [`Engine::apply`]).
     pub(crate) fn finish(
         &mut self,
         ledger: &Ledger,
@@ -136,110 +165,32 @@ impl Engine {
         cut: Cut,
         cleared: Cleared,
     ) -> CycleReport {
-        let Cut { config, cycle, cid, expired, .. } = cut;
-        let Cleared { bids, placement, payments, .. } = &cleared;
-        for (i, b) in bids.iter().enumerate() {
-            if let Some(start) = placement.starts[i] {
-                let end = start + u64::from(b.window.duration());
-                for (r, share) in b.bundle.iter() {
-                    self.timeline.sell(r, start..end, share.micros());
-                }
+        self.apply(ledger, intake, Outcome::of(cut, cleared))
+    }
+
+    /// Applies a cycle's outcome: sells the winners' capacity, settles the ledger, emits the
+    /// outcome events after whatever was sequenced since the cut, and puts the bids that stay
+    /// back in the book ahead of those accepted meanwhile. Everything per bid was made ready in
+    /// [`Outcome::of`], outside the writer; this only applies it.
+    pub(crate) fn apply(&mut self, ledger: &Ledger, intake: &Intake, outcome: Outcome) -> CycleReport {
+        let Outcome { config, cycle, cid, sales, leaving, retained, events, sums, tally, discovery } =
+            outcome;
+        for (bundle, run) in &sales {
+            for (r, share) in bundle.iter() {
+                self.timeline.sell(r, run.clone(), share.micros());
             }
         }
         // Settlement: winners pay, losers leaving and expired bids get their escrow back.
-        let mut releases: Vec<(&BookBid, Release)> = expired.iter().map(|b| (b, Release::Returned)).collect();
-        for (i, b) in bids.iter().enumerate() {
-            match payments[i] {
-                Some(payment) => releases.push((b, Release::Won { payment })),
-                None if b.cycles_left <= 1 => releases.push((b, Release::Returned)),
-                None => {}
-            }
-        }
+        let mut releases: Vec<(&BookBid, Release)> = leaving.iter().map(|(b, r)| (b, *r)).collect();
         let pool = (config.settlement == Settlement::Pool).then_some(&config.pool_account);
         ledger.settle(intake, &mut releases, cycle, pool);
+        drop(releases);
 
-        let report = self.cycle_events(cycle, cid, &expired, &cleared);
-        let Cleared { bids, placement, discovery, .. } = cleared;
-        let retained = bids
-            .into_iter()
-            .enumerate()
-            .filter(|(i, b)| placement.starts[*i].is_none() && b.cycles_left > 1)
-            .map(|(_, mut b)| {
-                b.cycles_left -= 1;
-                b
-            })
-            .collect();
-        self.book.restore(retained);
-        self.discovery = Some(discovery);
-        report
-    }
-
-    fn cycle_events(
-        &mut self,
-        cycle: u64,
-        cid: Option<Arc<str>>,
-        expired: &[BookBid],
-        cleared: &Cleared,
-    ) -> CycleReport {
-        let Cleared { bids, placement, thresholds, critical, discovery, payments, .. } = cleared;
         let c = Some(cycle);
-        for b in expired {
-            self.emit(
-                c,
-                b.correlation_id.clone(),
-                EventKind::BidExpired { bid: b.id.clone(), agent: b.agent.clone() },
-            );
+        for (correlation_id, kind) in events {
+            self.emit(c, correlation_id, kind);
         }
-        let (mut revenue, mut welfare, mut won, mut lost, mut over) = (0u64, 0u64, 0u64, 0u64, 0u64);
-        for (i, b) in bids.iter().enumerate() {
-            let cid = b.correlation_id.clone();
-            match (placement.starts[i], payments[i]) {
-                (Some(start), Some(payment)) => {
-                    won += 1;
-                    revenue += payment.micros();
-                    over += payment.micros().saturating_sub(thresholds[i].unwrap_or(0));
-                    welfare += b.limit.micros();
-                    let end = Slot(start + u64::from(b.window.duration()));
-                    self.emit(
-                        c,
-                        cid.clone(),
-                        EventKind::BidWon {
-                            bid: b.id.clone(),
-                            agent: b.agent.clone(),
-                            beneficiary: b.beneficiary.clone(),
-                            start: Slot(start),
-                            end,
-                            payment,
-                        },
-                    );
-                    if payment > Credits::ZERO {
-                        let kind = match self.config.settlement {
-                            Settlement::Burn => {
-                                EventKind::CreditsBurned { agent: b.agent.clone(), amount: payment }
-                            }
-                            Settlement::Pool => EventKind::CreditsTransferred {
-                                from: b.agent.clone(),
-                                to: self.config.pool_account.clone(),
-                                amount: payment,
-                            },
-                        };
-                        self.emit(c, cid, kind);
-                    }
-                }
-                _ => {
-                    lost += 1;
-                    let shortfall = thresholds[i].map(|need| Credits::from_micros(need - b.limit.micros()));
-                    let kind = EventKind::BidLost {
-                        bid: b.id.clone(),
-                        agent: b.agent.clone(),
-                        retained: b.cycles_left > 1,
-                        shortfall,
-                    };
-                    self.emit(c, cid, kind);
-                }
-            }
-        }
-        let prices = self.price_reports(bids, placement, payments, discovery);
+        let prices = self.price_reports(&sums, &discovery);
         for p in &prices {
             let kind = EventKind::PriceDiscovered {
                 resource: p.resource.clone(),
@@ -253,72 +204,53 @@ impl Engine {
             };
             self.emit(c, cid.clone(), kind);
         }
+        let Tally { bids, won, lost, expired, revenue, welfare, overpayment } = tally;
         let mut report = CycleReport {
             cycle,
             now: self.now,
             seq: 0,
-            bids: (bids.len() + expired.len()) as u64,
+            bids,
             won,
             lost,
-            expired: expired.len() as u64,
-            revenue: Credits::from_micros(revenue),
-            welfare: Credits::from_micros(welfare),
+            expired,
+            revenue,
+            welfare,
             ir: discovery.ir,
             envy: discovery.envy,
-            overpayment: critical.then_some(Credits::from_micros(over)),
+            overpayment,
             prices: prices.clone(),
         };
         report.seq = self.emit(
             c,
             cid,
             EventKind::CycleCleared {
-                bids: report.bids,
+                bids,
                 won,
                 lost,
-                expired: report.expired,
-                revenue: report.revenue,
-                welfare: report.welfare,
+                expired,
+                revenue,
+                welfare,
                 ir: report.ir,
                 envy: report.envy,
             },
         );
         self.prices = prices;
+        self.book.restore(retained);
+        self.discovery = Some(discovery);
         report
     }
 
-    fn price_reports(
-        &mut self,
-        bids: &[BookBid],
-        placement: &Placement,
-        payments: &[Option<Credits>],
-        discovery: &Discovery,
-    ) -> Vec<PriceReport> {
+    fn price_reports(&mut self, sums: &PriceSums, discovery: &Discovery) -> Vec<PriceReport> {
         let n = self.config.resources.len();
-        let mut requested = vec![0u64; n];
-        let mut sold = vec![0u64; n];
-        let mut paid = vec![0u128; n];
-        let mut value = vec![0u128; n];
-        for (i, b) in bids.iter().enumerate() {
-            let duration = u64::from(b.window.duration());
-            for (r, share) in b.bundle.raw() {
-                requested[r] += u64::from(share) * duration;
-                if let (Some(start), Some(payment)) = (placement.starts[i], payments[i]) {
-                    sold[r] += u64::from(share) * duration;
-                    paid[r] += u128::from(payment.micros());
-                    value[r] += (start..start + duration)
-                        .map(|t| pico_cost(u64::from(share), discovery.price(r, t)))
-                        .sum::<u128>();
-                }
-            }
-        }
         let now = self.now;
         let smoothing = u128::from(self.config.smoothing);
         (0..n)
             .map(|r| {
                 let id = ResourceId::from_index(r).expect("a configured resource");
+                let (requested, sold) = (sums.requested[r], sums.sold[r]);
                 let spot = discovery.price(r, now.0);
-                let average = if sold[r] > 0 {
-                    Price::from_micros(div_round(value[r], u128::from(sold[r])))
+                let average = if sold > 0 {
+                    Price::from_micros(div_round(sums.value[r], u128::from(sold)))
                 } else {
                     spot
                 };
@@ -331,8 +263,8 @@ impl Engine {
                     )),
                 };
                 self.index[r] = Some(index);
-                let legacy = if sold[r] > 0 {
-                    Price::from_micros(div_round(paid[r] * u128::from(MICRO), u128::from(sold[r])))
+                let legacy = if sold > 0 {
+                    Price::from_micros(div_round(sums.paid[r] * u128::from(MICRO), u128::from(sold)))
                 } else {
                     Price::ZERO
                 };
@@ -342,12 +274,151 @@ impl Engine {
                     average,
                     index,
                     utilization: f64::from(self.timeline.sold(id, now)) / MICRO as f64,
-                    requested: CapacitySlots::from_micros(requested[r]),
-                    sold: CapacitySlots::from_micros(sold[r]),
+                    requested: CapacitySlots::from_micros(requested),
+                    sold: CapacitySlots::from_micros(sold),
                     legacy,
                 }
             })
             .collect()
+    }
+}
+
+/// A cycle's outcome, made ready without the writer: every event and figure per bid, the bids
+/// leaving (with how) and those staying (in acceptance order). [`Engine::apply`] applies it.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    config: Arc<Config>,
+    cycle: u64,
+    cid: Option<Arc<str>>,
+    /// The winners' bundles and the slots they bought.
+    sales: Vec<(Bundle, Range<u64>)>,
+    leaving: Vec<(BookBid, Release)>,
+    retained: Vec<BookBid>,
+    /// The per-bid events, in order, before the prices: expiries, then each bid in clearing
+    /// order (a win and its payment, or a loss).
+    events: Vec<(Option<Arc<str>>, EventKind)>,
+    sums: PriceSums,
+    tally: Tally,
+    discovery: Discovery,
+}
+
+/// What a cycle sold and asked for per resource, for its price reports.
+#[derive(Debug)]
+struct PriceSums {
+    requested: Vec<u64>,
+    sold: Vec<u64>,
+    paid: Vec<u128>,
+    /// What the sold capacity-slots are worth at the discovered prices, in 10^-12 credits.
+    value: Vec<u128>,
+}
+
+/// The counts and sums of `cycle_cleared`.
+#[derive(Debug)]
+struct Tally {
+    bids: u64,
+    won: u64,
+    lost: u64,
+    expired: u64,
+    revenue: Credits,
+    welfare: Credits,
+    overpayment: Option<Credits>,
+}
+
+impl Outcome {
+    /// The outcome of cycle `cut` as `cleared` decided it.
+    pub(crate) fn of(cut: Cut, cleared: Cleared) -> Outcome {
+        let Cut { config, cycle, cid, expired, .. } = cut;
+        let Cleared { bids, placement, thresholds, critical, discovery, payments } = cleared;
+        let n = config.resources.len();
+        let mut sums =
+            PriceSums { requested: vec![0; n], sold: vec![0; n], paid: vec![0; n], value: vec![0; n] };
+        let mut events = Vec::with_capacity(expired.len() + bids.len() + bids.len() / 2);
+        for b in &expired {
+            let kind = EventKind::BidExpired { bid: b.id.clone(), agent: b.agent.clone() };
+            events.push((b.correlation_id.clone(), kind));
+        }
+        let (mut revenue, mut welfare, mut won, mut lost, mut over) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        let mut sales = Vec::new();
+        for (i, b) in bids.iter().enumerate() {
+            let cid = b.correlation_id.clone();
+            let duration = u64::from(b.window.duration());
+            for (r, share) in b.bundle.raw() {
+                sums.requested[r] += u64::from(share) * duration;
+            }
+            match (placement.starts[i], payments[i]) {
+                (Some(start), Some(payment)) => {
+                    won += 1;
+                    revenue += payment.micros();
+                    over += payment.micros().saturating_sub(thresholds[i].unwrap_or(0));
+                    welfare += b.limit.micros();
+                    for (r, share) in b.bundle.raw() {
+                        sums.sold[r] += u64::from(share) * duration;
+                        sums.paid[r] += u128::from(payment.micros());
+                        sums.value[r] += (start..start + duration)
+                            .map(|t| pico_cost(u64::from(share), discovery.price(r, t)))
+                            .sum::<u128>();
+                    }
+                    sales.push((b.bundle, start..start + duration));
+                    let kind = EventKind::BidWon {
+                        bid: b.id.clone(),
+                        agent: b.agent.clone(),
+                        beneficiary: b.beneficiary.clone(),
+                        start: Slot(start),
+                        end: Slot(start + duration),
+                        payment,
+                    };
+                    events.push((cid.clone(), kind));
+                    if payment > Credits::ZERO {
+                        let kind = match config.settlement {
+                            Settlement::Burn => {
+                                EventKind::CreditsBurned { agent: b.agent.clone(), amount: payment }
+                            }
+                            Settlement::Pool => EventKind::CreditsTransferred {
+                                from: b.agent.clone(),
+                                to: config.pool_account.clone(),
+                                amount: payment,
+                            },
+                        };
+                        events.push((cid, kind));
+                    }
+                }
+                _ => {
+                    lost += 1;
+                    let shortfall = thresholds[i].map(|need| Credits::from_micros(need - b.limit.micros()));
+                    let kind = EventKind::BidLost {
+                        bid: b.id.clone(),
+                        agent: b.agent.clone(),
+                        retained: b.cycles_left > 1,
+                        shortfall,
+                    };
+                    events.push((cid, kind));
+                }
+            }
+        }
+        let tally = Tally {
+            bids: (bids.len() + expired.len()) as u64,
+            won,
+            lost,
+            expired: expired.len() as u64,
+            revenue: Credits::from_micros(revenue),
+            welfare: Credits::from_micros(welfare),
+            overpayment: critical.then_some(Credits::from_micros(over)),
+        };
+        let mut leaving: Vec<(BookBid, Release)> =
+            expired.into_iter().map(|b| (b, Release::Returned)).collect();
+        let mut retained = Vec::new();
+        for (i, mut b) in bids.into_iter().enumerate() {
+            match payments[i] {
+                Some(payment) => leaving.push((b, Release::Won { payment })),
+                None if b.cycles_left <= 1 => leaving.push((b, Release::Returned)),
+                None => {
+                    b.cycles_left -= 1;
+                    retained.push(b);
+                }
+            }
+        }
+        retained.sort_by_key(|b| b.order);
+        Outcome { config, cycle, cid, sales, leaving, retained, events, sums, tally, discovery }
     }
 }
 

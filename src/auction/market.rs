@@ -244,15 +244,16 @@ impl Market {
         }
     }
 
-    /// Computes a cut cycle outside the writer and applies its outcome; of its events, those
-    /// in `known` (a prefix a replay already saw) are not published again.
+    /// Computes a cut cycle and makes its outcome ready outside the writer, then applies it; of
+    /// its events, those in `known` (a prefix a replay already saw) are not published again.
     pub(super) fn complete(&self, mut cut: Cut, known: &[Event]) -> CycleReport {
         let cleared = cycle::compute(&mut cut);
+        let outcome = cycle::Outcome::of(cut, cleared);
         let mut engine = self.engine();
         if let Some(first) = known.first() {
             engine.seq = first.seq - 1;
         }
-        let report = engine.finish(&self.ledger, &self.intake, cut, cleared);
+        let report = engine.apply(&self.ledger, &self.intake, outcome);
         engine.drop_known(known);
         self.cycles.store(report.cycle, Ordering::Release);
         self.intake.thaw();
@@ -554,7 +555,7 @@ impl Correlated<'_> {
         let m = self.market;
         let _one = m.clearing();
         m.resume_locked();
-        let cut = {
+        let taken = {
             let mut engine = m.engine();
             if now < engine.now {
                 return Err(Rejection::new(
@@ -564,11 +565,11 @@ impl Correlated<'_> {
             }
             m.sequence_intake(&mut engine, true);
             m.now.store(now.0, Ordering::Release);
-            let cut = engine.cut(now, self.cid.clone());
+            let taken = engine.take_cut(now, self.cid.clone());
             engine.publish();
-            cut
+            taken
         };
-        Ok(m.complete(cut, &[]))
+        Ok(m.complete(taken.split(), &[]))
     }
 }
 

@@ -155,7 +155,7 @@ impl Market {
                 }
                 self.intake.freeze();
                 self.now.store(event.slot.0, Ordering::Release);
-                let cut = engine.cut(event.slot, cid);
+                let cut = engine.take_cut(event.slot, cid).split();
                 engine.in_flight = Some(cut);
             }
             _ => return Err(format!("a `{}` outside its cycle's outcome", event.kind.type_name())),

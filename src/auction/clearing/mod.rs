@@ -60,7 +60,7 @@ impl Placement {
 }
 
 /// The slots any of `bids` can touch from `now`: the rows the cycle's grid needs.
-pub(crate) fn reach_of(bids: &[BookBid], now: u64) -> Range<u64> {
+pub(crate) fn reach_of<'a>(bids: impl IntoIterator<Item = &'a BookBid>, now: u64) -> Range<u64> {
     let mut lo = u64::MAX;
     let mut hi = 0;
     for b in bids {
