@@ -173,8 +173,8 @@ impl Engine {
     /// back in the book ahead of those accepted meanwhile. Everything per bid was made ready in
     /// [`Outcome::of`], outside the writer; this only applies it.
     pub(crate) fn apply(&mut self, ledger: &Ledger, intake: &Intake, outcome: Outcome) -> CycleReport {
-        let Outcome { config, cycle, cid, sales, leaving, retained, events, sums, tally, discovery } =
-            outcome;
+        let Outcome { config, cid, sales, leaving, retained, events, sums, mut report, discovery } = outcome;
+        let cycle = report.cycle;
         for (bundle, run) in &sales {
             for (r, share) in bundle.iter() {
                 self.timeline.sell(r, run.clone(), share.micros());
@@ -204,36 +204,18 @@ impl Engine {
             };
             self.emit(c, cid.clone(), kind);
         }
-        let Tally { bids, won, lost, expired, revenue, welfare, overpayment } = tally;
-        let mut report = CycleReport {
-            cycle,
-            now: self.now,
-            seq: 0,
-            bids,
-            won,
-            lost,
-            expired,
-            revenue,
-            welfare,
-            ir: discovery.ir,
-            envy: discovery.envy,
-            overpayment,
-            prices: prices.clone(),
+        let kind = EventKind::CycleCleared {
+            bids: report.bids,
+            won: report.won,
+            lost: report.lost,
+            expired: report.expired,
+            revenue: report.revenue,
+            welfare: report.welfare,
+            ir: report.ir,
+            envy: report.envy,
         };
-        report.seq = self.emit(
-            c,
-            cid,
-            EventKind::CycleCleared {
-                bids,
-                won,
-                lost,
-                expired,
-                revenue,
-                welfare,
-                ir: report.ir,
-                envy: report.envy,
-            },
-        );
+        report.seq = self.emit(c, cid, kind);
+        report.prices = prices.clone();
         self.prices = prices;
         self.book.restore(retained);
         self.discovery = Some(discovery);
@@ -288,7 +270,6 @@ impl Engine {
 #[derive(Debug)]
 pub(crate) struct Outcome {
     config: Arc<Config>,
-    cycle: u64,
     cid: Option<Arc<str>>,
     /// The winners' bundles and the slots they bought.
     sales: Vec<(Bundle, Range<u64>)>,
@@ -298,7 +279,8 @@ pub(crate) struct Outcome {
     /// order (a win and its payment, or a loss).
     events: Vec<(Option<Arc<str>>, EventKind)>,
     sums: PriceSums,
-    tally: Tally,
+    /// The cycle's report, but for the `seq` of its `cycle_cleared` and its prices.
+    report: CycleReport,
     discovery: Discovery,
 }
 
@@ -312,22 +294,10 @@ struct PriceSums {
     value: Vec<u128>,
 }
 
-/// The counts and sums of `cycle_cleared`.
-#[derive(Debug)]
-struct Tally {
-    bids: u64,
-    won: u64,
-    lost: u64,
-    expired: u64,
-    revenue: Credits,
-    welfare: Credits,
-    overpayment: Option<Credits>,
-}
-
 impl Outcome {
     /// The outcome of cycle `cut` as `cleared` decided it.
     pub(crate) fn of(cut: Cut, cleared: Cleared) -> Outcome {
-        let Cut { config, cycle, cid, expired, .. } = cut;
+        let Cut { config, cycle, now, cid, expired, .. } = cut;
         let Cleared { bids, placement, thresholds, critical, discovery, payments } = cleared;
         let n = config.resources.len();
         let mut sums =
@@ -395,14 +365,21 @@ impl Outcome {
                 }
             }
         }
-        let tally = Tally {
+        // Everything of the report but the `seq` of its `cycle_cleared` and the prices.
+        let report = CycleReport {
+            cycle,
+            now,
+            seq: 0,
             bids: (bids.len() + expired.len()) as u64,
             won,
             lost,
             expired: expired.len() as u64,
             revenue: Credits::from_micros(revenue),
             welfare: Credits::from_micros(welfare),
+            ir: discovery.ir,
+            envy: discovery.envy,
             overpayment: critical.then_some(Credits::from_micros(over)),
+            prices: Vec::new(),
         };
         let mut leaving: Vec<(BookBid, Release)> =
             expired.into_iter().map(|b| (b, Release::Returned)).collect();
@@ -418,7 +395,7 @@ impl Outcome {
             }
         }
         retained.sort_by_key(|b| b.order);
-        Outcome { config, cycle, cid, sales, leaving, retained, events, sums, tally, discovery }
+        Outcome { config, cid, sales, leaving, retained, events, sums, report, discovery }
     }
 }
 

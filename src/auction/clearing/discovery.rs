@@ -239,8 +239,15 @@ const ROUNDS: usize = 4;
 /// loser that could afford its cheapest start bids up that start's blocked cells, each cell by
 /// at most what every winner on it has left below its limit. Repeated a few rounds, as a raise
 /// can move a loser's cheapest start. Prices only rise, winners' costs stay within their limits.
-/// Returns, per bid, whether it is a loser that may still afford a start at the premiums left.
-fn refine(config: &Config, bids: &[BookBid], p: &Placement, left: &Grid, premium: &mut [u64]) -> Vec<bool> {
+/// `losers` are the positions of the losers in `bids`. Returns, per bid, whether it is a loser
+/// that may still afford a start at the premiums left.
+fn refine(
+    config: &Config,
+    (bids, losers): (&[BookBid], &[usize]),
+    p: &Placement,
+    left: &Grid,
+    premium: &mut [u64],
+) -> Vec<bool> {
     let stride = left.stride;
     let cell = |slot: u64, r: usize| (slot - left.lo) as usize * stride + r;
     // Each winner's slack below its limit, in 10^-12 credits, and the winners on each cell
@@ -293,11 +300,10 @@ fn refine(config: &Config, bids: &[BookBid], p: &Placement, left: &Grid, premium
     // visit only the others.
     let mut hopeful: Vec<usize> = super::pool::install(config.clearing_threads, || {
         let premium = &*premium;
-        (0..bids.len())
-            .into_par_iter()
+        losers
+            .par_iter()
             .with_min_len(512)
-            .filter(|&i| p.starts[i].is_none())
-            .map_init(Vec::new, |sums, i| {
+            .map_init(Vec::new, |sums, &i| {
                 let (_, cost) = cheapest_start(&bids[i], &p.ranked[i], |t, res| premium[cell(t, res)], sums);
                 (cost < surplus(i)).then_some(i)
             })
@@ -402,7 +408,7 @@ pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &
     }
 
     let mut premium: Vec<u64> = loser_bound.iter().zip(&winner_bound).map(|(&l, &w)| l.min(w)).collect();
-    let may_afford = refine(config, bids, p, left, &mut premium);
+    let may_afford = refine(config, (bids, &losers), p, left, &mut premium);
     let mut prices = Vec::with_capacity(cells);
     // Whether the bounds lowered any price below its reserve plus premium.
     let mut lowered = false;

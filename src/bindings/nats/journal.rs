@@ -122,7 +122,15 @@ pub(crate) enum AckOutcome {
 pub(crate) async fn next_ack(pending: &mut VecDeque<Pending>) -> AckOutcome {
     let Some(front) = pending.front_mut() else { return std::future::pending().await };
     let Some(ack) = front.ack.as_mut() else { return AckOutcome::Unsent };
-    match tokio::time::timeout_at(ack.until, ack.ack.as_mut()).await {
+    outcome(ack.until, ack.ack.as_mut()).await
+}
+
+/// What comes back for a message by `until`.
+async fn outcome(
+    until: tokio::time::Instant,
+    ack: impl Future<Output = Result<PublishAck, PublishError>>,
+) -> AckOutcome {
+    match tokio::time::timeout_at(until, ack).await {
         Ok(Ok(stored)) => AckOutcome::Stored(stored),
         Ok(Err(e)) => AckOutcome::Failed(e),
         Err(_) => AckOutcome::Late,
@@ -263,23 +271,29 @@ impl Journal {
     /// Settles the oldest pending message with what came back for it: its stream sequence once
     /// stored (the caller then drops it from the queue).
     pub(crate) async fn confirm(&mut self, message: Sent, outcome: AckOutcome) -> Result<u64, AppendError> {
-        let at = match outcome {
-            AckOutcome::Stored(ack) => ack.sequence,
-            AckOutcome::Failed(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                match self.message_id(message.expected + 1).await {
-                    Ok(Some(stored)) if stored == message.id => message.expected + 1,
-                    Ok(_) => return Err(AppendError::Fenced),
-                    Err(e) => return Err(AppendError::Unavailable(e)),
-                }
-            }
-            AckOutcome::Failed(e) => return Err(AppendError::Unavailable(e.to_string())),
-            AckOutcome::Late => return Err(AppendError::Unavailable("no acknowledgement in time".into())),
-            AckOutcome::Unsent => {
-                return Err(AppendError::Unavailable("a journal message could not be sent".into()));
-            }
-        };
+        let at = self.stored_at(&message.id, message.expected, outcome).await?;
         self.stored(message.last, at);
         Ok(at)
+    }
+
+    /// Where the message `id`, fenced to follow stream sequence `expected`, was stored, from what
+    /// came back for it. Every message sent before it was stored, so a refused fence means
+    /// another writer, unless the stored message is this very one (an earlier attempt whose
+    /// acknowledgement was lost).
+    async fn stored_at(&self, id: &str, expected: u64, outcome: AckOutcome) -> Result<u64, AppendError> {
+        match outcome {
+            AckOutcome::Stored(ack) => Ok(ack.sequence),
+            AckOutcome::Failed(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                match self.message_id(expected + 1).await {
+                    Ok(Some(stored)) if stored == id => Ok(expected + 1),
+                    Ok(_) => Err(AppendError::Fenced),
+                    Err(e) => Err(AppendError::Unavailable(e)),
+                }
+            }
+            AckOutcome::Failed(e) => Err(AppendError::Unavailable(e.to_string())),
+            AckOutcome::Late => Err(AppendError::Unavailable("no acknowledgement in time".into())),
+            AckOutcome::Unsent => Err(AppendError::Unavailable("a journal message could not be sent".into())),
+        }
     }
 
     fn stored(&mut self, last_seq: u64, at: u64) {
@@ -315,7 +329,9 @@ impl Journal {
     ) -> Result<u64, AppendError> {
         let expected = self.last;
         let ack = self.send(kind, headers, body, &id, expected).await?;
-        self.settle(ack, &id, expected).await
+        let outcome = outcome(tokio::time::Instant::now() + ACK_WAIT, ack.into_future()).await;
+        self.last = self.stored_at(&id, expected, outcome).await?;
+        Ok(self.last)
     }
 
     /// Sends one message fenced to follow stream sequence `expected`.
@@ -335,35 +351,6 @@ impl Journal {
             .publish_with_headers(self.subject.clone(), headers, body)
             .await
             .map_err(|e| AppendError::Unavailable(e.to_string()))
-    }
-
-    /// Awaits a sent message's acknowledgement; its stream sequence once stored. Every message
-    /// sent before it was stored, so a refused fence means another writer, unless the stored
-    /// message is this very one (an earlier attempt whose acknowledgement was lost).
-    async fn settle(
-        &mut self,
-        ack: jetstream::context::PublishAckFuture,
-        id: &str,
-        expected: u64,
-    ) -> Result<u64, AppendError> {
-        match tokio::time::timeout(ACK_WAIT, ack).await {
-            Err(_) => Err(AppendError::Unavailable("no acknowledgement in time".into())),
-            Ok(Ok(ack)) => {
-                self.last = ack.sequence;
-                Ok(ack.sequence)
-            }
-            Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                match self.message_id(expected + 1).await {
-                    Ok(Some(stored)) if stored == id => {
-                        self.last = expected + 1;
-                        Ok(expected + 1)
-                    }
-                    Ok(_) => Err(AppendError::Fenced),
-                    Err(e) => Err(AppendError::Unavailable(e)),
-                }
-            }
-            Ok(Err(e)) => Err(AppendError::Unavailable(e.to_string())),
-        }
     }
 
     /// The id of the message at stream sequence `sequence`; `None` when there is none.

@@ -246,8 +246,7 @@ const MAX_PENDING: usize = 64;
 /// After a journal message failed: sends every pending message again, for as long as it takes;
 /// `false` when this instance is deposed meanwhile (its events were never acknowledged: their
 /// requests get no reply).
-async fn recover(shared: &Shared, pending: &mut VecDeque<Pending>, why: String) -> bool {
-    let mut why = why;
+async fn recover(shared: &Shared, pending: &mut VecDeque<Pending>, mut why: String) -> bool {
     let mut pause = Duration::from_millis(10);
     loop {
         shared.health.journal_failed(&why);
