@@ -1,10 +1,13 @@
 //! Criterion benches of the hot paths: intake (submit from one and two threads, singly and in
 //! batches), whole clearing cycles at 10k and 100k bids, placement alone against the reference
 //! clearing on the same book (the ratio is printed at the end of every run that has both),
-//! price discovery alone, settlement, and the state as data (snapshot, restore, replay).
+//! price discovery alone, settlement, and the state as data (snapshot, restore, replay); and
+//! cycles at scale (`scale/`): 100k bids on both books under `critical_value` and `pay_as_bid`,
+//! long horizons, and 1M bids when `BENCH_1M=1` is set (minutes a sample).
 //!
-//! Workload: `phases::Workload` — 4 resources, horizon 3600 slots, windows of up to 120 slots,
-//! 1-60 slot runs, shares of 1-20% of one to four resources, 1,000 agents.
+//! Workload: `phases::Workload` — 4 resources, windows of up to 120 slots, 1-60 slot runs,
+//! shares of 1-20% of one to four resources, 1,000 agents; the worst book keeps a horizon of
+//! 3600 slots (about 55x more asked than offered at 100k), the realistic one about 3x.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -13,7 +16,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use capacity_auction::phases::{Cycle, Workload};
 use capacity_auction::reference::{self, RefBid};
-use capacity_auction::{Bid, Credits, Market, PriorityRule, Slot, Snapshot};
+use capacity_auction::{
+    AgentId, Bid, BidId, Credits, MAX_HORIZON, Market, MarketConfig, PricingRule, PriorityRule, Slot,
+    Snapshot,
+};
 use criterion::{BatchSize, Criterion, Throughput};
 
 /// Submits `iters` bids from `threads` threads (one at a time, or in batches of `batch`), in
@@ -150,6 +156,91 @@ fn define_clear(c: &mut Criterion) {
     g.finish();
 }
 
+/// Whole cycles of `n` bids of `workload` under `pricing` on two clearing threads, each on a
+/// freshly loaded market.
+fn bench_cycle(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mut workload: Workload,
+    n: usize,
+    pricing: PricingRule,
+) {
+    workload.config.clearing_threads = 2;
+    workload.config.pricing = pricing;
+    let bids = workload.bids(n, 11, "b");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(name, |b| {
+        b.iter_batched(
+            || loaded(&workload, &bids),
+            |m| {
+                let report = m.clear(Slot(0)).unwrap();
+                assert_eq!(report.bids, n as u64);
+                assert!(report.won > 0);
+                m
+            },
+            BatchSize::PerIteration,
+        )
+    });
+}
+
+/// A market of `horizon` slots holding `n` bids of 1% cpu for `duration` slots, each free to run
+/// anywhere in `[0, window)`: cost that grows with slots rather than bids shows here.
+fn long_horizon(horizon: u64, n: usize, duration: u32, window: u64) -> Market {
+    let config =
+        MarketConfig { horizon, book_size: n + 1, max_bids_per_agent: u32::MAX, ..MarketConfig::default() };
+    let m = Market::builder().config(config).build().unwrap();
+    let agent = AgentId::new("agent").unwrap();
+    m.deposit(&agent, Credits::from_units(1 << 30)).unwrap();
+    let bundle = m.bundle([("cpu", "0.01")]).unwrap();
+    for i in 0..n {
+        let id = BidId::new(&format!("b{i}")).unwrap();
+        let bid = Bid::new(id, agent.clone(), bundle, duration, Credits::from_units(1 + i as u64 % 7))
+            .window(Slot(0), Slot(window));
+        m.submit(bid).unwrap();
+    }
+    m.flush();
+    m
+}
+
+fn define_scale(c: &mut Criterion) {
+    let mut g = c.benchmark_group("scale");
+    g.sample_size(10);
+    let n = 100_000;
+    bench_cycle(&mut g, "100k/worst/critical_value", Workload::new(n + 1), n, PricingRule::CriticalValue);
+    bench_cycle(&mut g, "100k/worst/pay_as_bid", Workload::new(n + 1), n, PricingRule::PayAsBid);
+    bench_cycle(
+        &mut g,
+        "100k/realistic/critical_value",
+        Workload::realistic(n + 1),
+        n,
+        PricingRule::CriticalValue,
+    );
+    bench_cycle(&mut g, "100k/realistic/pay_as_bid", Workload::realistic(n + 1), n, PricingRule::PayAsBid);
+    if std::env::var_os("BENCH_1M").is_some() {
+        let n = 1_000_000;
+        bench_cycle(&mut g, "1M/worst/pay_as_bid", Workload::new(n + 1), n, PricingRule::PayAsBid);
+        bench_cycle(&mut g, "1M/worst/critical_value", Workload::new(n + 1), n, PricingRule::CriticalValue);
+    }
+    // One bid free to run anywhere in the longest horizon; 1,000 half-day runs in a day.
+    for (name, horizon, bids, duration) in [
+        ("long-horizon/1-bid/4194304", MAX_HORIZON, 1, 1),
+        ("long-horizon/1k-bids/43200-slot-runs", 86_400, 1000, 43_200),
+    ] {
+        g.throughput(Throughput::Elements(bids as u64));
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || long_horizon(horizon, bids, duration, horizon),
+                |m| {
+                    assert!(m.clear(Slot(0)).unwrap().won > 0);
+                    m
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
 fn define_discover(c: &mut Criterion) {
     let mut g = c.benchmark_group("discover");
     g.sample_size(10);
@@ -251,6 +342,7 @@ fn benches(c: &mut Criterion) {
     define_discover(c);
     define_settle(c);
     define_state(c);
+    define_scale(c);
 }
 
 /// Medians of this run's benches, read back from Criterion's estimates; `None` for a bench the

@@ -27,8 +27,13 @@ fn bench_prints_a_table_or_one_json_object() {
     assert!(v["bytes_per_pending_bid"].is_number() || v["bytes_per_pending_bid"].is_null());
     assert_eq!(v["won"].as_u64().unwrap() + v["lost"].as_u64().unwrap(), 800);
 
+    assert_eq!(v["book"], "worst");
+    assert_eq!(v["pricing"], "critical_value");
+    assert_eq!(v["clearing_threads"], 1);
+
     let table = run(&["--bids", "300"]);
-    assert!(table.starts_with("300 bids, 1 submitting thread(s)"), "{table}");
+    assert!(table.starts_with("300 bids, worst book (horizon 3600,"), "{table}");
+    assert!(table.contains("critical_value pricing, 1 submitting thread(s)"), "{table}");
     for row in [
         "submit",
         "clear: whole cycle",
@@ -39,6 +44,51 @@ fn bench_prints_a_table_or_one_json_object() {
     ] {
         assert!(table.contains(row), "{row} in {table}");
     }
+}
+
+#[test]
+fn bench_takes_the_book_and_the_pricing_rule() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_capacity-auction"))
+            .args(["bench", "--json"])
+            .args(if args.contains(&"--bids") { &[][..] } else { &["--bids", "2000"][..] })
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let json = |args: &[&str]| {
+        let (ok, out, err) = run(args);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    // The realistic book asks about 3x what its longer horizon offers; the worst one far more
+    // once it is large, and as much as a realistic one while it is small.
+    let realistic = json(&["--book", "realistic"]);
+    assert_eq!(realistic["book"], "realistic");
+    let over = realistic["oversubscription"].as_f64().unwrap();
+    assert!(realistic["horizon"].as_u64().unwrap() >= 3600);
+    assert!(over <= 3.2, "{realistic}");
+    let worst = json(&["--bids", "30000", "--pricing", "pay_as_bid"]);
+    assert!(worst["oversubscription"].as_f64().unwrap() > 15.0, "{worst}");
+    // Pay as bid needs no critical values: the phase is not run.
+    assert_eq!(worst["pricing"], "pay_as_bid");
+    assert_eq!(worst["critical_ns_per_bid"].as_f64(), Some(0.0), "{worst}");
+    assert!(worst["discover_ns_per_bid"].as_f64().unwrap() > 0.0);
+    let uniform = json(&["--pricing", "uniform"]);
+    assert_eq!(uniform["critical_ns_per_bid"].as_f64(), Some(0.0));
+    // Same bids, other prices: other events.
+    let critical = json(&[]);
+    assert_ne!(uniform["events_hash"], critical["events_hash"]);
+    // A rule that is not one is refused by name.
+    let (ok, _, err) = run(&["--pricing", "vcg"]);
+    assert!(!ok && err.contains("`vcg` is not a pricing rule"), "{err}");
+    let (ok, _, err) = run(&["--book", "tiny"]);
+    assert!(!ok && err.contains("tiny"), "{err}");
 }
 
 #[test]

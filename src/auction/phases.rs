@@ -78,6 +78,13 @@ impl Cycle {
         (Placed { bids, placement, left }, won)
     }
 
+    /// Whether the cycle's pricing rule needs critical values (a market computes them only
+    /// then).
+    pub fn needs_thresholds(&self) -> bool {
+        self.config.pricing == crate::auction::config::PricingRule::CriticalValue
+            || self.config.always_critical_values
+    }
+
     /// Critical values of the winners and shortfalls of the losers; returns how many are known.
     pub fn thresholds(&self, placed: &Placed) -> usize {
         clearing::thresholds(
@@ -142,9 +149,12 @@ impl Escrowed {
     }
 }
 
-/// The benchmark book: 4 resources, horizon 3600 slots, windows of up to 120 slots, 1–60 slot
-/// runs, 1–20% shares of one to four resources, limits of 1–100 credits, 1,000 agents with
-/// plenty of credits. Deterministic from its seed.
+/// The benchmark book: 4 resources, windows of up to 120 slots, 1–60 slot runs, 1–20% shares
+/// of one to four resources, limits of 1–100 credits, 1,000 agents with plenty of credits.
+/// Deterministic from its seed. The [`worst`](Workload::new) book keeps a horizon of 3600 slots
+/// whatever its size (about 55× more asked than offered at 100k bids); the
+/// [`realistic`](Workload::realistic) one stretches the horizon with the book so about 3× more
+/// is asked than offered, a scheduler's usual state.
 #[derive(Debug)]
 pub struct Workload {
     /// The market's configuration.
@@ -153,21 +163,45 @@ pub struct Workload {
     pub agents: Vec<AgentId>,
 }
 
-/// Horizon of the benchmark book.
+/// Horizon of the worst-case benchmark book.
 pub const HORIZON: u64 = 3600;
 
+/// Capacity-slots a benchmark bid asks for on average: 2.5 resources x 10.5% x 30.5 slots.
+const MEAN_ASK: f64 = 2.5 * 0.105 * 30.5;
+
+/// How many times more a realistic book asks than it is offered.
+pub const REALISTIC_OVERSUBSCRIPTION: f64 = 3.0;
+
 impl Workload {
-    /// The workload, for books of up to `book` bids.
+    /// The worst-case workload (horizon 3600), for books of up to `book` bids.
     pub fn new(book: usize) -> Workload {
+        Workload::with_horizon(book, HORIZON)
+    }
+
+    /// The realistic workload for books of up to `book` bids: its horizon grows with the book
+    /// so that `book` bids ask about [`REALISTIC_OVERSUBSCRIPTION`] times the capacity offered.
+    pub fn realistic(book: usize) -> Workload {
+        let horizon = (book as f64 * MEAN_ASK / (4.0 * REALISTIC_OVERSUBSCRIPTION)).ceil() as u64;
+        Workload::with_horizon(book, horizon.max(HORIZON))
+    }
+
+    fn with_horizon(book: usize, horizon: u64) -> Workload {
         let config = MarketConfig {
             resources: ["cpu", "memory", "tokens", "attention"].map(String::from).into(),
-            horizon: HORIZON,
+            horizon,
             max_bids_per_agent: u32::MAX,
             book_size: book.max(1),
             ..MarketConfig::default()
         };
         let agents = (0..1000).map(|a| AgentId::new(&format!("agent-{a}")).expect("a token")).collect();
         Workload { config, agents }
+    }
+
+    /// How many times more `bids` ask (share x duration, summed) than the horizon offers.
+    pub fn oversubscription(&self, bids: &[Bid]) -> f64 {
+        let asked: f64 =
+            bids.iter().map(|b| b.bundle().total_micros() as f64 * 1e-6 * b.duration() as f64).sum();
+        asked / (self.config.resources.len() as f64 * self.config.horizon as f64)
     }
 
     /// A market of this workload, every agent funded.
@@ -185,6 +219,7 @@ impl Workload {
 
     /// `n` bids drawn from `seed`, ids prefixed with `prefix`.
     pub fn bids(&self, n: usize, seed: u64, prefix: &str) -> Vec<Bid> {
+        let horizon = self.config.horizon;
         let mut x = seed;
         let mut next = |k: u64| {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -202,7 +237,7 @@ impl Workload {
                     .collect();
                 let duration = 1 + next(60) as u32;
                 let window = u64::from(duration) + next(121 - u64::from(duration));
-                let earliest = next(HORIZON - window);
+                let earliest = next(horizon - window);
                 let agent = self.agents[next(self.agents.len() as u64) as usize].clone();
                 let limit = Credits::from_micros(1_000_000 + next(99_000_000));
                 let id = BidId::new(&format!("{prefix}{i}")).expect("a token");

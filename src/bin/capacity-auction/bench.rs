@@ -4,15 +4,23 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use capacity_auction::phases::{Cycle, Workload};
-use capacity_auction::{Bid, Market, Slot, Snapshot};
-use clap::Args;
+use capacity_auction::{Bid, Market, PricingRule, Slot, Snapshot};
+use clap::{Args, ValueEnum};
 
 /// Flags of `bench`.
 #[derive(Debug, Args)]
 pub(crate) struct Bench {
-    /// Bids in the book (the benchmark workload: 4 resources, horizon 3600, windows up to 120).
+    /// Bids in the book (the benchmark workload: 4 resources, windows up to 120 slots).
     #[arg(long, default_value_t = 10_000)]
     bids: usize,
+    /// Which book: `worst` keeps the horizon at 3600 slots (about 55x more asked than offered at
+    /// 100k bids), `realistic` stretches it so about 3x more is asked than offered.
+    #[arg(long, value_enum, default_value_t = Book::Worst)]
+    book: Book,
+    /// The pricing rule of the cycle: `critical_value`, `pay_as_bid` or `uniform` (only
+    /// `critical_value` computes critical values).
+    #[arg(long, default_value = "critical_value", value_parser = pricing_rule)]
+    pricing: PricingRule,
     /// Threads submitting.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -22,6 +30,19 @@ pub(crate) struct Bench {
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// The benchmark books.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Book {
+    /// Horizon 3600 slots whatever the size.
+    Worst,
+    /// About 3x more asked than offered.
+    Realistic,
+}
+
+fn pricing_rule(word: &str) -> Result<PricingRule, String> {
+    crate::simulate::parse("pricing rule (critical_value, pay_as_bid, uniform)", word)
 }
 
 /// Resident memory of this process in bytes, where the platform tells.
@@ -38,12 +59,17 @@ fn ns_per(seconds: f64, n: usize) -> f64 {
 
 pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (n, threads) = (args.bids.max(1), args.threads.max(1));
-    let mut workload = Workload::new(n + 1);
+    let mut workload = match args.book {
+        Book::Worst => Workload::new(n + 1),
+        Book::Realistic => Workload::realistic(n + 1),
+    };
     let clearing_threads = args.clearing_threads.max(1);
     workload.config.clearing_threads = clearing_threads;
+    workload.config.pricing = args.pricing;
     let market = workload.market();
     let mut events = market.subscribe();
     let bids = workload.bids(n, 11, "b");
+    let oversubscription = workload.oversubscription(&bids);
     let mut phase_bids = bids.clone();
 
     // Intake: every thread submits its share, one bid at a time.
@@ -110,9 +136,13 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let place = fastest(&|| drop(std::hint::black_box(cycle.place())));
     let (placed, _) = cycle.place();
-    let critical = fastest(&|| {
-        std::hint::black_box(cycle.thresholds(&placed));
-    });
+    let critical = if cycle.needs_thresholds() {
+        fastest(&|| {
+            std::hint::black_box(cycle.thresholds(&placed));
+        })
+    } else {
+        0.0
+    };
     let discover = fastest(&|| {
         std::hint::black_box(cycle.discover(&placed));
     });
@@ -127,10 +157,14 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // What the phases leave of the whole cycle: payments, events, the book's upkeep.
     let rest = (clear - place - critical - discover - settle).max(0.0);
 
+    let book = args.book.to_possible_value().expect("every book has a name").get_name().to_owned();
+    let pricing = serde_json::to_value(args.pricing)?.as_str().unwrap_or_default().to_owned();
+    let horizon = workload.config.horizon;
     if args.json {
         let bytes = bytes.map_or("null".to_owned(), |b| format!("{b:.1}"));
         println!(
-            "{{\"bids\":{n},\"threads\":{threads},\"clearing_threads\":{clearing_threads},\"submit_ns_per_bid\":{:.1},\"submit_bids_per_s\":{:.0},\
+            "{{\"bids\":{n},\"book\":\"{book}\",\"pricing\":\"{pricing}\",\"horizon\":{horizon},\"oversubscription\":{oversubscription:.1},\
+             \"threads\":{threads},\"clearing_threads\":{clearing_threads},\"submit_ns_per_bid\":{:.1},\"submit_bids_per_s\":{:.0},\
              \"clear_ns_per_bid\":{:.1},\"place_ns_per_bid\":{:.1},\"critical_ns_per_bid\":{:.1},\
              \"discover_ns_per_bid\":{:.1},\"settle_ns_per_bid\":{:.1},\"events_ns_per_bid\":{:.1},\
              \"bytes_per_pending_bid\":{bytes},\
@@ -158,7 +192,8 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{n} bids, {threads} submitting thread(s), {clearing_threads} clearing; the cycle: {} won, {} lost; \
+        "{n} bids, {book} book (horizon {horizon}, {oversubscription:.1}x more asked than offered), {pricing} \
+         pricing, {threads} submitting thread(s), {clearing_threads} clearing; the cycle: {} won, {} lost; \
          events hash {}",
         report.won,
         report.lost,
@@ -171,7 +206,11 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
     row("submit (validation, escrow, intake)", submit);
     row("clear: whole cycle", clear);
     row("  rank and place", place);
-    row("  critical values and shortfalls", critical);
+    if cycle.needs_thresholds() {
+        row("  critical values and shortfalls", critical);
+    } else {
+        println!("{:<34} {:>12}", "  critical values and shortfalls", "not needed");
+    }
     row("  price discovery", discover);
     row("  settlement", settle);
     row("  payments, events (the rest)", rest);

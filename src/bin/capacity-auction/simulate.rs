@@ -50,7 +50,7 @@ pub(crate) struct Simulate {
     compare: Option<String>,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(what: &str, word: &str) -> Result<T, String> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(what: &str, word: &str) -> Result<T, String> {
     serde_json::from_value(serde_json::Value::String(word.trim().to_owned()))
         .map_err(|_| format!("`{word}` is not a {what}"))
 }
