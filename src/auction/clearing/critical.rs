@@ -45,7 +45,7 @@ pub(super) fn thresholds(
     let checkpoints = Checkpoints::new(initial, &shares, p, &winners);
     let run = Run { bids, p, winners: &winners, shares, checkpoints };
     winners_critical(rule, &run, initial, threads, &mut out);
-    losers_needed(rule, &run, &mut out);
+    losers_needed(rule, &run, threads, &mut out);
     out
 }
 
@@ -329,45 +329,55 @@ fn has_run(open: u128, width: u64, len: u64) -> bool {
     open != 0
 }
 
-fn losers_needed(rule: PriorityRule, run: &Run<'_>, out: &mut [Option<u64>]) {
-    let (p, winners, checkpoints) = (run.p, run.winners, &run.checkpoints);
-    if winners.len() == run.bids.len() {
+/// Every loser's least winning limit, on the same pool: each depends only on the real run.
+fn losers_needed(rule: PriorityRule, run: &Run<'_>, threads: usize, out: &mut [Option<u64>]) {
+    use rayon::prelude::*;
+    if run.winners.len() == run.bids.len() {
         return;
     }
-    let mut local = Local::default();
-    for (i, need) in out.iter_mut().enumerate() {
-        if p.starts[i].is_some() {
-            continue;
-        }
-        let me = &p.ranked[i];
-        let reach = p.reach(run.bids, i);
-        if checkpoints.states[0].find_start(&reach).is_none() {
-            continue; // No limit would have won: it never fits.
-        }
-        // Winners ranked before it; it fits before the first of them and not after the last.
-        let before = winners.partition_point(|&(at, _)| at < i);
-        let usable = checkpoints.before(before).1 / checkpoints.every;
-        // The last checkpoint (within those before it) where it still fits.
-        let (mut lo, mut hi) = (0, usable);
-        while lo < hi {
-            let mid = (lo + hi).div_ceil(2);
-            if checkpoints.states[mid].find_start(&reach).is_some() { lo = mid } else { hi = mid - 1 }
-        }
-        local.reset(&checkpoints.states[lo], me.span());
-        let blocker = winners[lo * checkpoints.every..before].iter().find(|&&(k, s)| {
-            let r = &p.ranked[k];
-            r.mask & me.mask != 0
-                && overlaps(&placed(r, s), &me.span())
-                && local.take(run.shares.of(k), s, r.duration)
-                && local.grid.find_start(&reach).is_none()
-        });
-        let Some(&(at, _)) = blocker else {
-            debug_assert!(false, "a loser stops fitting before its own position");
-            continue;
-        };
-        let rival = &p.ranked[at];
-        *need = threshold_against(rule, me, rival, (me.limit, u64::MAX));
+    let losers: Vec<usize> = (0..run.bids.len()).filter(|&i| run.p.starts[i].is_none()).collect();
+    let found: Vec<(usize, u64)> = super::pool::install(threads, || {
+        losers
+            .par_iter()
+            .with_min_len(256)
+            .map_init(Local::default, |local, &i| loser_needs(rule, run, local, i).map(|need| (i, need)))
+            .flatten_iter()
+            .collect()
+    });
+    for (i, need) in found {
+        out[i] = Some(need);
     }
+}
+
+/// The least limit with which the loser at position `i` would have won, if any.
+fn loser_needs(rule: PriorityRule, run: &Run<'_>, local: &mut Local, i: usize) -> Option<u64> {
+    let (p, winners, checkpoints) = (run.p, run.winners, &run.checkpoints);
+    let me = &p.ranked[i];
+    let reach = p.reach(run.bids, i);
+    // No limit would have won if it never fits.
+    checkpoints.states[0].find_start(&reach)?;
+    // Winners ranked before it; it fits before the first of them and not after the last.
+    let before = winners.partition_point(|&(at, _)| at < i);
+    let usable = checkpoints.before(before).1 / checkpoints.every;
+    // The last checkpoint (within those before it) where it still fits.
+    let (mut lo, mut hi) = (0, usable);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if checkpoints.states[mid].find_start(&reach).is_some() { lo = mid } else { hi = mid - 1 }
+    }
+    local.reset(&checkpoints.states[lo], me.span());
+    let blocker = winners[lo * checkpoints.every..before].iter().find(|&&(k, s)| {
+        let r = &p.ranked[k];
+        r.mask & me.mask != 0
+            && overlaps(&placed(r, s), &me.span())
+            && local.take(run.shares.of(k), s, r.duration)
+            && local.grid.find_start(&reach).is_none()
+    });
+    let Some(&(at, _)) = blocker else {
+        debug_assert!(false, "a loser stops fitting before its own position");
+        return None;
+    };
+    threshold_against(rule, me, &p.ranked[at], (me.limit, u64::MAX))
 }
 
 #[cfg(test)]
