@@ -92,6 +92,38 @@ fn bench_takes_the_book_and_the_pricing_rule() {
 }
 
 #[test]
+fn bench_draws_how_the_cycle_scales_with_the_book() {
+    let dir = std::env::temp_dir().join(format!("bench-chart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join("scaling.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_capacity-auction"))
+        .args(["bench", "--json", "--bids", "600,300", "--chart"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // One object a size, smallest first.
+    let sizes: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["bids"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [300, 600]);
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} bytes", bytes.len());
+    // One size is no curve: refused before anything runs.
+    let out = Command::new(env!("CARGO_BIN_EXE_capacity-auction"))
+        .args(["bench", "--bids", "300", "--chart"])
+        .arg(dir.join("one.png"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("two book sizes or more"));
+    assert!(out.stdout.is_empty() && !dir.join("one.png").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn the_same_book_clears_to_the_same_events_whatever_the_clearing_threads() {
     let hash = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_capacity-auction"))

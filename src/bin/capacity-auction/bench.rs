@@ -10,9 +10,10 @@ use clap::{Args, ValueEnum};
 /// Flags of `bench`.
 #[derive(Debug, Args)]
 pub(crate) struct Bench {
-    /// Bids in the book (the benchmark workload: 4 resources, windows up to 120 slots).
-    #[arg(long, default_value_t = 10_000)]
-    bids: usize,
+    /// Bids in the book (the benchmark workload: 4 resources, windows up to 120 slots); several,
+    /// comma-separated, measure each in turn (a JSON object a line with `--json`).
+    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    bids: Vec<usize>,
     /// Which book: `worst` keeps the horizon at 3600 slots (about 55x more asked than offered at
     /// 100k bids), `realistic` stretches it so about 3x more is asked than offered.
     #[arg(long, value_enum, default_value_t = Book::Worst)]
@@ -30,6 +31,18 @@ pub(crate) struct Bench {
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also draw how the cycle's cost per bid scales with the book, phase by phase, as a PNG
+    /// (give two sizes or more, e.g. `--bids 10000,100000,1000000`).
+    #[arg(long, value_name = "PNG")]
+    chart: Option<std::path::PathBuf>,
+}
+
+/// A cycle's cost per bid, whole and by phase (ns), for the scaling chart.
+#[derive(Debug)]
+pub(crate) struct Scaling {
+    pub(crate) bids: usize,
+    /// `(phase, ns per bid)`: the whole cycle first.
+    pub(crate) phases: Vec<(&'static str, f64)>,
 }
 
 /// The benchmark books.
@@ -58,7 +71,42 @@ fn ns_per(seconds: f64, n: usize) -> f64 {
 }
 
 pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let (n, threads) = (args.bids.max(1), args.threads.max(1));
+    let mut sizes = args.bids.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    if args.chart.is_some() && sizes.len() < 2 {
+        return Err("a scaling chart needs two book sizes or more (--bids 10000,100000)".into());
+    }
+    let mut scaling = Vec::new();
+    for (k, &n) in sizes.iter().enumerate() {
+        if k > 0 && !args.json {
+            println!();
+        }
+        scaling.push(one(&args, n)?);
+    }
+    if let Some(path) = &args.chart {
+        crate::charts::scaling(&scaling, &describe(&args), path)?;
+        if !args.json {
+            println!("\nwrote {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The book and rule measured, for the chart's title.
+fn describe(args: &Bench) -> String {
+    let book = args.book.to_possible_value().expect("every book has a name").get_name().to_owned();
+    let pricing = serde_json::to_value(args.pricing).ok().and_then(|v| v.as_str().map(String::from));
+    format!(
+        "{book} book, {} pricing, {} clearing thread(s)",
+        pricing.unwrap_or_default(),
+        args.clearing_threads.max(1)
+    )
+}
+
+/// Measures a book of `n` bids and prints its figures.
+fn one(args: &Bench, n: usize) -> Result<Scaling, Box<dyn std::error::Error>> {
+    let (n, threads) = (n.max(1), args.threads.max(1));
     let mut workload = match args.book {
         Book::Worst => Workload::new(n + 1),
         Book::Realistic => Workload::realistic(n + 1),
@@ -160,6 +208,17 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let book = args.book.to_possible_value().expect("every book has a name").get_name().to_owned();
     let pricing = serde_json::to_value(args.pricing)?.as_str().unwrap_or_default().to_owned();
     let horizon = workload.config.horizon;
+    let mut phases = vec![
+        ("whole cycle", ns_per(clear, n)),
+        ("rank and place", ns_per(place, n)),
+        ("price discovery", ns_per(discover, n)),
+        ("settlement", ns_per(settle, n)),
+        ("payments, events", ns_per(rest, n)),
+    ];
+    if cycle.needs_thresholds() {
+        phases.insert(2, ("critical values", ns_per(critical, n)));
+    }
+    let scaling = Scaling { bids: n, phases };
     if args.json {
         let bytes = bytes.map_or("null".to_owned(), |b| format!("{b:.1}"));
         println!(
@@ -189,7 +248,7 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
             report.lost,
             events_hash(&all)
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(scaling);
     }
     println!(
         "{n} bids, {book} book (horizon {horizon}, {oversubscription:.1}x more asked than offered), {pricing} \
@@ -227,7 +286,7 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
         restore * 1e3
     );
     println!("replay of the run's {} events: {:.1} ns/event", all.len(), ns_per(replay, all.len()));
-    Ok(ExitCode::SUCCESS)
+    Ok(scaling)
 }
 
 /// A BLAKE3 digest of the events' JSON lines: the same bids in the same order clear to the same

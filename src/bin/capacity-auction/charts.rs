@@ -1,4 +1,5 @@
-//! PNG charts of a simulation, drawn with plotters (fonts embedded, no system fonts needed).
+//! PNG charts of a simulation, and of how a cycle's cost scales with the book, drawn with
+//! plotters (fonts embedded, no system fonts needed).
 
 use std::error::Error;
 use std::path::Path;
@@ -200,6 +201,61 @@ pub(crate) fn compare(rows: &[(String, Summary)], path: &Path) -> Result {
             )
         }))?;
     }
+    root.present()?;
+    Ok(())
+}
+
+/// How a cycle's cost per bid scales with the book: one line per phase over book sizes, both
+/// axes logarithmic (a flat line is linear cost, a rising one worse).
+pub(crate) fn scaling(rows: &[crate::bench::Scaling], what: &str, path: &Path) -> Result {
+    fonts();
+    let root = BitMapBackend::new(path, (1000, 640)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let us = |ns: f64| (ns / 1e3).max(1e-3);
+    let values = rows.iter().flat_map(|r| r.phases.iter().map(|&(_, ns)| us(ns)));
+    let (low, high) = values.fold((f64::MAX, 0f64), |(l, h), v| (l.min(v), h.max(v)));
+    let (first, last) = (rows[0].bids as f64, rows[rows.len() - 1].bids as f64);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("Clearing cost per bid by book size ({what})"), ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d((first * 0.8..last * 1.25).log_scale(), (low * 0.5..high * 10.0).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("bids in the book")
+        .y_desc("microseconds per bid")
+        .x_labels(8)
+        .x_label_formatter(&|&x| match x {
+            x if x >= 1e6 => format!("{}M", x / 1e6),
+            x if x >= 1e3 => format!("{}k", x / 1e3),
+            x => format!("{x:.0}"),
+        })
+        .light_line_style(WHITE.mix(0.0))
+        .y_label_formatter(&|y| if *y >= 1.0 { format!("{y:.0}") } else { format!("{y:.2}") })
+        .draw()?;
+    for (k, &(phase, _)) in rows[0].phases.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| {
+                r.phases.iter().find(|(p, _)| *p == phase).map(|&(_, ns)| (r.bids as f64, us(ns)))
+            })
+            .collect();
+        let width = if k == 0 { 3 } else { 2 };
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(width)))?
+            .label(phase)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
     root.present()?;
     Ok(())
 }
