@@ -11,7 +11,9 @@ use clap::{Args, ValueEnum};
 #[derive(Debug, Args)]
 pub(crate) struct Bench {
     /// Bids in the book (the benchmark workload: 4 resources, windows up to 120 slots); several,
-    /// comma-separated, measure each in turn (a JSON object a line with `--json`).
+    /// comma-separated, measure each in turn, smallest first (a JSON object a line with
+    /// `--json`; memory per bid is then a lower bound after the first, as freed memory is
+    /// reused).
     #[arg(long, value_delimiter = ',', default_value = "10000")]
     bids: Vec<usize>,
     /// Which book: `worst` keeps the horizon at 3600 slots (about 55x more asked than offered at
