@@ -116,22 +116,7 @@ fn define_clear(c: &mut Criterion) {
     for (name, n, threads) in
         [("10k/los", 10_000, 1), ("100k/los", 100_000, 1), ("10k/los/2-threads", 10_000, 2)]
     {
-        g.throughput(Throughput::Elements(n as u64));
-        let mut workload = Workload::new(n + 1);
-        workload.config.clearing_threads = threads;
-        let bids = workload.bids(n, 11, "b");
-        g.bench_function(name, |b| {
-            b.iter_batched(
-                || loaded(&workload, &bids),
-                |m| {
-                    let report = m.clear(Slot(0)).unwrap();
-                    assert_eq!(report.bids, n as u64);
-                    assert!(report.won > 0 && report.ir == 1.0);
-                    m
-                },
-                BatchSize::PerIteration,
-            )
-        });
+        bench_cycle(&mut g, name, Workload::new(n + 1), n, PricingRule::CriticalValue, threads);
     }
     let n = 10_000;
     g.throughput(Throughput::Elements(n as u64));
@@ -156,16 +141,17 @@ fn define_clear(c: &mut Criterion) {
     g.finish();
 }
 
-/// Whole cycles of `n` bids of `workload` under `pricing` on two clearing threads, each on a
-/// freshly loaded market.
+/// Whole cycles of `n` bids of `workload` under `pricing` on `threads` clearing threads, each
+/// on a freshly loaded market.
 fn bench_cycle(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     mut workload: Workload,
     n: usize,
     pricing: PricingRule,
+    threads: usize,
 ) {
-    workload.config.clearing_threads = 2;
+    workload.config.clearing_threads = threads;
     workload.config.pricing = pricing;
     let bids = workload.bids(n, 11, "b");
     g.throughput(Throughput::Elements(n as u64));
@@ -175,7 +161,7 @@ fn bench_cycle(
             |m| {
                 let report = m.clear(Slot(0)).unwrap();
                 assert_eq!(report.bids, n as u64);
-                assert!(report.won > 0);
+                assert!(report.won > 0 && report.ir == 1.0);
                 m
             },
             BatchSize::PerIteration,
@@ -206,20 +192,28 @@ fn define_scale(c: &mut Criterion) {
     let mut g = c.benchmark_group("scale");
     g.sample_size(10);
     let n = 100_000;
-    bench_cycle(&mut g, "100k/worst/critical_value", Workload::new(n + 1), n, PricingRule::CriticalValue);
-    bench_cycle(&mut g, "100k/worst/pay_as_bid", Workload::new(n + 1), n, PricingRule::PayAsBid);
+    bench_cycle(&mut g, "100k/worst/critical_value", Workload::new(n + 1), n, PricingRule::CriticalValue, 2);
+    bench_cycle(&mut g, "100k/worst/pay_as_bid", Workload::new(n + 1), n, PricingRule::PayAsBid, 2);
     bench_cycle(
         &mut g,
         "100k/realistic/critical_value",
         Workload::realistic(n + 1),
         n,
         PricingRule::CriticalValue,
+        2,
     );
-    bench_cycle(&mut g, "100k/realistic/pay_as_bid", Workload::realistic(n + 1), n, PricingRule::PayAsBid);
+    bench_cycle(&mut g, "100k/realistic/pay_as_bid", Workload::realistic(n + 1), n, PricingRule::PayAsBid, 2);
     if std::env::var_os("BENCH_1M").is_some() {
         let n = 1_000_000;
-        bench_cycle(&mut g, "1M/worst/pay_as_bid", Workload::new(n + 1), n, PricingRule::PayAsBid);
-        bench_cycle(&mut g, "1M/worst/critical_value", Workload::new(n + 1), n, PricingRule::CriticalValue);
+        bench_cycle(&mut g, "1M/worst/pay_as_bid", Workload::new(n + 1), n, PricingRule::PayAsBid, 2);
+        bench_cycle(
+            &mut g,
+            "1M/worst/critical_value",
+            Workload::new(n + 1),
+            n,
+            PricingRule::CriticalValue,
+            2,
+        );
     }
     // One bid free to run anywhere in the longest horizon; 1,000 half-day runs in a day.
     for (name, horizon, bids, duration) in [

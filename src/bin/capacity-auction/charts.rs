@@ -43,6 +43,20 @@ fn smooth(values: &[f64], window: usize) -> Vec<f64> {
     out
 }
 
+/// The series' names in a box at the upper left.
+fn legend<'a, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+) -> Result {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    Ok(())
+}
+
 /// One panel of lines over cycles, with the marked stretches shaded behind them.
 fn panel(
     area: &DrawingArea<BitMapBackend<'_>, Shift>,
@@ -80,13 +94,7 @@ fn panel(
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()?;
+    legend(&mut chart)?;
     Ok(())
 }
 
@@ -211,16 +219,18 @@ pub(crate) fn scaling(rows: &[crate::bench::Scaling], what: &str, path: &Path) -
     fonts();
     let root = BitMapBackend::new(path, (1000, 640)).into_drawing_area();
     root.fill(&WHITE)?;
-    let us = |ns: f64| (ns / 1e3).max(1e-3);
-    let values = rows.iter().flat_map(|r| r.phases.iter().map(|&(_, ns)| us(ns)));
+    // A phase too quick to measure (zero) has no place on a log axis: it is left out.
+    let us = |ns: f64| (ns > 0.0).then_some(ns / 1e3);
+    let values = rows.iter().flat_map(|r| r.phases.iter().filter_map(|&(_, ns)| us(ns)));
     let (low, high) = values.fold((f64::MAX, 0f64), |(l, h), v| (l.min(v), h.max(v)));
+    let (low, high) = if high > 0.0 { (low, high) } else { (1.0, 1.0) };
     let (first, last) = (rows[0].bids as f64, rows[rows.len() - 1].bids as f64);
     let mut chart = ChartBuilder::on(&root)
         .caption(format!("Clearing cost per bid by book size ({what})"), ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(72)
-        .build_cartesian_2d((first * 0.8..last * 1.25).log_scale(), (low * 0.5..high * 10.0).log_scale())?;
+        .build_cartesian_2d((first * 0.5..last * 2.0).log_scale(), (low * 0.5..high * 10.0).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("bids in the book")
@@ -239,7 +249,8 @@ pub(crate) fn scaling(rows: &[crate::bench::Scaling], what: &str, path: &Path) -
         let points: Vec<(f64, f64)> = rows
             .iter()
             .filter_map(|r| {
-                r.phases.iter().find(|(p, _)| *p == phase).map(|&(_, ns)| (r.bids as f64, us(ns)))
+                let &(_, ns) = r.phases.iter().find(|(p, _)| *p == phase)?;
+                Some((r.bids as f64, us(ns)?))
             })
             .collect();
         let width = if k == 0 { 3 } else { 2 };
@@ -249,13 +260,7 @@ pub(crate) fn scaling(rows: &[crate::bench::Scaling], what: &str, path: &Path) -
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()?;
+    legend(&mut chart)?;
     root.present()?;
     Ok(())
 }
