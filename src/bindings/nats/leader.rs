@@ -311,14 +311,14 @@ impl After<'_> {
     }
 }
 
-/// Answers the waiting requests (returning the replies the writer sends itself) and keeps the
-/// latest prices; after a cycle, the KV update.
+/// Keeps the latest prices, then answers the waiting requests (returning the replies the writer
+/// sends itself): whoever a reply reaches reads the prices it covers. After a cycle, the KV
+/// update.
 fn after_journal(
     shared: &Shared,
     events: &[Event],
     agents: &mut BTreeSet<AgentId>,
 ) -> (Option<StateUpdate>, Vec<(async_nats::Subject, Bytes)>) {
-    let replies = shared.waiters().published(events);
     let mut prices = Vec::new();
     let mut cycle_ended = false;
     for event in events {
@@ -337,6 +337,7 @@ fn after_journal(
             _ => {}
         }
     }
+    let replies = shared.waiters().published(events);
     (cycle_ended.then(|| (prices, std::mem::take(agents))), replies)
 }
 
