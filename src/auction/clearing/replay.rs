@@ -18,6 +18,8 @@ pub(super) struct Dirty {
     touched: Vec<usize>,
     /// The slots from the first dirty cell to the last, of any resource.
     hull: Range<u64>,
+    /// The resources with a dirty cell.
+    resources: u16,
 }
 
 impl Dirty {
@@ -30,6 +32,7 @@ impl Dirty {
             bits: vec![0; words * grid.stride.max(1)],
             touched: Vec::new(),
             hull: 0..0,
+            resources: 0,
         }
     }
 
@@ -38,6 +41,7 @@ impl Dirty {
             self.bits[w] = 0;
         }
         self.hull = 0..0;
+        self.resources = 0;
     }
 
     fn resources(mut mask: u16) -> impl Iterator<Item = usize> {
@@ -51,6 +55,7 @@ impl Dirty {
     }
 
     pub(super) fn mark(&mut self, mask: u16, rows: Range<u64>) {
+        self.resources |= mask;
         self.hull = if self.hull.is_empty() {
             rows.clone()
         } else {
@@ -86,11 +91,15 @@ impl Dirty {
     /// longer ranges.
     pub(super) fn slots(&self, mask: u16, rows: Range<u64>) -> Option<u128> {
         (rows.end - rows.start <= 128)
-            .then(|| Dirty::resources(mask).fold(0, |acc, r| acc | self.window(r, &rows)))
+            .then(|| Dirty::resources(mask & self.resources).fold(0, |acc, r| acc | self.window(r, &rows)))
     }
 
     /// Whether any cell of `rows` of a resource in `mask` is dirty.
     pub(super) fn touches(&self, mask: u16, rows: Range<u64>) -> bool {
+        let mask = mask & self.resources;
+        if mask == 0 {
+            return false;
+        }
         let end = rows.end.min(self.hull.end);
         let mut at = rows.start.max(self.hull.start);
         while at < end {
