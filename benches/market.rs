@@ -191,29 +191,24 @@ fn long_horizon(horizon: u64, n: usize, duration: u32, window: u64) -> Market {
 fn define_scale(c: &mut Criterion) {
     let mut g = c.benchmark_group("scale");
     g.sample_size(10);
-    let n = 100_000;
-    bench_cycle(&mut g, "100k/worst/critical_value", Workload::new(n + 1), n, PricingRule::CriticalValue, 2);
-    bench_cycle(&mut g, "100k/worst/pay_as_bid", Workload::new(n + 1), n, PricingRule::PayAsBid, 2);
-    bench_cycle(
-        &mut g,
-        "100k/realistic/critical_value",
-        Workload::realistic(n + 1),
-        n,
-        PricingRule::CriticalValue,
-        2,
-    );
-    bench_cycle(&mut g, "100k/realistic/pay_as_bid", Workload::realistic(n + 1), n, PricingRule::PayAsBid, 2);
+    let (n, million) = (100_000, 1_000_000);
+    let mut cycles = vec![
+        ("100k/worst/critical_value", Workload::new(n + 1), n, PricingRule::CriticalValue),
+        ("100k/worst/pay_as_bid", Workload::new(n + 1), n, PricingRule::PayAsBid),
+        ("100k/realistic/critical_value", Workload::realistic(n + 1), n, PricingRule::CriticalValue),
+        ("100k/realistic/pay_as_bid", Workload::realistic(n + 1), n, PricingRule::PayAsBid),
+    ];
     if std::env::var_os("BENCH_1M").is_some() {
-        let n = 1_000_000;
-        bench_cycle(&mut g, "1M/worst/pay_as_bid", Workload::new(n + 1), n, PricingRule::PayAsBid, 2);
-        bench_cycle(
-            &mut g,
+        cycles.push(("1M/worst/pay_as_bid", Workload::new(million + 1), million, PricingRule::PayAsBid));
+        cycles.push((
             "1M/worst/critical_value",
-            Workload::new(n + 1),
-            n,
+            Workload::new(million + 1),
+            million,
             PricingRule::CriticalValue,
-            2,
-        );
+        ));
+    }
+    for (name, workload, n, pricing) in cycles {
+        bench_cycle(&mut g, name, workload, n, pricing, 2);
     }
     // One bid free to run anywhere in the longest horizon; 1,000 half-day runs in a day.
     for (name, horizon, bids, duration) in [

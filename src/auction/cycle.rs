@@ -157,17 +157,6 @@ impl Engine {
         Taken { config: self.config.clone(), cycle, now, cid, bids, initial }
     }
 
-    /// Applies what cycle `cut` decided (see [`Outcome::of`] and [`Engine::apply`]).
-    pub(crate) fn finish(
-        &mut self,
-        ledger: &Ledger,
-        intake: &Intake,
-        cut: Cut,
-        cleared: Cleared,
-    ) -> CycleReport {
-        self.apply(ledger, intake, Outcome::of(cut, cleared))
-    }
-
     /// Applies a cycle's outcome: sells the winners' capacity, settles the ledger, emits the
     /// outcome events after whatever was sequenced since the cut, and puts the bids that stay
     /// back in the book ahead of those accepted meanwhile. Everything per bid was made ready in

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use super::book::BookBid;
 use super::clearing;
-use super::cycle::{Cleared, Cut};
+use super::cycle::{Cleared, Cut, Outcome};
 use super::engine::Engine;
 use super::error::Rejection;
 use super::events::{Event, EventKind};
@@ -182,7 +182,7 @@ impl Market {
         let mut cut = engine.in_flight.take().expect("a cycle in flight");
         engine.seq = recorded[0].seq - 1;
         let cleared = recleared(&mut cut, &recorded);
-        let report = engine.finish(&self.ledger, &self.intake, cut, cleared);
+        let report = engine.apply(&self.ledger, &self.intake, Outcome::of(cut, cleared));
         let made = engine.take_unpublished();
         if made != recorded {
             let first = made.iter().zip(&recorded).find(|(m, r)| m != r);

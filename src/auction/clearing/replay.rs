@@ -18,8 +18,8 @@ pub(super) struct Dirty {
     touched: Vec<usize>,
     /// The slots from the first dirty cell to the last, of any resource.
     hull: Range<u64>,
-    /// The resources with a dirty cell.
-    resources: u16,
+    /// The resources with a dirty cell, as a mask.
+    marked: u16,
 }
 
 impl Dirty {
@@ -32,7 +32,7 @@ impl Dirty {
             bits: vec![0; words * grid.stride.max(1)],
             touched: Vec::new(),
             hull: 0..0,
-            resources: 0,
+            marked: 0,
         }
     }
 
@@ -41,7 +41,7 @@ impl Dirty {
             self.bits[w] = 0;
         }
         self.hull = 0..0;
-        self.resources = 0;
+        self.marked = 0;
     }
 
     fn resources(mut mask: u16) -> impl Iterator<Item = usize> {
@@ -55,7 +55,7 @@ impl Dirty {
     }
 
     pub(super) fn mark(&mut self, mask: u16, rows: Range<u64>) {
-        self.resources |= mask;
+        self.marked |= mask;
         self.hull = if self.hull.is_empty() {
             rows.clone()
         } else {
@@ -91,12 +91,12 @@ impl Dirty {
     /// longer ranges.
     pub(super) fn slots(&self, mask: u16, rows: Range<u64>) -> Option<u128> {
         (rows.end - rows.start <= 128)
-            .then(|| Dirty::resources(mask & self.resources).fold(0, |acc, r| acc | self.window(r, &rows)))
+            .then(|| Dirty::resources(mask & self.marked).fold(0, |acc, r| acc | self.window(r, &rows)))
     }
 
     /// Whether any cell of `rows` of a resource in `mask` is dirty.
     pub(super) fn touches(&self, mask: u16, rows: Range<u64>) -> bool {
-        let mask = mask & self.resources;
+        let mask = mask & self.marked;
         if mask == 0 {
             return false;
         }

@@ -95,15 +95,19 @@ pub(crate) fn run(args: Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
     Ok(ExitCode::SUCCESS)
 }
 
+impl Bench {
+    /// The book and the rule as their flags name them.
+    fn names(&self) -> (String, String) {
+        let book = self.book.to_possible_value().expect("every book has a name").get_name().to_owned();
+        let pricing = serde_json::to_value(self.pricing).ok().and_then(|v| v.as_str().map(String::from));
+        (book, pricing.unwrap_or_default())
+    }
+}
+
 /// The book and rule measured, for the chart's title.
 fn describe(args: &Bench) -> String {
-    let book = args.book.to_possible_value().expect("every book has a name").get_name().to_owned();
-    let pricing = serde_json::to_value(args.pricing).ok().and_then(|v| v.as_str().map(String::from));
-    format!(
-        "{book} book, {} pricing, {} clearing thread(s)",
-        pricing.unwrap_or_default(),
-        args.clearing_threads.max(1)
-    )
+    let (book, pricing) = args.names();
+    format!("{book} book, {pricing} pricing, {} clearing thread(s)", args.clearing_threads.max(1))
 }
 
 /// Measures a book of `n` bids and prints its figures.
@@ -207,8 +211,7 @@ fn one(args: &Bench, n: usize) -> Result<Scaling, Box<dyn std::error::Error>> {
     // What the phases leave of the whole cycle: payments, events, the book's upkeep.
     let rest = (clear - place - critical - discover - settle).max(0.0);
 
-    let book = args.book.to_possible_value().expect("every book has a name").get_name().to_owned();
-    let pricing = serde_json::to_value(args.pricing)?.as_str().unwrap_or_default().to_owned();
+    let (book, pricing) = args.names();
     let horizon = workload.config.horizon;
     let mut phases = vec![
         ("whole cycle", ns_per(clear, n)),
