@@ -187,6 +187,45 @@ proptest! {
     }
 }
 
+/// Groups of bids this far apart leave long empty stretches between them.
+const APART: u64 = 30_000;
+
+proptest! {
+    #![proptest_config(cases(300))]
+
+    /// Bids in groups far apart on a long horizon, so the clearing's rows are stretches of many
+    /// slots rather than slots: placement, critical values and shortfalls still equal the
+    /// oracle's, and every winner can afford its bundle at the prices found.
+    #[test]
+    fn stretched_rows_match_the_oracle(
+        (mut s, grouped) in setup().prop_flat_map(|s| {
+            let n = s.resources;
+            (Just(s), prop::collection::vec((bid_spec(n), 0u64..4), 2..16))
+        })
+    ) {
+        s.horizon = 4 * APART;
+        let last = grouped.len() - 1;
+        let specs: Vec<BidSpec> = grouped
+            .into_iter()
+            .enumerate()
+            .map(|(k, (mut b, group))| {
+                // The first and last groups are always there: the cycle reaches 90,000 slots.
+                let group = match k { 0 => 0, _ if k == last => 3, _ => group };
+                b.earliest += group * APART;
+                b
+            })
+            .collect();
+        let limits: Vec<u64> = specs.iter().map(|b| b.limit).collect();
+        let (_, events) = run_cycle(&s, &specs, &limits, 0, None);
+        matches_oracle(&s, &specs, &limits, 0, &events)?;
+        let ir = events.iter().find_map(|e| match e.kind {
+            EventKind::CycleCleared { ir, .. } => Some(ir),
+            _ => None,
+        });
+        prop_assert_eq!(ir, Some(1.0));
+    }
+}
+
 /// A bid as `bid_accepted` told it: agent, `(resource, share)` pairs, limit.
 type Accepted = (AgentId, Vec<(usize, u32)>, u64);
 

@@ -124,6 +124,7 @@ fn a_replay_refuses_gaps_and_foreign_events() {
         cap: None,
         threads: 1,
         always_critical: false,
+        horizon: HORIZON,
     };
     let (live, _, _, events) = run_with_snapshot(&s, &[], 0);
     assert!(!events.is_empty());

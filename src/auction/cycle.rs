@@ -23,7 +23,7 @@ use super::engine::Engine;
 use super::events::EventKind;
 use super::intake::Intake;
 use super::ledger::{Ledger, Release};
-use super::money::{Credits, Price, pico_cost};
+use super::money::{Credits, Price};
 use crate::capacity::fixed::MICRO;
 use crate::capacity::{Bundle, CapacitySlots, ResourceId, Slot};
 
@@ -151,9 +151,7 @@ impl Engine {
         self.timeline.advance(now);
         let bids = self.book.take();
         self.emit(Some(cycle), cid.clone(), EventKind::CycleStarted { bids: bids.len() as u64 });
-        let rows = clearing::reach_of(bids.iter().filter(|b| !expired(b, now)), now.0);
-        let mut initial = Grid { lo: rows.start, stride: self.config.resources.len(), free: Vec::new() };
-        self.timeline.free_grid(rows, &mut initial.free);
+        let initial = clearing::grid_for(&self.timeline, bids.iter().filter(|b| !expired(b, now)), now.0);
         Taken { config: self.config.clone(), cycle, now, cid, bids, initial }
     }
 
@@ -305,7 +303,8 @@ impl Outcome {
                 sums.requested[r] += u64::from(share) * duration;
             }
             match (placement.starts[i], payments[i]) {
-                (Some(start), Some(payment)) => {
+                (Some(row), Some(payment)) => {
+                    let start = placement.rows.slot(row);
                     won += 1;
                     revenue += payment.micros();
                     over += payment.micros().saturating_sub(thresholds[i].unwrap_or(0));
@@ -313,9 +312,7 @@ impl Outcome {
                     for (r, share) in b.bundle.raw() {
                         sums.sold[r] += u64::from(share) * duration;
                         sums.paid[r] += u128::from(payment.micros());
-                        sums.value[r] += (start..start + duration)
-                            .map(|t| pico_cost(u64::from(share), discovery.price(r, t)))
-                            .sum::<u128>();
+                        sums.value[r] += discovery.run_cost(r, share, row, duration);
                     }
                     sales.push((b.bundle, start..start + duration));
                     let kind = EventKind::BidWon {

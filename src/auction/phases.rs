@@ -53,9 +53,7 @@ impl Cycle {
             book.push(booked);
         }
         let timeline = Timeline::new(config.resources.len(), config.horizon, now);
-        let rows = clearing::reach_of(&book, now.0);
-        let mut initial = Grid { lo: rows.start, stride: config.resources.len(), free: Vec::new() };
-        timeline.free_grid(rows, &mut initial.free);
+        let initial = clearing::grid_for(&timeline, book.iter(), now.0);
         Ok(Cycle { config, now: now.0, bids: book, initial })
     }
 
@@ -245,5 +243,39 @@ impl Workload {
                     .window(Slot(earliest), Slot(earliest + window))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auction::clearing::Rows;
+
+    /// The same cycle over a grid whose rows are stretches of one slot each: every path that
+    /// weighs rows by their slots, and the replays without slot bitmasks, must decide exactly
+    /// what the slot rows decide.
+    #[test]
+    fn stretches_of_one_slot_clear_as_slots() {
+        let mut workload = Workload::new(1500);
+        workload.config.horizon = 400;
+        let cycle = Cycle::new(&workload.config, workload.bids(1500, 7, "b"), Slot(0)).expect("a book");
+        let slots = &cycle.initial;
+        let hi = slots.hi();
+        let stretched = Grid { lo: 0, rows: Rows::stretches((slots.lo..=hi).collect()), ..slots.clone() };
+        let clear = |initial: &Grid| {
+            let (mut bids, mut left) = (cycle.bids.clone(), initial.clone());
+            let placement = clearing::place(cycle.config.priority, cycle.now, &mut bids, &mut left);
+            let thresholds = clearing::thresholds(cycle.config.priority, &bids, &placement, initial, 2);
+            let discovery = clearing::discover(&cycle.config, &bids, &placement, &left);
+            let starts: Vec<Option<u64>> =
+                (0..bids.len()).map(|i| placement.starts[i].map(|row| placement.rows.slot(row))).collect();
+            (starts, thresholds, discovery.runs(), discovery.ir, discovery.envy)
+        };
+        let (a, b) = (clear(slots), clear(&stretched));
+        assert!(a.0.iter().filter(|s| s.is_some()).count() > 100, "a crowded book");
+        assert_eq!(a.0, b.0, "starts");
+        assert_eq!(a.1, b.1, "critical values and shortfalls");
+        assert_eq!(a.2, b.2, "prices");
+        assert_eq!((a.3, a.4), (b.3, b.4), "ir and envy");
     }
 }

@@ -205,6 +205,30 @@ impl Timeline {
         runs
     }
 
+    /// Every slot strictly inside `slots` where some resource's free capacity differs from the
+    /// slot before, ascending.
+    pub(crate) fn breaks(&self, slots: Range<u64>, out: &mut Vec<u64>) {
+        out.clear();
+        for t in slots.start + 1..slots.end {
+            let id = |r: usize| ResourceId(r as u8);
+            if (0..self.resources).any(|r| self.free(id(r), Slot(t)) != self.free(id(r), Slot(t - 1))) {
+                out.push(t);
+            }
+        }
+    }
+
+    /// Writes the free capacity of each row `[bounds[i], bounds[i + 1])` into `out`, row-major
+    /// (`out[i * resources + r]`), read at the row's first slot: free capacity is the same
+    /// throughout a row.
+    pub(crate) fn free_rows(&self, bounds: &[u64], out: &mut Vec<i32>) {
+        out.clear();
+        for &slot in &bounds[..bounds.len() - 1] {
+            for r in 0..self.resources {
+                out.push(self.free(ResourceId(r as u8), Slot(slot)) as i32);
+            }
+        }
+    }
+
     /// Writes the free capacity of `slots` into `out`, slot-major (`out[(t - start) * resources
     /// + r]`), the layout the clearing scans.
     pub(crate) fn free_grid(&self, slots: Range<u64>, out: &mut Vec<i32>) {

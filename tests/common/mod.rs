@@ -41,6 +41,8 @@ pub(crate) struct Setup {
     pub(crate) threads: usize,
     /// Critical values under every pricing rule, not only `critical_value`.
     pub(crate) always_critical: bool,
+    /// Slots ahead of `now` bids may reach.
+    pub(crate) horizon: u64,
 }
 
 impl Setup {
@@ -106,6 +108,7 @@ pub(crate) fn setup() -> impl Strategy<Value = Setup> {
                         cap: cap.map(|c| top + c),
                         threads,
                         always_critical,
+                        horizon: HORIZON,
                     }
                 },
             )
@@ -168,7 +171,7 @@ pub(crate) fn market_of(s: &Setup) -> Market {
     let names: Vec<String> = (0..s.resources).map(|r| format!("r{r}")).collect();
     let mut b = Market::builder()
         .resources(names.clone())
-        .horizon(HORIZON)
+        .horizon(s.horizon)
         .priority(s.priority)
         .pricing(s.pricing)
         .settlement(s.settlement)

@@ -98,8 +98,9 @@ fn threshold_against(rule: PriorityRule, me: &Ranked, rival: &Ranked, range: (u6
     least_limit_beating(rule, me.size, me.order, range, (rival.key, rival.order))
 }
 
-pub(super) fn placed(r: &Ranked, start: u64) -> Range<u64> {
-    start..start + r.duration
+/// The rows of `r`'s run from row `start`.
+pub(super) fn placed(p: &Placement, r: &Ranked, start: u64) -> Range<u64> {
+    p.rows.run(start, r.duration)
 }
 
 /// Most winners a thread takes at a time: each batch starts from the nearest checkpoint.
@@ -194,7 +195,7 @@ fn counterfactual_blocker(
     let mut fit = Fit::new(&local.grid, &my_reach);
     // Where the counterfactual may differ from the real run: these cells.
     dirty.clear();
-    dirty.mark(me.mask, placed(&me, start));
+    dirty.mark(me.mask, placed(p, &me, start));
     // Only bids reaching the rows the counterfactual holds can change them or be changed.
     let mut scan = index.scan(pos, me.span());
     while let Some(visit) = scan.next() {
@@ -233,13 +234,13 @@ fn counterfactual_blocker(
             let new_start = local.grid.find_start(&reach);
             if new_start != real_start {
                 for s in [real_start, new_start].into_iter().flatten() {
-                    dirty.mark(other.mask, placed(other, s));
+                    dirty.mark(other.mask, placed(p, other, s));
                 }
             }
             new_start
         };
         if let Some(s) = new_start {
-            let taken = s..s + visit.duration();
+            let taken = p.rows.run(s, visit.duration());
             let touched = local.take(run.shares.of(q), s, visit.duration());
             if touched && visit.mask & me.mask != 0 && overlaps(&taken, &me.span()) {
                 let fits = match &mut fit {
@@ -269,7 +270,7 @@ struct Fit {
 impl Fit {
     fn new(grid: &Grid, reach: &Reach<'_>) -> Option<Fit> {
         let width = reach.last_end - reach.first;
-        (width <= 128).then(|| Fit {
+        (width <= 128 && !grid.rows.stretched()).then(|| Fit {
             open: grid.fitting(reach, reach.span()),
             width,
             duration: reach.duration,
@@ -369,7 +370,7 @@ fn loser_needs(rule: PriorityRule, run: &Run<'_>, local: &mut Local, i: usize) -
     let blocker = winners[lo * checkpoints.every..before].iter().find(|&&(k, s)| {
         let r = &p.ranked[k];
         r.mask & me.mask != 0
-            && overlaps(&placed(r, s), &me.span())
+            && overlaps(&placed(p, r, s), &me.span())
             && local.take(run.shares.of(k), s, r.duration)
             && local.grid.find_start(&reach).is_none()
     });

@@ -18,18 +18,22 @@
 use rayon::prelude::*;
 
 use super::grid::Grid;
-use super::{Placement, Ranked};
+use super::{Placement, Ranked, Rows};
 use crate::auction::book::BookBid;
 use crate::auction::config::Config;
 use crate::auction::money::{Price, pico_cost};
 use crate::capacity::Bundle;
 use crate::capacity::fixed::MICRO;
 
-/// This cycle's price of every resource in every slot its bids could touch.
+/// This cycle's price of every resource in every slot its bids could touch: one per row of the
+/// cycle's grid, as a row's slots are alike.
 #[derive(Clone, Debug)]
 pub(crate) struct Discovery {
+    /// The first row.
     lo: u64,
     stride: usize,
+    rows: Rows,
+    /// Per row, per resource.
     prices: Vec<Price>,
     /// The price of slots no bid touched: the reserve, bounded.
     idle: Vec<Price>,
@@ -40,30 +44,36 @@ pub(crate) struct Discovery {
 }
 
 impl Discovery {
+    /// Rows the curve covers, from `lo`.
+    fn row_count(&self) -> u64 {
+        (self.prices.len() / self.stride.max(1)) as u64
+    }
+
+    /// The price of `resource` in row `row` of the cycle's grid.
+    fn at_row(&self, resource: usize, row: u64) -> Price {
+        self.prices[(row - self.lo) as usize * self.stride + resource]
+    }
+
     /// The price of `resource` in `slot`.
     pub(crate) fn price(&self, resource: usize, slot: u64) -> Price {
-        let rows = (self.prices.len() / self.stride.max(1)) as u64;
-        if slot >= self.lo && slot - self.lo < rows {
-            self.prices[(slot - self.lo) as usize * self.stride + resource]
-        } else {
-            self.idle[resource]
-        }
+        let slots = self.slots();
+        if slots.contains(&slot) { self.at_row(resource, self.rows.row(slot)) } else { self.idle[resource] }
     }
 
     /// The slots the curve covers.
     pub(crate) fn slots(&self) -> std::ops::Range<u64> {
-        self.lo..self.lo + (self.prices.len() / self.stride.max(1)) as u64
+        self.rows.slots(self.lo..self.lo + self.row_count())
     }
 
     /// The curve as runs of equal prices: `(resource, from, to, price)`, by resource then slot.
     pub(crate) fn runs(&self) -> Vec<(usize, u64, u64, Price)> {
         let mut runs: Vec<(usize, u64, u64, Price)> = Vec::new();
         for r in 0..self.stride {
-            for t in self.slots() {
-                let p = self.price(r, t);
+            for row in self.lo..self.lo + self.row_count() {
+                let (p, slots) = (self.at_row(r, row), self.rows.slots(row..row + 1));
                 match runs.last_mut() {
-                    Some(run) if run.0 == r && run.2 == t && run.3 == p => run.2 = t + 1,
-                    _ => runs.push((r, t, t + 1, p)),
+                    Some(run) if run.0 == r && run.2 == slots.start && run.3 == p => run.2 = slots.end,
+                    _ => runs.push((r, slots.start, slots.end, p)),
                 }
             }
         }
@@ -79,27 +89,46 @@ impl Discovery {
         runs: impl IntoIterator<Item = (usize, u64, u64, Price)>,
         (ir, envy): (f64, f64),
     ) -> Result<Discovery, String> {
-        let rows = slots.end.checked_sub(slots.start).ok_or("an empty curve")? as usize;
-        let mut prices = vec![Price::ZERO; rows * stride];
-        for (r, from, to, price) in runs {
+        if slots.end < slots.start {
+            return Err("an empty curve".into());
+        }
+        let runs: Vec<(usize, u64, u64, Price)> = runs.into_iter().collect();
+        // A row wherever some resource's price may change.
+        let mut bounds = vec![slots.start, slots.end];
+        for &(r, from, to, _) in &runs {
             if r >= stride || from < slots.start || to > slots.end || from > to {
                 return Err(format!("a price run [{from}, {to}) outside the curve"));
             }
-            for t in from..to {
-                prices[(t - slots.start) as usize * stride + r] = price;
+            bounds.extend([from, to]);
+        }
+        bounds.sort_unstable();
+        bounds.dedup();
+        let (rows, lo) =
+            if bounds.len() >= 2 { (Rows::stretches(bounds), 0) } else { (Rows::default(), slots.start) };
+        let count = rows.bounds().map_or(0, |b| b.len() - 1);
+        let mut prices = vec![Price::ZERO; count * stride];
+        for (r, from, to, price) in runs {
+            for row in rows.rows(from..to) {
+                prices[row as usize * stride + r] = price;
             }
         }
-        Ok(Discovery { lo: slots.start, stride, prices, idle, ir, envy })
+        Ok(Discovery { lo, stride, rows, prices, idle, ir, envy })
     }
 
-    /// The cost of `bundle` over `[start, start + duration)`, in 10^-12 credits.
-    pub(crate) fn cost(&self, bundle: &Bundle, start: u64, duration: u64) -> u128 {
-        bundle
-            .raw()
-            .map(|(r, share)| {
-                (start..start + duration).map(|t| pico_cost(u64::from(share), self.price(r, t))).sum::<u128>()
+    /// What `share` of `resource` costs over a run of `duration` slots from row `start`, in
+    /// 10^-12 credits.
+    pub(crate) fn run_cost(&self, resource: usize, share: u32, start: u64, duration: u64) -> u128 {
+        self.rows
+            .run(start, duration)
+            .map(|row| {
+                pico_cost(u64::from(share), self.at_row(resource, row)) * u128::from(self.rows.width(row))
             })
             .sum()
+    }
+
+    /// The cost of `bundle` over a run of `duration` slots from row `start`, in 10^-12 credits.
+    pub(crate) fn cost(&self, bundle: &Bundle, start: u64, duration: u64) -> u128 {
+        bundle.raw().map(|(r, share)| self.run_cost(r, share, start, duration)).sum()
     }
 }
 
@@ -119,17 +148,52 @@ fn per_unit(surplus: u64, weight: u64, up: bool) -> u64 {
     u64::try_from(d).unwrap_or(u64::MAX)
 }
 
+/// The runs a bid may take within its span, as `(start, end)` rows counted from its first row:
+/// one from every row when a row is a slot, and from every row whose run ends on a bound when
+/// rows are stretches (a placement can start nowhere else).
+fn runs_of(rows: &Rows, r: &Ranked, out: &mut Vec<(usize, usize)>) {
+    out.clear();
+    let width = (r.last_end - r.first) as usize;
+    match rows.bounds() {
+        None => {
+            let d = r.duration as usize;
+            if width >= d {
+                out.extend((0..=width - d).map(|k| (k, k + d)));
+            }
+        }
+        Some(bounds) => {
+            let first = r.first as usize;
+            let last = bounds[r.last_end as usize];
+            let mut j = first;
+            for k in 0..width {
+                let end = bounds[first + k] + r.duration;
+                if end > last {
+                    break;
+                }
+                while bounds[j] < end {
+                    j += 1;
+                }
+                if bounds[j] == end {
+                    out.push((k, j - first));
+                }
+            }
+        }
+    }
+}
+
 /// Buffers [`loser_demand`] reuses from one loser to the next.
 #[derive(Default)]
 struct Scratch {
     blocked: Vec<u64>,
+    sums: Vec<u64>,
     weight: Vec<u64>,
+    runs: Vec<(usize, usize)>,
     window: std::collections::VecDeque<usize>,
 }
 
-/// What loser `b` needs of each cell it was blocked in: for every start `s`, its surplus spread
-/// over the blocked cells of `[s, s + duration)` (the water level that prices that start out),
-/// and for each blocked cell the highest level of the starts covering it. Calls
+/// What loser `b` needs of each cell it was blocked in: for every run it may take, its surplus
+/// spread over the blocked capacity-slots of the run (the water level that prices that run out),
+/// and for each blocked cell the highest level of the runs covering it. Calls
 /// `need(cell, premium)` for every blocked cell of the span.
 fn loser_demand(
     b: &BookBid,
@@ -138,60 +202,62 @@ fn loser_demand(
     scratch: &mut Scratch,
     mut need: impl FnMut(usize, u64),
 ) {
-    let stride = left.stride;
-    let row = |t: u64| (t - left.lo) as usize * stride;
+    let (stride, rows) = (left.stride, &left.rows);
+    let at_row = |row: u64| (row - left.lo) as usize * stride;
     let surplus = r.limit - r.reserve;
-    let width = (r.last_end - r.first) as usize;
-    let d = r.duration as usize;
-    let Scratch { blocked, weight, window } = scratch;
-    // Blocked weight of each slot: the shares it could not have.
+    let Scratch { blocked, sums, weight, runs, window } = scratch;
+    // Blocked weight of each row: the shares it could not have, times its slots.
     blocked.clear();
-    blocked.extend(r.span().map(|t| {
-        let at = row(t);
-        b.bundle
+    blocked.extend(r.span().map(|row| {
+        let at = at_row(row);
+        let shares: u64 = b
+            .bundle
             .raw()
             .filter(|&(res, share)| left.free[at + res] < share as i32)
             .map(|(_, s)| u64::from(s))
-            .sum::<u64>()
+            .sum();
+        shares * rows.width(row)
     }));
     if blocked.iter().all(|&w| w == 0) {
         return;
     }
-    // Blocked weight of each start's run.
-    let starts = width + 1 - d;
-    weight.clear();
-    let mut run: u64 = blocked[..d].iter().sum();
-    weight.push(run);
-    for s in 1..starts {
-        run = run + blocked[s + d - 1] - blocked[s - 1];
-        weight.push(run);
+    // Blocked weight of each run.
+    sums.clear();
+    sums.push(0);
+    let mut acc = 0;
+    for &w in blocked.iter() {
+        acc += w;
+        sums.push(acc);
     }
-    // For each slot, the lightest start covering it sets the highest level: a sliding minimum.
+    runs_of(rows, r, runs);
+    weight.clear();
+    weight.extend(runs.iter().map(|&(k, e)| sums[e] - sums[k]));
+    // For each row, the lightest run covering it sets the highest level: a sliding minimum
+    // (runs start and end in order, so the runs covering a row are consecutive).
     window.clear();
     let mut next = 0;
     let mut level = (usize::MAX, 0);
     for (k, &b_t) in blocked.iter().enumerate() {
-        // Starts covering slot k: max(0, k + 1 - d) ..= min(k, starts - 1).
-        while next < starts && next <= k {
+        while next < runs.len() && runs[next].0 <= k {
             while window.back().is_some_and(|&j| weight[j] >= weight[next]) {
                 window.pop_back();
             }
             window.push_back(next);
             next += 1;
         }
-        while window.front().is_some_and(|&j| j + d <= k) {
+        while window.front().is_some_and(|&j| runs[j].1 <= k) {
             window.pop_front();
         }
         if b_t == 0 {
             continue;
         }
         let Some(&lightest) = window.front() else { continue };
-        // Neighbouring slots mostly share their lightest start: divide once per start.
+        // Neighbouring rows mostly share their lightest run: divide once per run.
         if level.0 != lightest {
             level = (lightest, per_unit(surplus, weight[lightest], true));
         }
         let level = level.1;
-        let at = row(r.first + k as u64);
+        let at = at_row(r.first + k as u64);
         for (res, share) in b.bundle.raw() {
             if left.free[at + res] < share as i32 {
                 need(at + res, level);
@@ -200,35 +266,38 @@ fn loser_demand(
     }
 }
 
-/// The start of a bid whose run costs least at `price(slot, resource)` (weighted by its shares,
-/// in the price's unit times millionths), and that cost; the earliest on ties. `sums` is scratch.
+/// The run of a bid whose cost at `price(row, resource)` is least (weighted by its shares and
+/// the rows' slots, in the price's unit times millionths): its start row and that cost; the
+/// earliest on ties. `sums` and `runs` are scratch.
 fn cheapest_start(
     b: &BookBid,
     r: &Ranked,
+    rows: &Rows,
     price: impl Fn(u64, usize) -> u64,
-    sums: &mut Vec<u128>,
+    (sums, runs): &mut (Vec<u128>, Vec<(usize, usize)>),
 ) -> (u64, u128) {
-    let width = (r.last_end - r.first) as usize;
-    let d = r.duration as usize;
-    // Prefix sums over the span of the bundle's weighted price per slot.
+    // Prefix sums over the span of the bundle's weighted price per row.
     sums.clear();
     sums.push(0);
     let mut acc = 0u128;
-    for t in r.span() {
-        acc += b.bundle.raw().map(|(res, share)| u128::from(share) * u128::from(price(t, res))).sum::<u128>();
+    for row in r.span() {
+        let per_slot: u128 =
+            b.bundle.raw().map(|(res, share)| u128::from(share) * u128::from(price(row, res))).sum();
+        acc += per_slot * u128::from(rows.width(row));
         sums.push(acc);
     }
-    (0..=width - d)
-        .map(|k| (r.first + k as u64, sums[k + d] - sums[k]))
+    runs_of(rows, r, runs);
+    runs.iter()
+        .map(|&(k, e)| (r.first + k as u64, sums[e] - sums[k]))
         .min_by_key(|&(_, cost)| cost)
         .expect("a start")
 }
 
-/// `slack / share`, in 64 bits when the slack fits (below 18 million credits).
-fn per_share(slack: u128, share: u32) -> u128 {
+/// `slack / weight`, in 64 bits when the slack fits (below 18 million credits).
+fn per_share(slack: u128, weight: u64) -> u128 {
     match u64::try_from(slack) {
-        Ok(slack) => u128::from(slack / u64::from(share)),
-        Err(_) => slack / u128::from(share),
+        Ok(slack) => u128::from(slack / weight),
+        Err(_) => slack / u128::from(weight),
     }
 }
 
@@ -248,8 +317,8 @@ fn refine(
     left: &Grid,
     premium: &mut [u64],
 ) -> Vec<bool> {
-    let stride = left.stride;
-    let cell = |slot: u64, r: usize| (slot - left.lo) as usize * stride + r;
+    let (stride, rows) = (left.stride, &left.rows);
+    let cell = |row: u64, r: usize| (row - left.lo) as usize * stride + r;
     // Each winner's slack below its limit, in 10^-12 credits, and the winners on each cell
     // (`holders[from[c]..from[c + 1]]`).
     let mut slack: Vec<u128> = vec![0; bids.len()];
@@ -257,9 +326,9 @@ fn refine(
     let winners =
         || bids.iter().enumerate().filter_map(|(i, b)| p.starts[i].map(|start| (i, b, &p.ranked[i], start)));
     for (_, b, r, start) in winners() {
-        for t in start..start + r.duration {
+        for row in rows.run(start, r.duration) {
             for (res, _) in b.bundle.raw() {
-                from[cell(t, res) + 1] += 1;
+                from[cell(row, res) + 1] += 1;
             }
         }
     }
@@ -270,10 +339,10 @@ fn refine(
     let mut filled = from.clone();
     for (i, b, r, start) in winners() {
         let mut cost = 0u128;
-        for t in start..start + r.duration {
+        for row in rows.run(start, r.duration) {
             for (res, share) in b.bundle.raw() {
-                let c = cell(t, res);
-                cost += u128::from(share) * u128::from(premium[c]);
+                let c = cell(row, res);
+                cost += u128::from(share) * u128::from(premium[c]) * u128::from(rows.width(row));
                 holders[filled[c] as usize] = (i as u32, share);
                 filled[c] += 1;
             }
@@ -303,49 +372,52 @@ fn refine(
         losers
             .par_iter()
             .with_min_len(512)
-            .map_init(Vec::new, |sums, &i| {
-                let (_, cost) = cheapest_start(&bids[i], &p.ranked[i], |t, res| premium[cell(t, res)], sums);
+            .map_init(Default::default, |scratch, &i| {
+                let price = |row, res| premium[cell(row, res)];
+                let (_, cost) = cheapest_start(&bids[i], &p.ranked[i], rows, price, scratch);
                 (cost < surplus(i)).then_some(i)
             })
             .flatten_iter()
             .collect()
     });
-    let mut sums = Vec::new();
+    let mut scratch = Default::default();
     for _ in 0..ROUNDS {
         let mut raised = false;
         hopeful.retain(|&i| {
             let b = &bids[i];
             let r = &p.ranked[i];
             // The cheapest start at current premiums.
-            let (start, cost) = cheapest_start(b, r, |t, res| premium[cell(t, res)], &mut sums);
+            let (start, cost) = cheapest_start(b, r, rows, |row, res| premium[cell(row, res)], &mut scratch);
             let surplus = surplus(i);
             if cost >= surplus {
                 return false;
             }
             let mut deficit = surplus - cost;
-            for t in start..start + r.duration {
+            for row in rows.run(start, r.duration) {
+                let width = rows.width(row);
                 for (res, share) in b.bundle.raw() {
-                    let c = cell(t, res);
+                    let c = cell(row, res);
                     if deficit == 0 || left.free[c] >= share as i32 {
                         continue;
                     }
                     let on = &holders[from[c] as usize..from[c + 1] as usize];
-                    let want = deficit.div_ceil(u128::from(share));
+                    let weight = u64::from(share) * width;
+                    let want = deficit.div_ceil(u128::from(weight));
                     let mut raise = want.min(u128::from(price_room(c, premium[c])));
                     for &(w, s) in on {
                         if raise == 0 {
                             break;
                         }
-                        raise = raise.min(per_share(slack[w as usize], s));
+                        raise = raise.min(per_share(slack[w as usize], u64::from(s) * width));
                     }
                     if raise == 0 {
                         continue;
                     }
                     premium[c] += raise as u64;
                     for &(w, s) in on {
-                        slack[w as usize] -= raise * u128::from(s);
+                        slack[w as usize] -= raise * u128::from(u64::from(s) * width);
                     }
-                    deficit = deficit.saturating_sub(raise * u128::from(share));
+                    deficit = deficit.saturating_sub(raise * u128::from(weight));
                     raised = true;
                 }
             }
@@ -364,10 +436,10 @@ fn refine(
 
 /// Discovers the cycle's prices from its placement and the free capacity it left.
 pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &Grid) -> Discovery {
-    let stride = left.stride;
+    let (stride, rows) = (left.stride, &left.rows);
     let cells = left.free.len();
     let mut winner_bound = vec![u64::MAX; cells];
-    let cell = |slot: u64, r: usize| (slot - left.lo) as usize * stride + r;
+    let cell = |row: u64, r: usize| (row - left.lo) as usize * stride + r;
 
     // Losers first: which cells are scarce, and how much each needs (the highest level any
     // loser sets on a cell: the same whatever the split).
@@ -398,9 +470,11 @@ pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &
         let Some(start) = p.starts[i] else { continue };
         let r = &p.ranked[i];
         let cells_of = || {
-            (start..start + r.duration).flat_map(|t| b.bundle.raw().map(move |(res, s)| (cell(t, res), s)))
+            rows.run(start, r.duration).flat_map(|row| {
+                b.bundle.raw().map(move |(res, s)| (cell(row, res), u64::from(s) * rows.width(row)))
+            })
         };
-        let scarce: u64 = cells_of().filter(|&(c, _)| loser_bound[c] > 0).map(|(_, s)| u64::from(s)).sum();
+        let scarce: u64 = cells_of().filter(|&(c, _)| loser_bound[c] > 0).map(|(_, w)| w).sum();
         let cap = per_unit(r.limit - r.reserve, scarce, false);
         for (c, _) in cells_of() {
             winner_bound[c] = winner_bound[c].min(cap);
@@ -420,7 +494,7 @@ pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &
         prices.push(price);
     }
     let idle = config.reserve.iter().map(|&r| config.bound(r)).collect();
-    let mut found = Discovery { lo: left.lo, stride, prices, idle, ir: 1.0, envy: 0.0 };
+    let mut found = Discovery { lo: left.lo, stride, rows: rows.clone(), prices, idle, ir: 1.0, envy: 0.0 };
 
     // Who can afford what at those prices: (winners, rational, losers, envious).
     let tally = |(w, r, l, e): (u64, u64, u64, u64), (w2, r2, l2, e2): (u64, u64, u64, u64)| {
@@ -430,7 +504,7 @@ pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &
         (0..bids.len())
             .into_par_iter()
             .with_min_len(512)
-            .map_init(Vec::new, |sums, i| {
+            .map_init(Default::default, |scratch, i| {
                 let (b, r) = (&bids[i], &p.ranked[i]);
                 let limit = u128::from(r.limit) * u128::from(MICRO);
                 match p.starts[i] {
@@ -439,7 +513,8 @@ pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &
                     // start at the reserve plus premium, unless a cap lowered some price.
                     None if !may_afford[i] && !lowered => (0, 0, 1, 0),
                     None => {
-                        let (_, cheapest) = cheapest_start(b, r, |t, res| found.price(res, t).micros(), sums);
+                        let price = |row, res| found.at_row(res, row).micros();
+                        let (_, cheapest) = cheapest_start(b, r, rows, price, scratch);
                         (0, 0, 1, u64::from(cheapest < limit))
                     }
                 }

@@ -1,16 +1,22 @@
-//! The cycle's working copy of free capacity: slot-major rows over the slots its bids can touch.
+//! The cycle's working copy of free capacity: row-major over the slots its bids can touch, a row
+//! per slot, or over long horizons a row per stretch of slots over which no placement differs.
 
 use std::ops::Range;
 
+use super::rows::Rows;
 use crate::capacity::{Bundle, MAX_RESOURCES};
 
-/// Free capacity (millionths, negative after a cut below sales) of every resource for the slots
-/// `[lo, lo + rows)`, one row per slot so a slot's resources share a cache line.
+/// Free capacity (millionths, negative after a cut below sales) of every resource for the rows
+/// `[lo, lo + rows)`, a row's resources side by side so they share a cache line.
+///
+/// Everything the clearing does is in rows. In the common case a row is a slot (row `t` is slot
+/// `t`); over a long horizon, [`Rows`] maps rows to stretches of slots.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Grid {
     pub(crate) lo: u64,
     pub(crate) stride: usize,
     pub(crate) free: Vec<i32>,
+    pub(crate) rows: Rows,
 }
 
 /// Where a bid may run this cycle: starts in `first..=last_end - duration`.
@@ -61,18 +67,19 @@ impl Grid {
     }
 
     /// The earliest start at which the whole run fits. Each candidate's run is checked from its
-    /// last slot down, so a slot that does not fit skips every start whose run holds it; no slot
-    /// is looked at twice.
+    /// last row down, so a row that does not fit skips every start whose run holds it; no row is
+    /// looked at twice.
     pub(crate) fn find_start(&self, reach: &Reach<'_>) -> Option<u64> {
         let (mut start, mut verified) = (reach.first, reach.first);
-        // Slots in `start..verified` are known to fit.
-        'candidate: while start + reach.duration <= reach.last_end {
-            let end = start + reach.duration;
-            let mut slot = end;
-            while slot > verified {
-                slot -= 1;
-                if !self.fits_at(&reach.need, slot) {
-                    start = slot + 1;
+        let last_end = self.rows.slot(reach.last_end);
+        // Rows in `start..verified` are known to fit.
+        'candidate: while start < reach.last_end && self.rows.slot(start) + reach.duration <= last_end {
+            let end = self.rows.end(start, reach.duration);
+            let mut row = end;
+            while row > verified {
+                row -= 1;
+                if !self.fits_at(&reach.need, row) {
+                    start = row + 1;
                     verified = end.max(start);
                     continue 'candidate;
                 }
@@ -82,21 +89,22 @@ impl Grid {
         None
     }
 
-    /// The earliest start at which the whole run fits, and the slots before it that blocked.
+    /// The earliest start at which the whole run fits, and the rows before it that blocked
+    /// (tracked for spans of at most 128 rows of a slot each).
     pub(crate) fn find_start_and_blocked(&self, reach: &Reach<'_>) -> (Option<u64>, Blocked) {
-        let mut run = 0u64;
+        let (mut from, mut run) = (reach.first, 0u64);
         let mut blocked = 0u128;
-        let tracked = reach.last_end - reach.first <= 128;
-        for slot in reach.span() {
-            if self.fits_at(&reach.need, slot) {
-                run += 1;
-                if run == reach.duration {
-                    return (Some(slot + 1 - reach.duration), tracked.then_some(blocked));
+        let tracked = !self.rows.stretched() && reach.last_end - reach.first <= 128;
+        for row in reach.span() {
+            if self.fits_at(&reach.need, row) {
+                run += self.rows.width(row);
+                if run >= reach.duration {
+                    return (Some(from), tracked.then_some(blocked));
                 }
             } else {
-                run = 0;
+                (from, run) = (row + 1, 0);
                 if tracked {
-                    blocked |= 1 << (slot - reach.first);
+                    blocked |= 1 << (row - reach.first);
                 }
             }
         }
@@ -134,14 +142,14 @@ impl Grid {
         bits
     }
 
-    /// Takes the bundle in `[start, start + duration)`, clipped to the grid's rows; whether any
-    /// row was touched.
+    /// Takes the bundle in a run of `duration` slots from row `start`, clipped to the grid's
+    /// rows; whether any row was touched.
     pub(crate) fn take(&mut self, bundle: &Bundle, start: u64, duration: u64) -> bool {
         self.take_within(bundle.raw(), start, duration, self.lo..self.hi())
     }
 
-    /// Takes `shares` (resource index, share) in `[start, start + duration)`, clipped to `rows`
-    /// and the grid's rows; whether any row was touched.
+    /// Takes `shares` (resource index, share) in a run of `duration` slots from row `start`,
+    /// clipped to `rows` and the grid's rows; whether any row was touched.
     pub(crate) fn take_within(
         &mut self,
         shares: impl Iterator<Item = (usize, u32)> + Clone,
@@ -150,7 +158,7 @@ impl Grid {
         rows: Range<u64>,
     ) -> bool {
         let from = start.max(self.lo).max(rows.start);
-        let to = (start + duration).min(self.hi()).min(rows.end);
+        let to = self.rows.end(start, duration).min(self.hi()).min(rows.end);
         for slot in from..to {
             let at = (slot - self.lo) as usize * self.stride;
             for (r, share) in shares.clone() {
@@ -192,7 +200,7 @@ mod tests {
     #[test]
     fn earliest_start_across_resources() {
         // Two resources, slots 0..6; cpu busy in slot 1, memory busy in slot 3.
-        let mut g = Grid { lo: 0, stride: 2, free: vec![1_000_000; 12] };
+        let mut g = Grid { lo: 0, stride: 2, free: vec![1_000_000; 12], rows: Rows::default() };
         g.free[2] = 0;
         g.free[7] = 0;
         let b = bundle(&[(0, 500_000), (1, 500_000)]);

@@ -8,16 +8,19 @@ mod grid;
 mod pool;
 mod rank;
 mod replay;
+mod rows;
 
 use std::ops::Range;
 
 pub(crate) use discovery::{Discovery, discover};
 pub(crate) use grid::{Grid, Reach};
 use rank::key;
+pub(crate) use rows::Rows;
 
 use super::book::BookBid;
 use super::config::{Config, PricingRule, PriorityRule};
 use super::money::{Credits, credits_ceil};
+use crate::capacity::{Slot, Timeline};
 
 /// What the clearing needs of a bid, computed once per cycle.
 #[derive(Clone, Copy, Debug)]
@@ -26,8 +29,11 @@ pub(crate) struct Ranked {
     pub(crate) order: u64,
     /// Sum of share x duration, millionths of a capacity-slot.
     pub(crate) size: u64,
+    /// The row of its first start.
     pub(crate) first: u64,
+    /// The row after its last end.
     pub(crate) last_end: u64,
+    /// Slots its run lasts.
     pub(crate) duration: u64,
     pub(crate) limit: u64,
     pub(crate) reserve: u64,
@@ -45,11 +51,13 @@ impl Ranked {
 pub(crate) struct Placement {
     /// Per bid.
     pub(crate) ranked: Vec<Ranked>,
-    /// Per bid, its start if it won.
+    /// Per bid, the row of its start if it won.
     pub(crate) starts: Vec<Option<u64>>,
-    /// Per bid, the slots of its span (before its start, if it won) that blocked it when its
+    /// Per bid, the rows of its span (before its start, if it won) that blocked it when its
     /// turn came.
     pub(crate) blocked: Vec<grid::Blocked>,
+    /// The grid's rows.
+    pub(crate) rows: Rows,
 }
 
 impl Placement {
@@ -71,6 +79,31 @@ pub(crate) fn reach_of<'a>(bids: impl IntoIterator<Item = &'a BookBid>, now: u64
     if lo >= hi { now..now } else { lo..hi }
 }
 
+/// The free capacity the timeline holds for the slots `bids` can reach from `now`, in rows fit
+/// for them.
+pub(crate) fn grid_for<'a>(
+    timeline: &Timeline,
+    bids: impl Iterator<Item = &'a BookBid> + Clone,
+    now: u64,
+) -> Grid {
+    let slots = reach_of(bids.clone(), now);
+    let mut grid = Grid { lo: slots.start, stride: timeline.resources(), ..Grid::default() };
+    let mut breaks = Vec::new();
+    if slots.end - slots.start >= rows::STRETCH_FROM {
+        timeline.breaks(slots.clone(), &mut breaks);
+    }
+    let runs = bids.map(|b| (b.window.span(Slot(now)), u64::from(b.window.duration())));
+    grid.rows = Rows::choose(slots.clone(), &breaks, runs);
+    match grid.rows.bounds() {
+        Some(bounds) => {
+            grid.lo = 0;
+            timeline.free_rows(bounds, &mut grid.free);
+        }
+        None => timeline.free_grid(slots, &mut grid.free),
+    }
+    grid
+}
+
 /// Sorts `bids` into clearing order by `rule` (descending key, then acceptance order) and
 /// places each in turn at its earliest feasible start in `grid`, which ends holding what is left.
 pub(crate) fn place(rule: PriorityRule, now: u64, bids: &mut Vec<BookBid>, grid: &mut Grid) -> Placement {
@@ -79,7 +112,7 @@ pub(crate) fn place(rule: PriorityRule, now: u64, bids: &mut Vec<BookBid>, grid:
         .map(|b| {
             let duration = u64::from(b.window.duration());
             let size = b.bundle.total_micros() * duration;
-            let span = b.window.span(crate::capacity::Slot(now));
+            let span = grid.rows.rows(b.window.span(Slot(now)));
             Ranked {
                 key: key(rule, b.limit.micros(), size),
                 order: b.order,
@@ -102,7 +135,9 @@ pub(crate) fn place(rule: PriorityRule, now: u64, bids: &mut Vec<BookBid>, grid:
     let mut slots: Vec<Option<BookBid>> = std::mem::take(bids).into_iter().map(Some).collect();
     bids.extend(order.iter().map(|&i| slots[i as usize].take().expect("each bid once")));
     let ranked = order.iter().map(|&i| ranked[i as usize]).collect();
-    let mut placement = Placement { ranked, starts: vec![None; bids.len()], blocked: vec![None; bids.len()] };
+    let n = bids.len();
+    let mut placement =
+        Placement { ranked, starts: vec![None; n], blocked: vec![None; n], rows: grid.rows.clone() };
     for i in 0..bids.len() {
         let reach = placement.reach(bids, i);
         let (start, blocked) = grid.find_start_and_blocked(&reach);

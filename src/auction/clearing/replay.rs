@@ -20,6 +20,8 @@ pub(super) struct Dirty {
     hull: Range<u64>,
     /// The resources with a dirty cell, as a mask.
     marked: u16,
+    /// Whether the grid's rows are stretches, whose bits mean nothing to slot-counting masks.
+    stretched: bool,
 }
 
 impl Dirty {
@@ -33,6 +35,7 @@ impl Dirty {
             touched: Vec::new(),
             hull: 0..0,
             marked: 0,
+            stretched: grid.rows.stretched(),
         }
     }
 
@@ -90,7 +93,7 @@ impl Dirty {
     /// Slots of `rows` (at most 128) with a dirty cell of a resource in `mask`; `None` for
     /// longer ranges.
     pub(super) fn slots(&self, mask: u16, rows: Range<u64>) -> Option<u128> {
-        (rows.end - rows.start <= 128)
+        (rows.end - rows.start <= 128 && !self.stretched)
             .then(|| Dirty::resources(mask & self.marked).fold(0, |acc, r| acc | self.window(r, &rows)))
     }
 
@@ -218,7 +221,7 @@ impl SaleIndex {
     pub(super) fn new(p: &Placement, winners: &[(usize, u64)], lo: u64) -> SaleIndex {
         let mut buckets: Vec<Vec<(u32, u64)>> = Vec::new();
         for &(i, start) in winners {
-            let run = placed(&p.ranked[i], start);
+            let run = placed(p, &p.ranked[i], start);
             let (first, last) = ((run.start - lo) / BUCKET, (run.end - 1 - lo) / BUCKET);
             if buckets.len() <= last as usize {
                 buckets.resize_with(last as usize + 1, Vec::new);
@@ -329,6 +332,7 @@ impl Local {
             self.grid.clone_from(base);
         } else {
             self.grid.copy_rows(base, rows.clone());
+            self.grid.rows.clone_from(&base.rows);
         }
         self.rows = rows;
     }
@@ -390,7 +394,7 @@ mod tests {
 
     #[test]
     fn dirty_cells_by_resource_and_slot() {
-        let grid = Grid { lo: 10, stride: 2, free: vec![0; 2 * 300] };
+        let grid = Grid { lo: 10, stride: 2, free: vec![0; 2 * 300], ..Grid::default() };
         let mut d = Dirty::new(&grid);
         d.mark(0b01, 70..75);
         assert_eq!(d.slots(0b01, 60..100), Some(0b11111 << 10));
