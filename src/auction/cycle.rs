@@ -17,7 +17,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::book::BookBid;
-use super::clearing::{self, Discovery, Grid, Placement};
+use super::clearing::{self, Discovery, Grid, Placement, Track};
 use super::config::{Config, PricingRule, Settlement};
 use super::engine::Engine;
 use super::events::EventKind;
@@ -392,8 +392,9 @@ pub(crate) fn compute(cut: &mut Cut) -> Cleared {
     let config = cut.config.clone();
     let mut bids = std::mem::take(&mut cut.bids);
     let mut left = cut.initial.clone();
-    let placement = clearing::place(config.priority, cut.now.0, &mut bids, &mut left);
     let critical = config.pricing == PricingRule::CriticalValue || config.always_critical_values;
+    let track = if critical { Track::Blocked } else { Track::Starts };
+    let placement = clearing::place(config.priority, cut.now.0, &mut bids, &mut left, track);
     let thresholds = if critical {
         clearing::thresholds(config.priority, &bids, &placement, &cut.initial, config.clearing_threads)
     } else {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::bid::Bid;
 use super::book::BookBid;
-use super::clearing::{self, Discovery, Grid, Placement};
+use super::clearing::{self, Discovery, Grid, Placement, Track};
 use super::config::{Config, ConfigError, MarketConfig};
 use super::error::Rejection;
 use super::ids::{AgentId, BidId};
@@ -71,7 +71,8 @@ impl Cycle {
     pub fn place(&self) -> (Placed, usize) {
         let mut bids = self.bids.clone();
         let mut left = self.initial.clone();
-        let placement = clearing::place(self.config.priority, self.now, &mut bids, &mut left);
+        let track = if self.needs_thresholds() { Track::Blocked } else { Track::Starts };
+        let placement = clearing::place(self.config.priority, self.now, &mut bids, &mut left, track);
         let won = placement.starts.iter().filter(|s| s.is_some()).count();
         (Placed { bids, placement, left }, won)
     }
@@ -264,7 +265,8 @@ mod tests {
         let stretched = Grid { lo: 0, rows: Rows::stretches((slots.lo..=hi).collect()), ..slots.clone() };
         let clear = |initial: &Grid| {
             let (mut bids, mut left) = (cycle.bids.clone(), initial.clone());
-            let placement = clearing::place(cycle.config.priority, cycle.now, &mut bids, &mut left);
+            let placement =
+                clearing::place(cycle.config.priority, cycle.now, &mut bids, &mut left, Track::Blocked);
             let thresholds = clearing::thresholds(cycle.config.priority, &bids, &placement, initial, 2);
             let discovery = clearing::discover(&cycle.config, &bids, &placement, &left);
             let starts: Vec<Option<u64>> =

@@ -12,7 +12,7 @@
 use std::sync::atomic::Ordering;
 
 use super::book::BookBid;
-use super::clearing;
+use super::clearing::{self, Track};
 use super::cycle::{Cleared, Cut, Outcome};
 use super::engine::Engine;
 use super::error::Rejection;
@@ -208,7 +208,7 @@ fn recleared(cut: &mut Cut, recorded: &[Event]) -> Cleared {
     let config = cut.config.clone();
     let mut bids = std::mem::take(&mut cut.bids);
     let mut left = cut.initial.clone();
-    let placement = clearing::place(config.priority, cut.now.0, &mut bids, &mut left);
+    let placement = clearing::place(config.priority, cut.now.0, &mut bids, &mut left, Track::Starts);
     let discovery = clearing::discover(&config, &bids, &placement, &left);
     let mut paid = foldhash::HashMap::default();
     let mut short = foldhash::HashMap::default();

@@ -104,9 +104,25 @@ pub(crate) fn grid_for<'a>(
     grid
 }
 
+/// What a placement records beyond each bid's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Track {
+    /// The rows that blocked each bid, which critical values read.
+    Blocked,
+    /// Nothing more: a bid's earliest start is found skipping every start a blocked row rules
+    /// out.
+    Starts,
+}
+
 /// Sorts `bids` into clearing order by `rule` (descending key, then acceptance order) and
 /// places each in turn at its earliest feasible start in `grid`, which ends holding what is left.
-pub(crate) fn place(rule: PriorityRule, now: u64, bids: &mut Vec<BookBid>, grid: &mut Grid) -> Placement {
+pub(crate) fn place(
+    rule: PriorityRule,
+    now: u64,
+    bids: &mut Vec<BookBid>,
+    grid: &mut Grid,
+    track: Track,
+) -> Placement {
     let ranked: Vec<Ranked> = bids
         .iter()
         .map(|b| {
@@ -140,7 +156,10 @@ pub(crate) fn place(rule: PriorityRule, now: u64, bids: &mut Vec<BookBid>, grid:
         Placement { ranked, starts: vec![None; n], blocked: vec![None; n], rows: grid.rows.clone() };
     for i in 0..bids.len() {
         let reach = placement.reach(bids, i);
-        let (start, blocked) = grid.find_start_and_blocked(&reach);
+        let (start, blocked) = match track {
+            Track::Blocked => grid.find_start_and_blocked(&reach),
+            Track::Starts => (grid.find_start(&reach), None),
+        };
         if let Some(start) = start {
             grid.take(reach.bundle, start, reach.duration);
         }
