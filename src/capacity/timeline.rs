@@ -1,6 +1,7 @@
 //! [`Timeline`]: capacity offered and sold per resource per slot, from `now` to the horizon.
 
-use std::ops::Range;
+use std::collections::BTreeMap;
+use std::ops::{Bound, Range};
 
 use super::resource::ResourceId;
 use super::share::Capacity;
@@ -8,10 +9,12 @@ use super::slot::Slot;
 
 /// Capacity and sales of every resource in every slot of `[now, now + horizon)`.
 ///
-/// Kept in a ring per resource: slots behind `now` are dropped as time advances, so memory is
-/// bounded by the horizon whatever the market's age. Capacity is full unless a change set a
-/// slot range to another value; changes reaching past the ring are remembered and applied as
-/// their slots come into view.
+/// Kept as runs per resource: from `now` on, a sorted map from the first slot of each run of
+/// equal capacity and sales to those values, the last run lasting forever. Runs behind `now`
+/// are dropped as time advances, and neighbouring runs that become equal are merged, so memory
+/// and time grow with the number of distinct capacity changes and sales, not with slots.
+/// Capacity is full unless a change set a slot range to another value. Sales are taken in the
+/// ring, `[now, now + horizon.next_power_of_two())`.
 ///
 /// # Examples
 ///
@@ -31,16 +34,30 @@ use super::slot::Slot;
 pub struct Timeline {
     resources: usize,
     horizon: u64,
-    /// Ring length: the horizon rounded up to a power of two, so a slot's cell is `slot & mask`.
-    mask: u64,
-    /// The oldest slot held; the ring holds `[now, now + ring length)`.
+    /// Ring length: the horizon rounded up to a power of two. Sales are taken in
+    /// `[now, now + len)`; every slot past it is unsold.
+    len: u64,
+    /// The oldest slot held.
     now: u64,
-    /// `sold[r * len + (slot & mask)]`: millionths sold of resource `r` in `slot`.
-    sold: Vec<u32>,
-    /// `capacity[r * len + (slot & mask)]`: millionths offered.
-    capacity: Vec<u32>,
+    /// Per resource, the runs from `now` on: `runs[r][&from]` holds the slots from `from` to the
+    /// next key (the last run never ends). The first key is always `now`, and neighbouring runs
+    /// always differ.
+    runs: Vec<BTreeMap<u64, Cell>>,
     /// Capacity changes in the order they were made, kept while they reach past `now`.
     changes: Vec<CapacityChange>,
+}
+
+/// What a run of slots holds: millionths offered and sold in each of its slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cell {
+    capacity: u32,
+    sold: u32,
+}
+
+impl Cell {
+    fn free(self) -> i64 {
+        i64::from(self.capacity) - i64::from(self.sold)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +65,29 @@ struct CapacityChange {
     resource: usize,
     slots: (u64, u64),
     capacity: u32,
+}
+
+/// The first slot and the values of the run of `runs` covering `slot`, which is at or past the
+/// first key.
+fn covering(runs: &BTreeMap<u64, Cell>, slot: u64) -> (u64, Cell) {
+    let (&from, &cell) = runs.range(..=slot).next_back().expect("the runs start at now");
+    (from, cell)
+}
+
+/// Makes `at` the first slot of a run, splitting the run covering it.
+fn split(runs: &mut BTreeMap<u64, Cell>, at: u64) {
+    let (from, cell) = covering(runs, at);
+    if from != at {
+        runs.insert(at, cell);
+    }
+}
+
+/// Merges the run starting at `at`, if any, into the run before it when the two are equal.
+fn merge(runs: &mut BTreeMap<u64, Cell>, at: u64) {
+    let Some(&cell) = runs.get(&at) else { return };
+    if runs.range(..at).next_back().is_some_and(|(_, &before)| before == cell) {
+        runs.remove(&at);
+    }
 }
 
 impl Timeline {
@@ -58,15 +98,13 @@ impl Timeline {
     /// When `resources` or `horizon` is zero, or `horizon` exceeds 2^30 slots.
     pub fn new(resources: usize, horizon: u64, now: Slot) -> Timeline {
         assert!(resources > 0 && horizon > 0 && horizon <= 1 << 30, "bad timeline shape");
-        let len = horizon.next_power_of_two();
-        let cells = resources * len as usize;
+        let full = Cell { capacity: Capacity::FULL.micros(), sold: 0 };
         Timeline {
             resources,
             horizon,
-            mask: len - 1,
+            len: horizon.next_power_of_two(),
             now: now.0,
-            sold: vec![0; cells],
-            capacity: vec![Capacity::FULL.micros(); cells],
+            runs: vec![BTreeMap::from([(now.0, full)]); resources],
             changes: Vec::new(),
         }
     }
@@ -86,16 +124,8 @@ impl Timeline {
         self.resources
     }
 
-    fn len(&self) -> u64 {
-        self.mask + 1
-    }
-
-    fn cell(&self, resource: usize, slot: u64) -> usize {
-        resource * self.len() as usize + (slot & self.mask) as usize
-    }
-
     fn held(&self, slot: u64) -> bool {
-        slot >= self.now && slot - self.now < self.len()
+        slot >= self.now && slot - self.now < self.len
     }
 
     /// Moves `now` forward, dropping the slots behind it and opening new ones at the far end.
@@ -105,30 +135,16 @@ impl Timeline {
         if now <= self.now {
             return;
         }
-        let len = self.len();
-        let old_end = self.now + len;
-        // Slots [max(old_end, now), now + len) are new; they reuse the cells of dropped slots.
-        let first_new = old_end.max(now);
-        let new_end = now + len;
         self.now = now;
         self.changes.retain(|c| c.slots.1 > now);
-        for slot in first_new..new_end {
-            for r in 0..self.resources {
-                let cell = self.cell(r, slot);
-                self.sold[cell] = 0;
-                self.capacity[cell] = self.scheduled_capacity(r, slot);
-            }
+        // Slots opening at the far end are unsold and have their capacity already: runs reach
+        // to infinity, and sales never reach past the ring.
+        for runs in &mut self.runs {
+            let (_, cell) = covering(runs, now);
+            let mut kept = runs.split_off(&now);
+            kept.entry(now).or_insert(cell);
+            *runs = kept;
         }
-    }
-
-    /// The capacity the recorded changes give `slot` of `resource`: the latest change covering
-    /// it, or full.
-    fn scheduled_capacity(&self, resource: usize, slot: u64) -> u32 {
-        self.changes
-            .iter()
-            .rev()
-            .find(|c| c.resource == resource && (c.slots.0..c.slots.1).contains(&slot))
-            .map_or(Capacity::FULL.micros(), |c| c.capacity)
     }
 
     /// Sets the capacity of `resource` in `[from, to)`. Slots behind `now` are ignored; slots
@@ -137,31 +153,40 @@ impl Timeline {
     pub fn set_capacity(&mut self, resource: ResourceId, from: Slot, to: Slot, capacity: Capacity) {
         let r = resource.index();
         let from = from.0.max(self.now);
-        if from >= to.0 {
+        let to = to.0;
+        if from >= to {
             return;
         }
-        self.changes.push(CapacityChange { resource: r, slots: (from, to.0), capacity: capacity.micros() });
-        let end = to.0.min(self.now + self.len());
-        for slot in from..end {
-            let cell = self.cell(r, slot);
-            self.capacity[cell] = capacity.micros();
+        let capacity = capacity.micros();
+        self.changes.push(CapacityChange { resource: r, slots: (from, to), capacity });
+        let runs = &mut self.runs[r];
+        split(runs, from);
+        split(runs, to);
+        // The runs inside now differ in sales only: merge those selling the same.
+        let mut merged = Vec::new();
+        let mut before = None;
+        for (&start, cell) in runs.range_mut(from..to) {
+            cell.capacity = capacity;
+            if before == Some(cell.sold) {
+                merged.push(start);
+            }
+            before = Some(cell.sold);
         }
+        for start in merged {
+            runs.remove(&start);
+        }
+        merge(runs, to);
+        merge(runs, from);
     }
 
     /// Millionths offered of `resource` in `slot`.
     pub fn capacity(&self, resource: ResourceId, slot: Slot) -> u32 {
-        if self.held(slot.0) {
-            self.capacity[self.cell(resource.index(), slot.0)]
-        } else if slot.0 < self.now {
-            0
-        } else {
-            self.scheduled_capacity(resource.index(), slot.0)
-        }
+        if slot.0 < self.now { 0 } else { covering(&self.runs[resource.index()], slot.0).1.capacity }
     }
 
     /// Millionths sold of `resource` in `slot`.
     pub fn sold(&self, resource: ResourceId, slot: Slot) -> u32 {
-        if self.held(slot.0) { self.sold[self.cell(resource.index(), slot.0)] } else { 0 }
+        if self.held(slot.0) { covering(&self.runs[resource.index()], slot.0).1.sold } else { 0 }
     }
 
     /// Millionths still for sale: capacity minus sold, negative after a cut below sales.
@@ -175,10 +200,54 @@ impl Timeline {
     ///
     /// When a slot is outside the ring. The caller checked the sale fits.
     pub fn sell(&mut self, resource: ResourceId, slots: Range<u64>, share: u32) {
-        for slot in slots {
-            assert!(self.held(slot), "slot {slot} is outside the timeline");
-            let cell = self.cell(resource.index(), slot);
-            self.sold[cell] += share;
+        if slots.is_empty() {
+            return;
+        }
+        // The first slot outside the ring, if any.
+        if slots.start < self.now || slots.end - self.now > self.len {
+            let slot = if slots.start < self.now {
+                slots.start
+            } else {
+                slots.start.max(self.now.saturating_add(self.len))
+            };
+            panic!("slot {slot} is outside the timeline");
+        }
+        if share == 0 {
+            return;
+        }
+        let (start, end) = (slots.start, slots.end);
+        let runs = &mut self.runs[resource.index()];
+        // The run covering `start`, and the one before `start` once `start` begins a run.
+        let mut back = runs.range(..=start);
+        let (&first, &cell) = back.next_back().expect("the runs start at now");
+        let before = if first == start { back.next_back().map(|(_, &c)| c) } else { Some(cell) };
+        if first != start {
+            runs.insert(start, cell);
+        }
+        // Adding the same share keeps the runs inside distinct: only the ends may merge.
+        let (mut head, mut last_old, mut last_new, mut at_end) = (None, cell, cell, None);
+        for (&from, cell) in runs.range_mut(start..=end) {
+            if from == end {
+                at_end = Some(*cell);
+                break;
+            }
+            last_old = *cell;
+            cell.sold += share;
+            last_new = *cell;
+            head.get_or_insert(last_new);
+        }
+        match at_end {
+            // The last run sold reached past `end`: its tail keeps what it held.
+            None => {
+                runs.insert(end, last_old);
+            }
+            Some(after) if after == last_new => {
+                runs.remove(&end);
+            }
+            Some(_) => {}
+        }
+        if before.is_some() && before == head {
+            runs.remove(&start);
         }
     }
 
@@ -191,18 +260,32 @@ impl Timeline {
     /// Sales as runs of equal consecutive slots: `(resource, from, to, millionths sold)`, by
     /// resource then slot, unsold slots left out.
     pub(crate) fn sold_runs(&self) -> Vec<(usize, u64, u64, u32)> {
-        let mut runs: Vec<(usize, u64, u64, u32)> = Vec::new();
-        for r in 0..self.resources {
-            for slot in self.now..self.now + self.len() {
-                let sold = self.sold[self.cell(r, slot)];
-                match runs.last_mut() {
-                    Some(run) if run.0 == r && run.2 == slot && run.3 == sold => run.2 = slot + 1,
-                    _ if sold == 0 => {}
-                    _ => runs.push((r, slot, slot + 1, sold)),
+        let mut out: Vec<(usize, u64, u64, u32)> = Vec::new();
+        let end = self.now.saturating_add(self.len);
+        for (r, runs) in self.runs.iter().enumerate() {
+            let mut iter = runs.iter().peekable();
+            while let Some((&from, cell)) = iter.next() {
+                // Nothing is sold past the ring, so a run selling anything ends inside it.
+                let to = iter.peek().map_or(end, |&(&next, _)| next.min(end));
+                if from >= to {
+                    break;
+                }
+                match out.last_mut() {
+                    Some(run) if run.0 == r && run.2 == from && run.3 == cell.sold => run.2 = to,
+                    _ if cell.sold == 0 => {}
+                    _ => out.push((r, from, to, cell.sold)),
                 }
             }
         }
-        runs
+        out
+    }
+
+    /// The runs of `resource` that cover `from` onwards, the first one starting at or before
+    /// `from` (which is at or past `now`).
+    fn runs_from(&self, resource: usize, from: u64) -> impl Iterator<Item = (u64, Cell)> + '_ {
+        let runs = &self.runs[resource];
+        let (first, _) = covering(runs, from);
+        runs.range(first..).map(|(&start, &cell)| (start, cell))
     }
 
     /// Every slot strictly inside `slots` where some resource's free capacity differs from the
@@ -233,11 +316,87 @@ impl Timeline {
     /// + r]`), the layout the clearing scans.
     pub(crate) fn free_grid(&self, slots: Range<u64>, out: &mut Vec<i32>) {
         out.clear();
-        out.reserve((slots.end - slots.start) as usize * self.resources);
-        for slot in slots {
-            for r in 0..self.resources {
-                let id = ResourceId(r as u8);
-                out.push(self.free(id, Slot(slot)) as i32);
+        let n = slots.end.saturating_sub(slots.start) as usize;
+        // Slots behind `now` have nothing free.
+        out.resize(n * self.resources, 0);
+        let lo = slots.start.max(self.now);
+        if lo >= slots.end {
+            return;
+        }
+        for r in 0..self.resources {
+            let mut iter = self.runs_from(r, lo).peekable();
+            while let Some((start, cell)) = iter.next() {
+                if start >= slots.end {
+                    break;
+                }
+                let end = iter.peek().map_or(slots.end, |&(next, _)| next.min(slots.end));
+                let free = cell.free() as i32;
+                let first = (start.max(lo) - slots.start) as usize;
+                let last = (end - slots.start) as usize;
+                for cell in out[first * self.resources..last * self.resources]
+                    .iter_mut()
+                    .skip(r)
+                    .step_by(self.resources)
+                {
+                    *cell = free;
+                }
+            }
+        }
+    }
+
+    /// Clears `out` and pushes, ascending and once each, every slot `s` with `slots.start < s <
+    /// slots.end` where the free capacity of some resource differs between `s - 1` and `s`.
+    #[allow(dead_code, reason = "for the clearing, which is to read the free capacity by rows")]
+    pub(crate) fn breaks(&self, slots: Range<u64>, out: &mut Vec<u64>) {
+        out.clear();
+        let lo = slots.start.max(self.now);
+        if lo >= slots.end {
+            // Nothing is free anywhere in the range.
+            return;
+        }
+        for r in 0..self.resources {
+            // Slots behind `now` have nothing free.
+            let mut before = (slots.start < self.now).then_some(0);
+            for (start, cell) in self.runs_from(r, lo) {
+                if start >= slots.end {
+                    break;
+                }
+                let free = cell.free();
+                if before.is_some_and(|b| b != free) {
+                    out.push(start.max(lo));
+                }
+                before = Some(free);
+            }
+        }
+        // Each resource's breaks are ascending already.
+        if self.resources > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+    }
+
+    /// Clears `out` and writes the free capacity of each row `[bounds[i], bounds[i + 1])`,
+    /// row-major: `out[i * resources + r]` is resource `r`'s free capacity at `bounds[i]`.
+    /// `bounds` is ascending; the caller knows the free capacity is the same all along a row.
+    #[allow(dead_code, reason = "for the clearing, which is to read the free capacity by rows")]
+    pub(crate) fn free_rows(&self, bounds: &[u64], out: &mut Vec<i32>) {
+        out.clear();
+        let rows = bounds.len().saturating_sub(1);
+        // Rows behind `now` have nothing free.
+        out.resize(rows * self.resources, 0);
+        let held = bounds[..rows].partition_point(|&b| b < self.now);
+        if held == rows {
+            return;
+        }
+        for r in 0..self.resources {
+            let runs = &self.runs[r];
+            let (first, mut cell) = covering(runs, bounds[held]);
+            let mut next = runs.range((Bound::Excluded(first), Bound::Unbounded)).peekable();
+            for (i, &b) in bounds[..rows].iter().enumerate().skip(held) {
+                while let Some((_, &later)) = next.next_if(|&(&start, _)| start <= b) {
+                    cell = later;
+                }
+                out[i * self.resources + r] = cell.free() as i32;
             }
         }
     }
@@ -245,6 +404,8 @@ impl Timeline {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     const CPU: ResourceId = ResourceId(0);
@@ -300,5 +461,224 @@ mod tests {
         let mut g = Vec::new();
         t.free_grid(0..2, &mut g);
         assert_eq!(g, vec![1_000_000, 1_000_000, 1_000_000, 900_000]);
+    }
+
+    #[test]
+    fn longest_horizon_is_cheap() {
+        let mut t = Timeline::new(4, 1 << 30, Slot(0));
+        t.sell(CPU, 5..6, 300_000);
+        assert_eq!(t.free(CPU, Slot(5)), 700_000);
+        assert_eq!(t.free(CPU, Slot(6)), 1_000_000);
+        t.sell(MEM, (1 << 30) - 1..1 << 30, 100_000);
+        assert_eq!(t.free(MEM, Slot((1 << 30) - 1)), 900_000);
+        assert_eq!(t.runs.iter().map(BTreeMap::len).sum::<usize>(), 3 + 3 + 1 + 1);
+        let mut g = Vec::new();
+        t.free_grid(0..3600, &mut g);
+        assert_eq!(g.len(), 3600 * 4);
+        assert_eq!(t.sold_runs(), vec![(0, 5, 6, 300_000), (1, (1 << 30) - 1, 1 << 30, 100_000)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "slot 8 is outside the timeline")]
+    fn selling_past_the_ring_panics() {
+        let mut t = Timeline::new(1, 5, Slot(0));
+        t.sell(CPU, 6..9, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "slot 2 is outside the timeline")]
+    fn selling_behind_now_panics() {
+        let mut t = Timeline::new(1, 5, Slot(3));
+        t.sell(CPU, 2..4, 1);
+    }
+
+    #[test]
+    fn breaks_and_rows_read_the_runs() {
+        let mut t = Timeline::new(2, 16, Slot(4));
+        t.sell(CPU, 6..10, 500_000);
+        t.set_capacity(CPU, Slot(8), Slot(12), Capacity::from_micros(500_000).unwrap());
+        t.sell(MEM, 9..11, 100_000);
+        let mut b = Vec::new();
+        t.breaks(0..20, &mut b);
+        // Behind now nothing is free; CPU: 6 (half), 8 (none), 10 (half), 12 (full); MEM: 9, 11.
+        assert_eq!(b, vec![4, 6, 8, 9, 10, 11, 12]);
+        let bounds: Vec<u64> = [0].into_iter().chain(b.iter().copied()).chain([20]).collect();
+        let mut rows = Vec::new();
+        t.free_rows(&bounds, &mut rows);
+        #[rustfmt::skip]
+        assert_eq!(rows, vec![
+            0, 0,
+            1_000_000, 1_000_000,
+            500_000, 1_000_000,
+            0, 1_000_000,
+            0, 900_000,
+            500_000, 900_000,
+            500_000, 1_000_000,
+            1_000_000, 1_000_000,
+        ]);
+        t.breaks(6..8, &mut b);
+        assert!(b.is_empty());
+        t.breaks(0..3, &mut b);
+        assert!(b.is_empty());
+    }
+
+    /// The timeline as it was: a dense cell per slot, over every slot the test reaches.
+    struct Dense {
+        now: u64,
+        len: u64,
+        capacity: Vec<Vec<u32>>,
+        sold: Vec<Vec<u32>>,
+    }
+
+    const SLOTS: usize = 8192;
+
+    impl Dense {
+        fn new(resources: usize, horizon: u64, now: u64) -> Dense {
+            Dense {
+                now,
+                len: horizon.next_power_of_two(),
+                capacity: vec![vec![1_000_000; SLOTS]; resources],
+                sold: vec![vec![0; SLOTS]; resources],
+            }
+        }
+
+        fn capacity(&self, r: usize, t: u64) -> u32 {
+            if t < self.now { 0 } else { self.capacity[r][t as usize] }
+        }
+
+        fn sold(&self, r: usize, t: u64) -> u32 {
+            if t < self.now || t >= self.now + self.len { 0 } else { self.sold[r][t as usize] }
+        }
+
+        fn free(&self, r: usize, t: u64) -> i64 {
+            i64::from(self.capacity(r, t)) - i64::from(self.sold(r, t))
+        }
+
+        fn sold_runs(&self) -> Vec<(usize, u64, u64, u32)> {
+            let mut runs: Vec<(usize, u64, u64, u32)> = Vec::new();
+            for r in 0..self.sold.len() {
+                for slot in self.now..self.now + self.len {
+                    let sold = self.sold(r, slot);
+                    match runs.last_mut() {
+                        Some(run) if run.0 == r && run.2 == slot && run.3 == sold => run.2 = slot + 1,
+                        _ if sold == 0 => {}
+                        _ => runs.push((r, slot, slot + 1, sold)),
+                    }
+                }
+            }
+            runs
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Capacity of resource `.0` in `[now + .1 - 20, now + .2 - 20)`, millionths `.3`.
+        SetCapacity(usize, u64, u64, u32),
+        /// Sale of resource `.0` from `.1` slots past now (within the ring), `.2` slots long.
+        Sell(usize, u64, u64, u32),
+        /// `now` moves by `.0` (backwards when negative: nothing happens).
+        Advance(i64),
+    }
+
+    fn op(resources: usize) -> impl Strategy<Value = Op> {
+        prop_oneof![
+            1 => (0..resources, 0..400u64, 0..400u64, 0..5u32)
+                .prop_map(|(r, a, b, c)| Op::SetCapacity(r, a, b, c * 250_000)),
+            3 => (0..resources, 0..256u64, 0..80u64, 0..4u32)
+                .prop_map(|(r, a, n, s)| Op::Sell(r, a, n, s * 150_000)),
+            1 => (-10..60i64).prop_map(Op::Advance),
+        ]
+    }
+
+    fn check_invariants(t: &Timeline) {
+        for runs in &t.runs {
+            assert_eq!(runs.keys().next(), Some(&t.now), "the runs start at now");
+            let cells: Vec<Cell> = runs.values().copied().collect();
+            assert!(cells.windows(2).all(|w| w[0] != w[1]), "neighbouring runs differ: {runs:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn runs_agree_with_dense_cells(
+            resources in 1..4usize,
+            horizon in 64..200u64,
+            start in 0..50u64,
+            ops in proptest::collection::vec(op(3), 0..60),
+            window in (0..600u64, 0..600u64),
+        ) {
+            let mut t = Timeline::new(resources, horizon, Slot(start));
+            let mut d = Dense::new(resources, horizon, start);
+            for op in ops {
+                match op {
+                    Op::SetCapacity(r, a, b, c) => {
+                        let r = r % resources;
+                        let (from, to) = ((d.now + a).saturating_sub(20), (d.now + b).saturating_sub(20));
+                        let capacity = Capacity::from_micros(c).unwrap();
+                        t.set_capacity(ResourceId(r as u8), Slot(from), Slot(to), capacity);
+                        for slot in from.max(d.now)..to {
+                            d.capacity[r][slot as usize] = c;
+                        }
+                    }
+                    Op::Sell(r, a, n, s) => {
+                        let r = r % resources;
+                        let from = d.now + a % d.len;
+                        let to = (from + n).min(d.now + d.len);
+                        t.sell(ResourceId(r as u8), from..to, s);
+                        for slot in from..to {
+                            d.sold[r][slot as usize] += s;
+                        }
+                    }
+                    Op::Advance(by) => {
+                        let now = d.now.saturating_add_signed(by);
+                        t.advance(Slot(now));
+                        d.now = d.now.max(now);
+                    }
+                }
+                check_invariants(&t);
+            }
+            prop_assert_eq!(t.now(), Slot(d.now));
+            let (lo, hi) = (d.now.saturating_sub(10), d.now + d.len + 150);
+            for r in 0..resources {
+                let id = ResourceId(r as u8);
+                for slot in lo..hi {
+                    prop_assert_eq!(t.capacity(id, Slot(slot)), d.capacity(r, slot), "capacity {} {}", r, slot);
+                    prop_assert_eq!(t.sold(id, Slot(slot)), d.sold(r, slot), "sold {} {}", r, slot);
+                    prop_assert_eq!(t.free(id, Slot(slot)), d.free(r, slot), "free {} {}", r, slot);
+                }
+            }
+            prop_assert_eq!(t.sold_runs(), d.sold_runs());
+            let sub = {
+                let (a, b) = (window.0.min(window.1), window.0.max(window.1));
+                (d.now.saturating_sub(100) + a)..(d.now.saturating_sub(100) + b)
+            };
+            for slots in [lo..hi, sub] {
+                let mut grid = Vec::new();
+                t.free_grid(slots.clone(), &mut grid);
+                let dense: Vec<i32> =
+                    slots.clone().flat_map(|s| (0..resources).map(move |r| (s, r))).map(|(s, r)| d.free(r, s) as i32).collect();
+                prop_assert_eq!(&grid, &dense);
+                let mut breaks = vec![7];
+                t.breaks(slots.clone(), &mut breaks);
+                let expected: Vec<u64> = (slots.start + 1..slots.end)
+                    .filter(|&s| (0..resources).any(|r| d.free(r, s - 1) != d.free(r, s)))
+                    .collect();
+                prop_assert_eq!(&breaks, &expected);
+                if slots.is_empty() {
+                    continue;
+                }
+                let bounds: Vec<u64> = [slots.start].into_iter().chain(breaks).chain([slots.end]).collect();
+                let mut rows = vec![7];
+                t.free_rows(&bounds, &mut rows);
+                let dense: Vec<i32> = bounds[..bounds.len() - 1]
+                    .iter()
+                    .flat_map(|&s| (0..resources).map(move |r| (s, r)))
+                    .map(|(s, r)| d.free(r, s) as i32)
+                    .collect();
+                prop_assert_eq!(&rows, &dense);
+            }
+        }
     }
 }
