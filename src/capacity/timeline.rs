@@ -288,30 +288,6 @@ impl Timeline {
         runs.range(first..).map(|(&start, &cell)| (start, cell))
     }
 
-    /// Every slot strictly inside `slots` where some resource's free capacity differs from the
-    /// slot before, ascending.
-    pub(crate) fn breaks(&self, slots: Range<u64>, out: &mut Vec<u64>) {
-        out.clear();
-        for t in slots.start + 1..slots.end {
-            let id = |r: usize| ResourceId(r as u8);
-            if (0..self.resources).any(|r| self.free(id(r), Slot(t)) != self.free(id(r), Slot(t - 1))) {
-                out.push(t);
-            }
-        }
-    }
-
-    /// Writes the free capacity of each row `[bounds[i], bounds[i + 1])` into `out`, row-major
-    /// (`out[i * resources + r]`), read at the row's first slot: free capacity is the same
-    /// throughout a row.
-    pub(crate) fn free_rows(&self, bounds: &[u64], out: &mut Vec<i32>) {
-        out.clear();
-        for &slot in &bounds[..bounds.len() - 1] {
-            for r in 0..self.resources {
-                out.push(self.free(ResourceId(r as u8), Slot(slot)) as i32);
-            }
-        }
-    }
-
     /// Writes the free capacity of `slots` into `out`, slot-major (`out[(t - start) * resources
     /// + r]`), the layout the clearing scans.
     pub(crate) fn free_grid(&self, slots: Range<u64>, out: &mut Vec<i32>) {
@@ -346,7 +322,6 @@ impl Timeline {
 
     /// Clears `out` and pushes, ascending and once each, every slot `s` with `slots.start < s <
     /// slots.end` where the free capacity of some resource differs between `s - 1` and `s`.
-    #[allow(dead_code, reason = "for the clearing, which is to read the free capacity by rows")]
     pub(crate) fn breaks(&self, slots: Range<u64>, out: &mut Vec<u64>) {
         out.clear();
         let lo = slots.start.max(self.now);
@@ -378,7 +353,6 @@ impl Timeline {
     /// Clears `out` and writes the free capacity of each row `[bounds[i], bounds[i + 1])`,
     /// row-major: `out[i * resources + r]` is resource `r`'s free capacity at `bounds[i]`.
     /// `bounds` is ascending; the caller knows the free capacity is the same all along a row.
-    #[allow(dead_code, reason = "for the clearing, which is to read the free capacity by rows")]
     pub(crate) fn free_rows(&self, bounds: &[u64], out: &mut Vec<i32>) {
         out.clear();
         let rows = bounds.len().saturating_sub(1);
