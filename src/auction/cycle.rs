@@ -162,10 +162,14 @@ impl Engine {
     pub(crate) fn apply(&mut self, ledger: &Ledger, intake: &Intake, outcome: Outcome) -> CycleReport {
         let Outcome { config, cid, sales, leaving, retained, events, sums, mut report, discovery } = outcome;
         let cycle = report.cycle;
+        let mut sold: Vec<Vec<(u64, u64, u32)>> = vec![Vec::new(); self.timeline.resources()];
         for (bundle, run) in &sales {
-            for (r, share) in bundle.iter() {
-                self.timeline.sell(r, run.clone(), share.micros());
+            for (r, share) in bundle.raw() {
+                sold[r].push((run.start, run.end, share));
             }
+        }
+        for (r, sales) in sold.iter().enumerate() {
+            self.timeline.sell_all(ResourceId::from_index(r).expect("a configured resource"), sales);
         }
         // Settlement: winners pay, losers leaving and expired bids get their escrow back.
         let mut releases: Vec<(&BookBid, Release)> = leaving.iter().map(|(b, r)| (b, *r)).collect();
