@@ -301,6 +301,15 @@ fn per_share(slack: u128, weight: u64) -> u128 {
     }
 }
 
+/// A loser that may still afford a start: its cheapest start and that start's cost, found when
+/// `at` raises had been made.
+struct Hope {
+    bid: usize,
+    at: u64,
+    start: u64,
+    cost: u128,
+}
+
 /// Rounds of the slack-passing refinement.
 const ROUNDS: usize = 4;
 
@@ -367,27 +376,52 @@ fn refine(
     // costs its surplus or more never can again: those at the premiums as they stand now are
     // found in parallel, and the rounds (in order: each raise moves the next loser's costs)
     // visit only the others.
-    let mut hopeful: Vec<usize> = super::pool::install(config.clearing_threads, || {
+    // Each with its cheapest start and that start's cost, as of a count of raises (`Hope`).
+    let mut hopeful: Vec<Hope> = super::pool::install(config.clearing_threads, || {
         let premium = &*premium;
         losers
             .par_iter()
             .with_min_len(512)
             .map_init(Default::default, |scratch, &i| {
                 let price = |row, res| premium[cell(row, res)];
-                let (_, cost) = cheapest_start(&bids[i], &p.ranked[i], rows, price, scratch);
-                (cost < surplus(i)).then_some(i)
+                let (start, cost) = cheapest_start(&bids[i], &p.ranked[i], rows, price, scratch);
+                (cost < surplus(i)).then_some(Hope { bid: i, at: 0, start, cost })
             })
             .flatten_iter()
             .collect()
     });
+    // Raises so far, and per row the count when one last raised a cell of it: a loser's
+    // cheapest start is recomputed only when a raise reached its span since it was found.
+    // Cells a holder with no slack left sits on: no raise can reach them again.
+    let mut frozen = vec![false; premium.len()];
+    let freeze = |frozen: &mut [bool], w: usize| {
+        let start = p.starts[w].expect("a winner");
+        for row in rows.run(start, p.ranked[w].duration) {
+            for (res, _) in bids[w].bundle.raw() {
+                frozen[cell(row, res)] = true;
+            }
+        }
+    };
+    for (w, _, _, _) in winners().filter(|&(w, ..)| slack[w] == 0) {
+        freeze(&mut frozen, w);
+    }
+    let mut raises = 0u64;
+    let mut raised_at = vec![0u64; premium.len() / stride.max(1)];
     let mut scratch = Default::default();
     for _ in 0..ROUNDS {
         let mut raised = false;
-        hopeful.retain(|&i| {
+        hopeful.retain_mut(|hope| {
+            let i = hope.bid;
             let b = &bids[i];
             let r = &p.ranked[i];
             // The cheapest start at current premiums.
-            let (start, cost) = cheapest_start(b, r, rows, |row, res| premium[cell(row, res)], &mut scratch);
+            let span = (r.first - left.lo) as usize..(r.last_end - left.lo) as usize;
+            if raised_at[span].iter().any(|&at| at > hope.at) {
+                let price = |row, res| premium[cell(row, res)];
+                (hope.start, hope.cost) = cheapest_start(b, r, rows, price, &mut scratch);
+            }
+            hope.at = raises;
+            let (start, cost) = (hope.start, hope.cost);
             let surplus = surplus(i);
             if cost >= surplus {
                 return false;
@@ -397,7 +431,7 @@ fn refine(
                 let width = rows.width(row);
                 for (res, share) in b.bundle.raw() {
                     let c = cell(row, res);
-                    if deficit == 0 || left.free[c] >= share as i32 {
+                    if deficit == 0 || left.free[c] >= share as i32 || frozen[c] {
                         continue;
                     }
                     let on = &holders[from[c] as usize..from[c + 1] as usize];
@@ -408,14 +442,23 @@ fn refine(
                         if raise == 0 {
                             break;
                         }
-                        raise = raise.min(per_share(slack[w as usize], u64::from(s) * width));
+                        // At most what its slack pays for: divide only when that binds.
+                        let weight = u64::from(s) * width;
+                        if raise * u128::from(weight) > slack[w as usize] {
+                            raise = per_share(slack[w as usize], weight);
+                        }
                     }
                     if raise == 0 {
                         continue;
                     }
                     premium[c] += raise as u64;
+                    raises += 1;
+                    raised_at[(row - left.lo) as usize] = raises;
                     for &(w, s) in on {
                         slack[w as usize] -= raise * u128::from(u64::from(s) * width);
+                        if slack[w as usize] == 0 {
+                            freeze(&mut frozen, w as usize);
+                        }
                     }
                     deficit = deficit.saturating_sub(raise * u128::from(weight));
                     raised = true;
@@ -428,8 +471,8 @@ fn refine(
         }
     }
     let mut may_afford = vec![false; bids.len()];
-    for i in hopeful {
-        may_afford[i] = true;
+    for hope in hopeful {
+        may_afford[hope.bid] = true;
     }
     may_afford
 }
