@@ -310,3 +310,32 @@ proptest! {
         prop_assert_eq!(first, second);
     }
 }
+
+proptest! {
+    #![proptest_config(cases(120))]
+
+    /// The same over a long horizon with bids in groups far apart, so cycles clear on stretches
+    /// of slots while time moves, capacity changes and losers stay for later cycles.
+    #[test]
+    fn many_cycles_on_stretches_keep_the_invariants(
+        (mut s, ops) in setup().prop_flat_map(|s| {
+            let n = s.resources;
+            (Just(s), prop::collection::vec((op(n), 0u64..4), 1..60))
+        })
+    ) {
+        s.horizon = 4 * APART;
+        let ops: Vec<Op> = ops
+            .into_iter()
+            .map(|(o, group)| match o {
+                Op::Submit(mut spec) => {
+                    spec.earliest += group * APART;
+                    Op::Submit(spec)
+                }
+                o => o,
+            })
+            .collect();
+        let first = run_ops(&s, &ops)?;
+        let second = run_ops(&s, &ops)?;
+        prop_assert_eq!(first, second);
+    }
+}
