@@ -74,7 +74,8 @@ impl Grid {
         let last_end = self.rows.slot(reach.last_end);
         // Rows in `start..verified` are known to fit.
         'candidate: while start < reach.last_end && self.rows.slot(start) + reach.duration <= last_end {
-            let end = self.rows.end(start, reach.duration);
+            // A candidate after a blocked stretch need not end on a bound; the start found does.
+            let end = self.rows.end_covering(start, reach.duration);
             let mut row = end;
             while row > verified {
                 row -= 1;
@@ -84,6 +85,7 @@ impl Grid {
                     continue 'candidate;
                 }
             }
+            debug_assert_eq!(end, self.rows.end(start, reach.duration));
             return Some(start);
         }
         None

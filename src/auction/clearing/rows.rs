@@ -81,6 +81,16 @@ impl Rows {
         }
     }
 
+    /// The row after the one holding the last slot of a run of `duration` slots from row
+    /// `start`: [`end`](Rows::end) when the run ends on a bound, as every run a placement makes
+    /// does; a candidate run that does not is covered whole.
+    pub(crate) fn end_covering(&self, start: u64, duration: u64) -> u64 {
+        match &self.bounds {
+            None => start + duration,
+            Some(_) => self.row(self.slot(start) + duration - 1) + 1,
+        }
+    }
+
     /// The rows of a run of `duration` slots from row `start`.
     pub(crate) fn run(&self, start: u64, duration: u64) -> Range<u64> {
         start..self.end(start, duration)
