@@ -103,12 +103,13 @@ pub(super) fn placed(p: &Placement, r: &Ranked, start: u64) -> Range<u64> {
     p.rows.run(start, r.duration)
 }
 
-/// Most winners a thread takes at a time: each batch starts from the nearest checkpoint.
+/// Most winners a thread takes at a time.
 const WINNERS_PER_TAKE: usize = 64;
 
 /// Every winner's critical value, on a pool of `threads` threads. Each winner's value depends
 /// only on the real run, so the split changes nothing but the time: the pool's threads steal
-/// batches of winners, each batch starting from the real run's nearest checkpoint.
+/// batches of winners, and each replay starts from the real run's nearest checkpoint, brought
+/// up to date on the rows of the winner's span only.
 fn winners_critical(
     rule: PriorityRule,
     run: &Run<'_>,
@@ -130,7 +131,7 @@ fn winners_critical(
                 || (Local::default(), Dirty::new(initial)),
                 |scratch, k| {
                     let batch = k * per_take..((k + 1) * per_take).min(n);
-                    critical_of(rule, run, initial, (&index, &sold), scratch, batch)
+                    critical_of(rule, run, (&index, &sold), scratch, batch)
                 },
             )
             .flatten_iter()
@@ -145,23 +146,15 @@ fn winners_critical(
 fn critical_of(
     rule: PriorityRule,
     run: &Run<'_>,
-    initial: &Grid,
     (index, sold): (&SpanIndex, &SaleIndex),
     (local, dirty): &mut (Local, Dirty),
     batch: Range<usize>,
 ) -> Vec<(usize, u64)> {
     let mut found = Vec::with_capacity(batch.len());
-    let all_rows = initial.lo..initial.hi();
-    // The real run just before the batch's first winner.
-    let (state, held) = run.checkpoints.before(batch.start);
-    let mut real = state.clone();
-    for &(i, start) in &run.winners[held..batch.start] {
-        run.take_sale(&mut real, i, start, all_rows.clone());
-    }
     for w in batch {
-        let (i, start) = run.winners[w];
+        let (i, _) = run.winners[w];
         let me = &run.p.ranked[i];
-        let blocker = counterfactual_blocker(run, &real, w, (local, dirty), (index, sold));
+        let blocker = counterfactual_blocker(run, w, (local, dirty), (index, sold));
         found.push((
             i,
             match blocker {
@@ -173,16 +166,14 @@ fn critical_of(
                 None => me.reserve,
             },
         ));
-        run.take_sale(&mut real, i, start, all_rows.clone());
     }
     found
 }
 
 /// The position of the first bid after which winner `run.winners[w]` no longer fits when it is
-/// left out, or `None` if it always fits. `base` is the real state just before it.
+/// left out, or `None` if it always fits.
 fn counterfactual_blocker(
     run: &Run<'_>,
-    base: &Grid,
     w: usize,
     (local, dirty): (&mut Local, &mut Dirty),
     (index, sold): (&SpanIndex, &SaleIndex),
@@ -191,7 +182,15 @@ fn counterfactual_blocker(
     let (pos, start) = run.winners[w];
     let me = p.ranked[pos];
     let my_reach = p.reach(run.bids, pos);
-    local.reset(base, me.span());
+    // The real state just before it, on the rows of its span: the nearest checkpoint's, plus
+    // the real sales since that reach them.
+    let (state, held) = run.checkpoints.before(w);
+    local.reset(state, me.span());
+    if held < w {
+        sold.each_in(me.span(), run.winners[held].0..pos, |k, s, clip| {
+            run.take_sale(&mut local.grid, k, s, clip);
+        });
+    }
     let mut fit = Fit::new(&local.grid, &my_reach);
     // Where the counterfactual may differ from the real run: these cells.
     dirty.clear();
