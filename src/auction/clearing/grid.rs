@@ -19,20 +19,21 @@ pub(crate) struct Grid {
     pub(crate) rows: Rows,
 }
 
-/// Where a bid may run this cycle: starts in `first..=last_end - duration`.
+/// Where a bid may run this cycle: a run of `duration` slots within the rows `first..last_end`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Reach<'a> {
     pub(crate) bundle: &'a Bundle,
     /// Per resource, the share needed; `i32::MIN` for resources the bundle does not name, so a
-    /// slot is checked with one branch-free comparison per resource.
+    /// row is checked with one branch-free comparison per resource.
     pub(crate) need: [i32; MAX_RESOURCES],
     pub(crate) first: u64,
     pub(crate) last_end: u64,
+    /// Slots, not rows.
     pub(crate) duration: u64,
 }
 
-/// The slots of a span (bit k for slot `first + k`) in which a bundle did not fit, for spans of
-/// at most 128 slots.
+/// The rows of a span (bit k for row `first + k`) in which a bundle did not fit, for spans of
+/// at most 128 rows of a slot each.
 pub(crate) type Blocked = Option<u128>;
 
 impl<'a> Reach<'a> {
@@ -44,26 +45,26 @@ impl<'a> Reach<'a> {
         Reach { bundle, need, first, last_end, duration }
     }
 
-    /// The slots a run may touch.
+    /// The rows a run may touch.
     pub(crate) fn span(&self) -> Range<u64> {
         self.first..self.last_end
     }
 }
 
 impl Grid {
-    /// One slot past the last row.
+    /// One past the last row.
     pub(crate) fn hi(&self) -> u64 {
         self.lo + (self.free.len() / self.stride.max(1)) as u64
     }
 
-    fn row(&self, slot: u64) -> &[i32] {
-        let at = (slot - self.lo) as usize * self.stride;
+    fn row(&self, row: u64) -> &[i32] {
+        let at = (row - self.lo) as usize * self.stride;
         &self.free[at..at + self.stride]
     }
 
-    /// Whether the bundle fits in `slot`.
-    fn fits_at(&self, need: &[i32; MAX_RESOURCES], slot: u64) -> bool {
-        self.row(slot).iter().zip(need).fold(true, |fits, (&free, &need)| fits & (free >= need))
+    /// Whether the bundle fits in `row`.
+    fn fits_at(&self, need: &[i32; MAX_RESOURCES], row: u64) -> bool {
+        self.row(row).iter().zip(need).fold(true, |fits, (&free, &need)| fits & (free >= need))
     }
 
     /// The earliest start at which the whole run fits. Each candidate's run is checked from its
@@ -113,19 +114,20 @@ impl Grid {
         (None, tracked.then_some(blocked))
     }
 
-    /// The slots of `rows` (within the reach's span, at most 128 after its first slot) in which
-    /// the bundle fits, as bits from the reach's first slot.
+    /// The rows of `rows` (within the reach's span, at most 128 after its first row, each a
+    /// slot) in which the bundle fits, as bits from the reach's first row.
     pub(crate) fn fitting(&self, reach: &Reach<'_>, rows: Range<u64>) -> u128 {
         let from = rows.start.max(reach.first);
         let to = rows.end.min(reach.last_end);
         (from..to)
-            .filter(|&slot| self.fits_at(&reach.need, slot))
-            .fold(0, |bits, slot| bits | 1 << (slot - reach.first))
+            .filter(|&row| self.fits_at(&reach.need, row))
+            .fold(0, |bits, row| bits | 1 << (row - reach.first))
     }
 
-    /// The slots of `rows` (within the reach's span, at most 128 after its first slot) in which
-    /// the bundle no longer fits for want of a resource among `resources`, as bits from the
-    /// reach's first slot: after a take of those resources, the only slots it can have closed.
+    /// The rows of `rows` (within the reach's span, at most 128 after its first row, each a
+    /// slot) in which the bundle no longer fits for want of a resource among `resources`, as
+    /// bits from the reach's first row: after a take of those resources, the only rows it can
+    /// have closed.
     pub(crate) fn short(
         &self,
         reach: &Reach<'_>,
@@ -135,10 +137,10 @@ impl Grid {
         let from = rows.start.max(reach.first);
         let to = rows.end.min(reach.last_end);
         let mut bits = 0;
-        for slot in from..to {
-            let at = (slot - self.lo) as usize * self.stride;
+        for row in from..to {
+            let at = (row - self.lo) as usize * self.stride;
             if resources.clone().any(|r| self.free[at + r] < reach.need[r]) {
-                bits |= 1 << (slot - reach.first);
+                bits |= 1 << (row - reach.first);
             }
         }
         bits
