@@ -64,6 +64,25 @@ impl Run<'_> {
     fn take_sale(&self, grid: &mut Grid, k: usize, start: u64, rows: Range<u64>) -> bool {
         grid.take_within(self.shares.of(k), start, self.p.ranked[k].duration, rows)
     }
+
+    /// Brings `rows` of `grid`, holding the checkpoint before the first `n` winners, up to the
+    /// real state before position `pos` (which those `n` winners precede): the real sales since
+    /// the checkpoint that reach them.
+    fn sales_since_checkpoint(
+        &self,
+        sold: &SaleIndex,
+        grid: &mut Grid,
+        rows: Range<u64>,
+        n: usize,
+        pos: usize,
+    ) {
+        let held = self.checkpoints.before(n).1;
+        if held < n {
+            sold.each_in(rows, self.winners[held].0..pos, |k, s, clip| {
+                self.take_sale(grid, k, s, clip);
+            });
+        }
+    }
 }
 
 /// States of the real run after every `every`-th winner, within [`CHECKPOINT_BUDGET`].
@@ -184,13 +203,8 @@ fn counterfactual_blocker(
     let my_reach = p.reach(run.bids, pos);
     // The real state just before it, on the rows of its span: the nearest checkpoint's, plus
     // the real sales since that reach them.
-    let (state, held) = run.checkpoints.before(w);
-    local.reset(state, me.span());
-    if held < w {
-        sold.each_in(me.span(), run.winners[held].0..pos, |k, s, clip| {
-            run.take_sale(&mut local.grid, k, s, clip);
-        });
-    }
+    local.reset(run.checkpoints.before(w).0, me.span());
+    run.sales_since_checkpoint(sold, &mut local.grid, me.span(), w, pos);
     let mut fit = Fit::new(&local.grid, &my_reach);
     // Where the counterfactual may differ from the real run: these cells.
     dirty.clear();
@@ -210,13 +224,8 @@ fn counterfactual_blocker(
                 // New rows are untouched by the change: they hold the real state at this
                 // point, the nearest checkpoint's plus the real sales since.
                 let n = run.winners.partition_point(|&(at, _)| at < q);
-                let (state, held) = run.checkpoints.before(n);
-                grid.copy_rows(state, rows.clone());
-                if held < n {
-                    sold.each_in(rows, run.winners[held].0..q, |k, s, clip| {
-                        run.take_sale(grid, k, s, clip);
-                    });
-                }
+                grid.copy_rows(run.checkpoints.before(n).0, rows.clone());
+                run.sales_since_checkpoint(sold, grid, rows, n, q);
             });
             scan.widen(local.rows.clone());
             let mut reach = p.reach(run.bids, q);

@@ -88,12 +88,9 @@ pub(crate) fn grid_for<'a>(
 ) -> Grid {
     let slots = reach_of(bids.clone(), now);
     let mut grid = Grid { lo: slots.start, stride: timeline.resources(), ..Grid::default() };
-    let mut breaks = Vec::new();
-    if slots.end - slots.start >= rows::STRETCH_FROM {
-        timeline.breaks(slots.clone(), &mut breaks);
-    }
     let runs = bids.map(|b| (b.window.span(Slot(now)), u64::from(b.window.duration())));
-    grid.rows = Rows::choose(slots.clone(), &breaks, runs);
+    let breaks = |out: &mut Vec<u64>| timeline.breaks(slots.clone(), out);
+    grid.rows = Rows::choose(slots.clone(), breaks, runs);
     match grid.rows.bounds() {
         Some(bounds) => {
             grid.lo = 0;

@@ -106,22 +106,24 @@ impl Rows {
 }
 
 /// Below this many slots, a cycle's rows are its slots.
-pub(super) const STRETCH_FROM: u64 = 1 << 16;
+const STRETCH_FROM: u64 = 1 << 16;
 
 impl Rows {
-    /// The rows for a cycle over `slots` whose bids run `(span, duration)` (slots), where the
-    /// free capacity changes at `breaks`: stretches when they are a small part of the slots,
-    /// one row per slot otherwise.
+    /// The rows for a cycle over `slots` whose bids run `(span, duration)` (slots): stretches
+    /// when they are a small part of the slots, one row per slot otherwise. `breaks` writes the
+    /// slots where free capacity changes, read only when stretches may do.
     pub(crate) fn choose(
         slots: Range<u64>,
-        breaks: &[u64],
+        breaks: impl FnOnce(&mut Vec<u64>),
         bids: impl Iterator<Item = (Range<u64>, u64)> + Clone,
     ) -> Rows {
         let len = slots.end - slots.start;
         if len < STRETCH_FROM {
             return Rows::default();
         }
-        stretch_bounds(slots, breaks, bids, len / 4).map_or_else(Rows::default, Rows::stretches)
+        let mut changes = Vec::new();
+        breaks(&mut changes);
+        stretch_bounds(slots, &changes, bids, len / 4).map_or_else(Rows::default, Rows::stretches)
     }
 }
 
@@ -197,23 +199,23 @@ mod tests {
     #[test]
     fn long_horizons_get_a_row_per_change() {
         // One bid of one slot anywhere in 2^22 slots: its run, and the rest.
-        let one = Rows::choose(0..1 << 22, &[], std::iter::once((0..1 << 22, 1)));
+        let one = Rows::choose(0..1 << 22, |_| {}, std::iter::once((0..1 << 22, 1)));
         assert_eq!(bounds(&one), [0, 1, 1 << 22]);
         // A thousand half-day runs in a day: two halves.
-        let day = Rows::choose(0..86_400, &[], (0..1000).map(|_| (0..86_400, 43_200)));
+        let day = Rows::choose(0..86_400, |_| {}, (0..1000).map(|_| (0..86_400, 43_200)));
         assert_eq!(bounds(&day), [0, 43_200, 86_400]);
         assert_eq!((day.row(43_199), day.row(43_200), day.width(1)), (0, 1, 43_200));
         assert_eq!(day.end(0, 43_200), 1);
         // A capacity change, and two bids of 1000 slots chained from each point.
-        let b = Rows::choose(0..100_000, &[5_000], (0..2).map(|_| (0..100_000, 1000)));
+        let b = Rows::choose(0..100_000, |out| out.push(5_000), (0..2).map(|_| (0..100_000, 1000)));
         assert_eq!(bounds(&b), [0, 1000, 2000, 5000, 6000, 7000, 100_000]);
     }
 
     #[test]
     fn short_or_crowded_reaches_keep_a_row_per_slot() {
-        assert!(!Rows::choose(0..60_000, &[], std::iter::once((0..60_000, 1))).stretched());
+        assert!(!Rows::choose(0..60_000, |_| {}, std::iter::once((0..60_000, 1))).stretched());
         // A bid starting in every slot: stretches would be slots.
-        let crowded = Rows::choose(0..70_000, &[], (0..70_000).map(|t| (t..t + 1, 1)));
+        let crowded = Rows::choose(0..70_000, |_| {}, (0..70_000).map(|t| (t..t + 1, 1)));
         assert!(!crowded.stretched());
         let slots = Rows::default();
         assert_eq!((slots.row(7), slots.slot(7), slots.end(7, 3), slots.width(7)), (7, 7, 10, 1));
