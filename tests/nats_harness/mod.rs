@@ -38,9 +38,27 @@ fn fresh_dir() -> PathBuf {
     dir
 }
 
-/// A loopback port free now (for cluster routes, which must be known before the servers start).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A loopback port free now, for cluster routes, which must be known before the servers start.
+/// It is taken below the kernel's ephemeral range, so no server's own `-p -1` port (nor any
+/// other ephemeral socket) can be handed it in the meantime.
+fn free_route_port() -> u16 {
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000.min(first_ephemeral / 2);
+    let span = u32::from(first_ephemeral - low);
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let mut pick = (std::process::id().wrapping_mul(7919) ^ nanos)
+        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) * 101);
+    loop {
+        let port = low + u16::try_from(pick % span).expect("below the ephemeral range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        pick = pick.wrapping_add(1);
+    }
 }
 
 impl NatsServer {
@@ -62,10 +80,20 @@ impl NatsServer {
     }
 
     async fn spawn(dir: PathBuf, args: Vec<String>, env: Vec<(String, String)>, port: &str) -> NatsServer {
+        NatsServer::try_spawn(dir, args, env, port).await.unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// A started server, or why it exited at start-up.
+    async fn try_spawn(
+        dir: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        port: &str,
+    ) -> Result<NatsServer, String> {
         let child = NatsServer::run(&dir, &args, &env, port);
         let mut server = NatsServer { child, dir, args, env, url: String::new() };
-        server.url = server.wait_for_port().await;
-        server
+        server.url = server.wait_for_port().await?;
+        Ok(server)
     }
 
     fn run(dir: &Path, args: &[String], env: &[(String, String)], port: &str) -> Child {
@@ -83,7 +111,7 @@ impl NatsServer {
             })
     }
 
-    async fn wait_for_port(&mut self) -> String {
+    async fn wait_for_port(&mut self) -> Result<String, String> {
         let ports = self.dir.join(format!("nats-server_{}.ports", self.child.id()));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -91,11 +119,11 @@ impl NatsServer {
                 && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
                 && let Some(url) = json["nats"][0].as_str()
             {
-                return url.to_owned();
+                return Ok(url.to_owned());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-                panic!("nats-server exited at start-up ({status}):\n{log}");
+                return Err(format!("nats-server exited at start-up ({status}):\n{log}"));
             }
             assert!(Instant::now() < deadline, "nats-server wrote no ports file in 10 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -112,7 +140,7 @@ impl NatsServer {
     pub async fn restart(&mut self) {
         let port = self.url.rsplit(':').next().expect("a port").to_owned();
         self.child = NatsServer::run(&self.dir, &self.args, &self.env, &port);
-        let url = self.wait_for_port().await;
+        let url = self.wait_for_port().await.unwrap_or_else(|failure| panic!("{failure}"));
         assert_eq!(url, self.url, "the same port");
     }
 
@@ -154,9 +182,22 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    /// Starts three servers and waits until JetStream answers through each.
+    /// Starts three servers and waits until JetStream answers through each. A route port taken
+    /// by another process between choosing it and listening on it costs a fresh try.
     pub async fn start() -> NatsCluster {
-        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut failure = String::new();
+        for _ in 0..5 {
+            match NatsCluster::try_start().await {
+                Ok(cluster) => return cluster,
+                Err(why) if why.contains("address already in use") => failure = why,
+                Err(why) => panic!("{why}"),
+            }
+        }
+        panic!("no free route ports in five tries:\n{failure}")
+    }
+
+    async fn try_start() -> Result<NatsCluster, String> {
+        let routes: Vec<u16> = (0..3).map(|_| free_route_port()).collect();
         let mut servers = Vec::new();
         for (i, port) in routes.iter().enumerate() {
             let dir = fresh_dir();
@@ -169,13 +210,13 @@ impl NatsCluster {
             );
             std::fs::write(dir.join("server.conf"), config).unwrap();
             let args = vec!["-c".into(), dir.join("server.conf").display().to_string()];
-            servers.push(NatsServer::spawn(dir, args, Vec::new(), "-1").await);
+            servers.push(NatsServer::try_spawn(dir, args, Vec::new(), "-1").await?);
         }
         let cluster = NatsCluster { servers };
         for server in &cluster.servers {
             server.connect().await;
         }
-        cluster
+        Ok(cluster)
     }
 
     /// Every server's address, in order, for a client that may use any of them.
