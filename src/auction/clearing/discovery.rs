@@ -22,8 +22,8 @@ use super::{Placement, Ranked, Rows};
 use crate::auction::book::BookBid;
 use crate::auction::config::Config;
 use crate::auction::money::{Price, pico_cost};
-use crate::capacity::Bundle;
 use crate::capacity::fixed::MICRO;
+use crate::capacity::{Bundle, MAX_RESOURCES};
 
 /// This cycle's price of every resource in every slot its bids could touch: one per row of the
 /// cycle's grid, as a row's slots are alike.
@@ -185,17 +185,21 @@ fn runs_of(rows: &Rows, r: &Ranked, out: &mut Vec<(usize, usize)>) {
 #[derive(Default)]
 struct Scratch {
     blocked: Vec<u64>,
+    /// Per row of the span, the resources it was blocked in, as a mask.
+    masks: Vec<u16>,
     sums: Vec<u64>,
     weight: Vec<u64>,
     runs: Vec<(usize, usize)>,
-    window: std::collections::VecDeque<usize>,
+    /// The sliding minimum's candidates: `(run, weight)`.
+    window: std::collections::VecDeque<(usize, u64)>,
 }
 
 /// What loser `b` needs of each cell it was blocked in: for every run it may take, its surplus
 /// spread over the blocked capacity-slots of the run (the water level that prices that run out),
 /// and for each blocked cell the highest level of the runs covering it. Calls
-/// `need(cell, premium)` for every blocked cell of the span.
-fn loser_demand(
+/// `need(cell, premium)` for every blocked cell of the span. `S` is the grid's stride when the
+/// caller knows it at compile time (so a row is checked in one unrolled pass), 0 otherwise.
+fn loser_demand<const S: usize>(
     b: &BookBid,
     r: &Ranked,
     left: &Grid,
@@ -203,22 +207,33 @@ fn loser_demand(
     mut need: impl FnMut(usize, u64),
 ) {
     let (stride, rows) = (left.stride, &left.rows);
+    let n = if S > 0 { S } else { stride };
+    debug_assert_eq!(n, stride);
     let at_row = |row: u64| (row - left.lo) as usize * stride;
     let surplus = r.limit - r.reserve;
-    let Scratch { blocked, sums, weight, runs, window } = scratch;
-    // Blocked weight of each row: the shares it could not have, times its slots.
+    let Scratch { blocked, masks, sums, weight, runs, window } = scratch;
+    // Per resource, the share it needs (`i32::MIN` where it needs none, so such a cell is never
+    // short) and the weight a short cell adds.
+    let (mut want, mut share) = ([i32::MIN; MAX_RESOURCES], [0u64; MAX_RESOURCES]);
+    for (res, s) in b.bundle.raw() {
+        (want[res], share[res]) = (s as i32, u64::from(s));
+    }
+    // Blocked weight of each row (the shares it could not have, times its slots) and the
+    // resources it was short of.
     blocked.clear();
-    blocked.extend(r.span().map(|row| {
-        let at = at_row(row);
-        let shares: u64 = b
-            .bundle
-            .raw()
-            .filter(|&(res, share)| left.free[at + res] < share as i32)
-            .map(|(_, s)| u64::from(s))
-            .sum();
-        shares * rows.width(row)
-    }));
-    if blocked.iter().all(|&w| w == 0) {
+    masks.clear();
+    let cells = &left.free[at_row(r.first)..at_row(r.last_end)];
+    for (k, row) in cells.chunks_exact(n).enumerate() {
+        let (mut w, mut m) = (0u64, 0u16);
+        for j in 0..n {
+            let short = row[j] < want[j];
+            w += if short { share[j] } else { 0 };
+            m |= u16::from(short) << j;
+        }
+        blocked.push(if rows.stretched() { w * rows.width(r.first + k as u64) } else { w });
+        masks.push(m);
+    }
+    if masks.iter().all(|&m| m == 0) {
         return;
     }
     // Blocked weight of each run.
@@ -229,40 +244,68 @@ fn loser_demand(
         acc += w;
         sums.push(acc);
     }
+    let at = at_row(r.first);
+    let mut need_row = |k: usize, mask: u16, level: u64| {
+        let mut m = mask;
+        while m != 0 {
+            need(at + k * stride + m.trailing_zeros() as usize, level);
+            m &= m - 1;
+        }
+    };
+    // For each row, the lightest run covering it sets the highest level: a sliding minimum
+    // (runs start and end in order, so the runs covering a row are consecutive). Neighbouring
+    // rows mostly share their lightest run: divide once per run.
+    let mut level = (usize::MAX, 0);
+    if rows.bounds().is_none() {
+        // A row a slot: run `j` is rows `j..j + d`, and a row's runs are the last `d` started.
+        let (d, span) = (r.duration as usize, masks.len());
+        let (lightest, mut head) = (&mut *window, 0);
+        lightest.clear();
+        for (k, &mask) in masks.iter().enumerate() {
+            if k + d <= span {
+                let w = sums[k + d] - sums[k];
+                while lightest.len() > head && lightest.back().is_some_and(|&(_, back)| back >= w) {
+                    lightest.pop_back();
+                }
+                lightest.push_back((k, w));
+            }
+            if lightest[head].0 + d <= k {
+                head += 1;
+            }
+            if mask != 0 {
+                let (j, w) = lightest[head];
+                if level.0 != j {
+                    level = (j, per_unit(surplus, w, true));
+                }
+                need_row(k, mask, level.1);
+            }
+        }
+        return;
+    }
     runs_of(rows, r, runs);
     weight.clear();
     weight.extend(runs.iter().map(|&(k, e)| sums[e] - sums[k]));
-    // For each row, the lightest run covering it sets the highest level: a sliding minimum
-    // (runs start and end in order, so the runs covering a row are consecutive).
+    let (window, mut next) = (&mut *window, 0);
     window.clear();
-    let mut next = 0;
-    let mut level = (usize::MAX, 0);
-    for (k, &b_t) in blocked.iter().enumerate() {
+    for (k, &mask) in masks.iter().enumerate() {
         while next < runs.len() && runs[next].0 <= k {
-            while window.back().is_some_and(|&j| weight[j] >= weight[next]) {
+            while window.back().is_some_and(|&(j, _)| weight[j] >= weight[next]) {
                 window.pop_back();
             }
-            window.push_back(next);
+            window.push_back((next, 0));
             next += 1;
         }
-        while window.front().is_some_and(|&j| runs[j].1 <= k) {
+        while window.front().is_some_and(|&(j, _)| runs[j].1 <= k) {
             window.pop_front();
         }
-        if b_t == 0 {
+        if mask == 0 {
             continue;
         }
-        let Some(&lightest) = window.front() else { continue };
-        // Neighbouring rows mostly share their lightest run: divide once per run.
+        let Some(&(lightest, _)) = window.front() else { continue };
         if level.0 != lightest {
             level = (lightest, per_unit(surplus, weight[lightest], true));
         }
-        let level = level.1;
-        let at = at_row(r.first + k as u64);
-        for (res, share) in b.bundle.raw() {
-            if left.free[at + res] < share as i32 {
-                need(at + res, level);
-            }
-        }
+        need_row(k, mask, level.1);
     }
 }
 
@@ -495,9 +538,12 @@ pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &
             .map(|part| {
                 let (mut bound, mut scratch) = (vec![0u64; cells], Scratch::default());
                 for &i in part {
-                    loser_demand(&bids[i], &p.ranked[i], left, &mut scratch, |c, level| {
-                        bound[c] = bound[c].max(level)
-                    });
+                    let need = |c: usize, level| bound[c] = bound[c].max(level);
+                    match stride {
+                        // The benchmark's and most markets' four resources, unrolled.
+                        4 => loser_demand::<4>(&bids[i], &p.ranked[i], left, &mut scratch, need),
+                        _ => loser_demand::<0>(&bids[i], &p.ranked[i], left, &mut scratch, need),
+                    }
                 }
                 bound
             })
