@@ -23,7 +23,7 @@ use std::ops::Range;
 
 use super::grid::{Grid, Reach, overlaps};
 use super::rank::least_limit_beating;
-use super::replay::{Dirty, Local, SaleIndex, Shares, SpanIndex, Visit};
+use super::replay::{Dirty, Local, SaleIndex, Shares, SpanIndex, Visit, Way};
 use super::{Placement, Ranked};
 use crate::auction::book::BookBid;
 use crate::auction::config::PriorityRule;
@@ -208,7 +208,7 @@ fn counterfactual_blocker(
     let mut fit = Fit::new(&local.grid, &my_reach);
     // Where the counterfactual may differ from the real run: these cells.
     dirty.clear();
-    dirty.mark(me.mask, placed(p, &me, start));
+    dirty.add(run.shares.of(pos), placed(p, &me, start), true);
     // Only bids reaching the rows the counterfactual holds can change them or be changed.
     let mut scan = index.scan(pos, me.span());
     while let Some(visit) = scan.next() {
@@ -230,10 +230,11 @@ fn counterfactual_blocker(
             scan.widen(local.rows.clone());
             let mut reach = p.reach(run.bids, q);
             if real_start.is_none()
-                && let Some(open) = dirty.slots(other.mask, span.clone())
+                && let Some(open) = dirty.slots(other.mask, span.clone(), Way::Up)
             {
-                // It failed at every start in the real run, and a start whose run avoids the
-                // dirty cells sees the same cells now: only runs touching them can succeed.
+                // It failed at every start in the real run, and a start whose run has no more
+                // free anywhere than it had then fails again: only runs touching a raised cell
+                // can succeed.
                 let first_dirty = reach.first + u64::from(open.trailing_zeros());
                 let last_dirty = reach.first + 127 - u64::from(open.leading_zeros());
                 reach.first = reach.first.max((first_dirty + 1).saturating_sub(other.duration));
@@ -241,8 +242,12 @@ fn counterfactual_blocker(
             }
             let new_start = local.grid.find_start(&reach);
             if new_start != real_start {
-                for s in [real_start, new_start].into_iter().flatten() {
-                    dirty.mark(other.mask, placed(p, other, s));
+                // Its real sale is not taken now, its new one is.
+                if let Some(s) = real_start {
+                    dirty.add(run.shares.of(q), placed(p, other, s), true);
+                }
+                if let Some(s) = new_start {
+                    dirty.add(run.shares.of(q), placed(p, other, s), false);
                 }
             }
             new_start
@@ -302,24 +307,29 @@ impl Fit {
 /// Whether a bid's placement may differ from the real run's, given the cells that differ.
 ///
 /// In the real run, at this bid's turn, every start before its real one failed (and, for a
-/// loser, every start). A start whose run avoids the dirty cells sees exactly what it saw
-/// then, so it fails again; the real start, if its run avoids them, succeeds again.
+/// loser, every start), and its real start fitted. A failed start can succeed now only if each
+/// slot that kept it out has more free capacity than then (a raised cell); the real start can
+/// fail now only if a cell of its run has less (a lowered one).
 fn may_change(dirty: &Dirty, v: &Visit, lo: u64) -> bool {
     let span = v.span(lo);
-    if !dirty.touches(v.mask, span.clone()) {
+    let (first, duration) = (span.start, v.duration());
+    // The rows the starts that failed could use.
+    let failed = match v.real_start(lo) {
+        None => span.clone(),
+        Some(s) => {
+            if dirty.touches(v.mask, s..s + duration, Way::Down) {
+                return true;
+            }
+            first..s + duration - 1
+        }
+    };
+    if !dirty.touches(v.mask, failed.clone(), Way::Up) {
         return false;
     }
-    let (Some(blocked), Some(changed)) = (v.blocked(), dirty.slots(v.mask, span.clone())) else {
+    let (Some(blocked), Some(raised)) = (v.blocked(), dirty.slots(v.mask, span, Way::Up)) else {
         return true;
     };
-    let (first, duration) = (span.start, v.duration());
-    match v.real_start(lo) {
-        None => has_run(!(blocked & !changed), span.end - first, duration),
-        Some(s) => {
-            dirty.touches(v.mask, s..s + duration)
-                || has_run(!(blocked & !changed), s - first + duration - 1, duration)
-        }
-    }
+    has_run(!(blocked & !raised), failed.end - first, duration)
 }
 
 /// Whether `open` has `len` consecutive set bits within its lowest `width` bits.

@@ -8,13 +8,28 @@ use super::critical::placed;
 use super::grid::Grid;
 use crate::auction::book::BookBid;
 
-/// Cells where the counterfactual may differ from the real run: a bitset per resource over the
-/// grid's rows, cleared word by word between winners.
+/// Which way the counterfactual differs from the real run in a cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Way {
+    /// More free capacity than the real run had: only such cells can open a start.
+    Up,
+    /// Less: only such cells can close one.
+    Down,
+}
+
+/// Cells where the counterfactual differs from the real run, and by how much: the net change of
+/// free capacity per cell, and per resource a bitset over the grid's rows of the cells it
+/// raised and of those it lowered, cleared cell by cell between winners.
 #[derive(Debug)]
 pub(super) struct Dirty {
     lo: u64,
+    stride: usize,
     words: usize,
-    bits: Vec<u64>,
+    /// Per cell, counterfactual free minus real free.
+    delta: Vec<i64>,
+    changed: Vec<usize>,
+    up: Vec<u64>,
+    down: Vec<u64>,
     touched: Vec<usize>,
     /// The slots from the first dirty cell to the last, of any resource.
     hull: Range<u64>,
@@ -30,8 +45,12 @@ impl Dirty {
         let words = rows.div_ceil(64) + 2;
         Dirty {
             lo: grid.lo,
+            stride: grid.stride,
             words,
-            bits: vec![0; words * grid.stride.max(1)],
+            delta: vec![0; grid.free.len()],
+            changed: Vec::new(),
+            up: vec![0; words * grid.stride.max(1)],
+            down: vec![0; words * grid.stride.max(1)],
             touched: Vec::new(),
             hull: 0..0,
             marked: 0,
@@ -40,8 +59,11 @@ impl Dirty {
     }
 
     pub(super) fn clear(&mut self) {
+        for c in self.changed.drain(..) {
+            self.delta[c] = 0;
+        }
         for w in self.touched.drain(..) {
-            self.bits[w] = 0;
+            (self.up[w], self.down[w]) = (0, 0);
         }
         self.hull = 0..0;
         self.marked = 0;
@@ -57,32 +79,47 @@ impl Dirty {
         })
     }
 
-    pub(super) fn mark(&mut self, mask: u16, rows: Range<u64>) {
-        self.marked |= mask;
+    /// Records that the counterfactual has `shares` more free capacity (fewer when `freed` is
+    /// false) than the real run in `rows`.
+    pub(super) fn add(&mut self, shares: impl Iterator<Item = (usize, u32)>, rows: Range<u64>, freed: bool) {
         self.hull = if self.hull.is_empty() {
             rows.clone()
         } else {
             self.hull.start.min(rows.start)..self.hull.end.max(rows.end)
         };
-        for r in Dirty::resources(mask) {
+        for (r, share) in shares {
+            self.marked |= 1 << r;
+            let change = if freed { i64::from(share) } else { -i64::from(share) };
             for slot in rows.clone() {
                 let bit = (slot - self.lo) as usize;
+                let c = bit * self.stride + r;
+                if self.delta[c] == 0 {
+                    self.changed.push(c);
+                }
+                self.delta[c] += change;
                 let w = r * self.words + bit / 64;
-                if self.bits[w] == 0 {
+                if self.up[w] == 0 && self.down[w] == 0 {
                     self.touched.push(w);
                 }
-                self.bits[w] |= 1 << (bit % 64);
+                let (one, d) = (1u64 << (bit % 64), self.delta[c]);
+                self.up[w] = if d > 0 { self.up[w] | one } else { self.up[w] & !one };
+                self.down[w] = if d < 0 { self.down[w] | one } else { self.down[w] & !one };
             }
         }
     }
 
-    /// The bits of `rows` (at most 128 of them) of resource `r`, lowest bit first.
-    fn window(&self, r: usize, rows: &Range<u64>) -> u128 {
+    /// The bits of `rows` (at most 128 of them) of resource `r` changed `way`, lowest bit first.
+    fn window(&self, r: usize, rows: &Range<u64>, way: Way) -> u128 {
         let start = (rows.start - self.lo) as usize;
         let width = (rows.end - rows.start) as usize;
         let base = r * self.words + start / 64;
         let shift = start % 64;
-        let word = |k: usize| u128::from(self.bits[base + k]);
+        let word = |k: usize| {
+            u128::from(match way {
+                Way::Up => self.up[base + k],
+                Way::Down => self.down[base + k],
+            })
+        };
         let mut out = (word(0) >> shift) | (word(1) << (64 - shift));
         if shift > 0 {
             out |= word(2) << (128 - shift);
@@ -90,15 +127,15 @@ impl Dirty {
         if width < 128 { out & ((1u128 << width) - 1) } else { out }
     }
 
-    /// Slots of `rows` (at most 128) with a dirty cell of a resource in `mask`; `None` for
-    /// longer ranges.
-    pub(super) fn slots(&self, mask: u16, rows: Range<u64>) -> Option<u128> {
+    /// Slots of `rows` (at most 128) with a cell of a resource in `mask` changed `way`; `None`
+    /// for longer ranges.
+    pub(super) fn slots(&self, mask: u16, rows: Range<u64>, way: Way) -> Option<u128> {
         (rows.end - rows.start <= 128 && !self.stretched)
-            .then(|| Dirty::resources(mask & self.marked).fold(0, |acc, r| acc | self.window(r, &rows)))
+            .then(|| Dirty::resources(mask & self.marked).fold(0, |acc, r| acc | self.window(r, &rows, way)))
     }
 
-    /// Whether any cell of `rows` of a resource in `mask` is dirty.
-    pub(super) fn touches(&self, mask: u16, rows: Range<u64>) -> bool {
+    /// Whether any cell of `rows` of a resource in `mask` changed `way`.
+    pub(super) fn touches(&self, mask: u16, rows: Range<u64>, way: Way) -> bool {
         let mask = mask & self.marked;
         if mask == 0 {
             return false;
@@ -107,7 +144,7 @@ impl Dirty {
         let mut at = rows.start.max(self.hull.start);
         while at < end {
             let chunk = at..end.min(at + 128);
-            if Dirty::resources(mask).any(|r| self.window(r, &chunk) != 0) {
+            if Dirty::resources(mask).any(|r| self.window(r, &chunk, way) != 0) {
                 return true;
             }
             at = chunk.end;
@@ -393,17 +430,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dirty_cells_by_resource_and_slot() {
+    fn dirty_cells_by_resource_slot_and_way() {
         let grid = Grid { lo: 10, stride: 2, free: vec![0; 2 * 300], ..Grid::default() };
         let mut d = Dirty::new(&grid);
-        d.mark(0b01, 70..75);
-        assert_eq!(d.slots(0b01, 60..100), Some(0b11111 << 10));
-        assert_eq!(d.slots(0b10, 60..100), Some(0));
-        assert_eq!(d.slots(0b01, 60..200), None, "over 128 slots");
-        assert!(d.touches(0b11, 10..300));
-        assert!(!d.touches(0b10, 10..300));
-        assert!(!d.touches(0b01, 75..300));
+        d.add([(0, 5)].into_iter(), 70..75, true);
+        assert_eq!(d.slots(0b01, 60..100, Way::Up), Some(0b11111 << 10));
+        assert_eq!(d.slots(0b01, 60..100, Way::Down), Some(0));
+        assert_eq!(d.slots(0b10, 60..100, Way::Up), Some(0));
+        assert_eq!(d.slots(0b01, 60..200, Way::Up), None, "over 128 slots");
+        assert!(d.touches(0b11, 10..300, Way::Up));
+        assert!(!d.touches(0b11, 10..300, Way::Down));
+        assert!(!d.touches(0b10, 10..300, Way::Up));
+        assert!(!d.touches(0b01, 75..300, Way::Up));
+        // Taking back more than was freed turns a cell down; exactly as much, unchanged.
+        d.add([(0, 7)].into_iter(), 72..74, false);
+        d.add([(0, 5)].into_iter(), 74..75, false);
+        assert_eq!(d.slots(0b01, 70..75, Way::Up), Some(0b00011));
+        assert_eq!(d.slots(0b01, 70..75, Way::Down), Some(0b01100));
         d.clear();
-        assert!(!d.touches(0b01, 10..300));
+        assert!(!d.touches(0b01, 10..300, Way::Up) && !d.touches(0b01, 10..300, Way::Down));
+        d.add([(1, 3)].into_iter(), 10..11, false);
+        assert_eq!(d.slots(0b11, 10..20, Way::Down), Some(1), "cleared cells start from zero");
     }
 }
