@@ -1,0 +1,307 @@
+//! Price discovery (docs/design.md §7; the method and its measurements: docs/price-discovery.md).
+//!
+//! The cycle's allocation is fixed; prices are chosen for it. A cell (resource, slot) is
+//! *scarce* when a loser needed more of it than the cycle left free; every other cell stays at
+//! the reserve. On scarce cells:
+//!
+//! 1. each loser needs, for every start of its window, its surplus spread over that run's
+//!    blocked cells (the start's *water level*); a cell's demand is the highest level of any
+//!    loser's starts covering it — at that price no loser could afford any start;
+//! 2. each winner spreads its surplus over its own scarce cells; the least such amount among a
+//!    cell's winners caps the cell, so every winner can afford its bundle (IR, exactly);
+//! 3. losers that could still afford a start bid up its blocked cells with whatever slack the
+//!    winners holding them have left, for a few rounds.
+//!
+//! Prices are the reserve plus the premium, held under the cap. IR is 1 by construction; envy —
+//! losers who could afford a start — is reported as measured. Step 3 is [`refine`]; the prices
+//! found are a [`Discovery`] ([`curve`]).
+
+mod curve;
+mod refine;
+
+use rayon::prelude::*;
+
+pub(crate) use self::curve::Discovery;
+use super::grid::Grid;
+use super::{Placement, Ranked, Rows};
+use crate::auction::book::BookBid;
+use crate::auction::config::Config;
+use crate::auction::money::Price;
+use crate::capacity::MAX_RESOURCES;
+use crate::capacity::fixed::MICRO;
+
+/// `surplus * 10^6 / weight` (a premium in millionths of a credit per full capacity-slot),
+/// rounded up when a loser's demand (so its cost reaches its limit), down when a winner's cap
+/// (so its cost stays within its limit).
+fn per_unit(surplus: u64, weight: u64, up: bool) -> u64 {
+    if weight == 0 {
+        return if up && surplus > 0 { u64::MAX } else { 0 };
+    }
+    // In 64 bits when the product fits (always, below 18 million credits of surplus).
+    if let Some(n) = surplus.checked_mul(MICRO) {
+        return if up { n.div_ceil(weight) } else { n / weight };
+    }
+    let n = u128::from(surplus) * u128::from(MICRO);
+    let d = if up { n.div_ceil(u128::from(weight)) } else { n / u128::from(weight) };
+    u64::try_from(d).unwrap_or(u64::MAX)
+}
+
+/// The runs a bid may take within its span, as `(start, end)` rows counted from its first row:
+/// one from every row when a row is a slot, and from every row whose run ends on a bound when
+/// rows are stretches (a placement can start nowhere else).
+fn runs_of(rows: &Rows, r: &Ranked, out: &mut Vec<(usize, usize)>) {
+    out.clear();
+    let width = (r.last_end - r.first) as usize;
+    match rows.bounds() {
+        None => {
+            let d = r.duration as usize;
+            if width >= d {
+                out.extend((0..=width - d).map(|k| (k, k + d)));
+            }
+        }
+        Some(bounds) => {
+            let first = r.first as usize;
+            let last = bounds[r.last_end as usize];
+            let mut j = first;
+            for k in 0..width {
+                let end = bounds[first + k] + r.duration;
+                if end > last {
+                    break;
+                }
+                while bounds[j] < end {
+                    j += 1;
+                }
+                if bounds[j] == end {
+                    out.push((k, j - first));
+                }
+            }
+        }
+    }
+}
+
+/// Buffers [`loser_demand`] reuses from one loser to the next.
+#[derive(Default)]
+struct Scratch {
+    blocked: Vec<u64>,
+    /// Per row of the span, the resources it was blocked in, as a mask.
+    masks: Vec<u16>,
+    sums: Vec<u64>,
+    runs: Vec<(usize, usize)>,
+    /// The sliding minimum's candidates: `(end, weight)` of runs.
+    window: std::collections::VecDeque<(usize, u64)>,
+}
+
+/// What loser `b` needs of each cell it was blocked in: for every run it may take, its surplus
+/// spread over the blocked capacity-slots of the run (the water level that prices that run out),
+/// and for each blocked cell the highest level of the runs covering it. Calls
+/// `need(cell, premium)` for every blocked cell of the span. `S` is the grid's stride when the
+/// caller knows it at compile time (so a row is checked in one unrolled pass), 0 otherwise.
+fn loser_demand<const S: usize>(
+    b: &BookBid,
+    r: &Ranked,
+    left: &Grid,
+    scratch: &mut Scratch,
+    mut need: impl FnMut(usize, u64),
+) {
+    let (stride, rows) = (left.stride, &left.rows);
+    let n = if S > 0 { S } else { stride };
+    debug_assert_eq!(n, stride);
+    let at_row = |row: u64| (row - left.lo) as usize * stride;
+    let surplus = r.limit - r.reserve;
+    let Scratch { blocked, masks, sums, runs, window } = scratch;
+    // Per resource, the share it needs (`i32::MIN` where it needs none, so such a cell is never
+    // short) and the weight a short cell adds.
+    let (mut want, mut share) = ([i32::MIN; MAX_RESOURCES], [0u64; MAX_RESOURCES]);
+    for (res, s) in b.bundle.raw() {
+        (want[res], share[res]) = (s as i32, u64::from(s));
+    }
+    // Blocked weight of each row (the shares it could not have, times its slots) and the
+    // resources it was short of.
+    blocked.clear();
+    masks.clear();
+    let cells = &left.free[at_row(r.first)..at_row(r.last_end)];
+    for (k, row) in cells.chunks_exact(n).enumerate() {
+        let (mut w, mut m) = (0u64, 0u16);
+        for j in 0..n {
+            let short = row[j] < want[j];
+            w += if short { share[j] } else { 0 };
+            m |= u16::from(short) << j;
+        }
+        blocked.push(if rows.stretched() { w * rows.width(r.first + k as u64) } else { w });
+        masks.push(m);
+    }
+    if masks.iter().all(|&m| m == 0) {
+        return;
+    }
+    // Blocked weight of each run.
+    sums.clear();
+    sums.push(0);
+    let mut acc = 0;
+    for &w in blocked.iter() {
+        acc += w;
+        sums.push(acc);
+    }
+    let at = at_row(r.first);
+    let mut need_row = |k: usize, mask: u16, level: u64| {
+        let mut m = mask;
+        while m != 0 {
+            need(at + k * stride + m.trailing_zeros() as usize, level);
+            m &= m - 1;
+        }
+    };
+    // For each row, the lightest run covering it sets the highest level: a sliding minimum
+    // over `(end, weight)` of the runs started (runs start and end in order, so the runs
+    // covering a row are consecutive, and no two end alike). Neighbouring rows mostly share
+    // their lightest run: divide once per run.
+    runs_of(rows, r, runs);
+    window.clear();
+    let (mut next, mut level) = (0, (usize::MAX, 0));
+    for (k, &mask) in masks.iter().enumerate() {
+        while let Some(&(start, end)) = runs.get(next)
+            && start <= k
+        {
+            let w = sums[end] - sums[start];
+            while window.back().is_some_and(|&(_, back)| back >= w) {
+                window.pop_back();
+            }
+            window.push_back((end, w));
+            next += 1;
+        }
+        while window.front().is_some_and(|&(end, _)| end <= k) {
+            window.pop_front();
+        }
+        let Some(&(end, w)) = window.front() else { continue };
+        if mask != 0 {
+            if level.0 != end {
+                level = (end, per_unit(surplus, w, true));
+            }
+            need_row(k, mask, level.1);
+        }
+    }
+}
+
+/// The run of a bid whose cost at `price(row, resource)` is least (weighted by its shares and
+/// the rows' slots, in the price's unit times millionths): its start row and that cost; the
+/// earliest on ties. `sums` and `runs` are scratch.
+fn cheapest_start(
+    b: &BookBid,
+    r: &Ranked,
+    rows: &Rows,
+    price: impl Fn(u64, usize) -> u64,
+    (sums, runs): &mut (Vec<u128>, Vec<(usize, usize)>),
+) -> (u64, u128) {
+    // Prefix sums over the span of the bundle's weighted price per row.
+    sums.clear();
+    sums.push(0);
+    let mut acc = 0u128;
+    for row in r.span() {
+        let per_slot: u128 =
+            b.bundle.raw().map(|(res, share)| u128::from(share) * u128::from(price(row, res))).sum();
+        acc += per_slot * u128::from(rows.width(row));
+        sums.push(acc);
+    }
+    runs_of(rows, r, runs);
+    runs.iter()
+        .map(|&(k, e)| (r.first + k as u64, sums[e] - sums[k]))
+        .min_by_key(|&(_, cost)| cost)
+        .expect("a start")
+}
+
+/// Discovers the cycle's prices from its placement and the free capacity it left.
+pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &Grid) -> Discovery {
+    let (stride, rows) = (left.stride, &left.rows);
+    let cells = left.free.len();
+    let mut winner_bound = vec![u64::MAX; cells];
+    let cell = |row: u64, r: usize| (row - left.lo) as usize * stride + r;
+
+    // Losers first: which cells are scarce, and how much each needs (the highest level any
+    // loser sets on a cell: the same whatever the split).
+    let losers: Vec<usize> = (0..bids.len()).filter(|&i| p.starts[i].is_none()).collect();
+    let loser_bound = super::pool::install(config.clearing_threads, || {
+        // A few parts per thread, each with its own copy of the cells.
+        let part = losers.len().div_ceil(rayon::current_num_threads() * 2).max(256);
+        losers
+            .par_chunks(part)
+            .map(|part| {
+                let (mut bound, mut scratch) = (vec![0u64; cells], Scratch::default());
+                for &i in part {
+                    let need = |c: usize, level| bound[c] = bound[c].max(level);
+                    match stride {
+                        // The benchmark's and most markets' four resources, unrolled.
+                        4 => loser_demand::<4>(&bids[i], &p.ranked[i], left, &mut scratch, need),
+                        _ => loser_demand::<0>(&bids[i], &p.ranked[i], left, &mut scratch, need),
+                    }
+                }
+                bound
+            })
+            .reduce_with(|mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x = (*x).max(y));
+                a
+            })
+            .unwrap_or_else(|| vec![0u64; cells])
+    });
+    // Then each winner spreads its surplus over its scarce cells only (the others stay at the
+    // reserve), which bounds what those cells may cost.
+    for (i, b) in bids.iter().enumerate() {
+        let Some(start) = p.starts[i] else { continue };
+        let r = &p.ranked[i];
+        let cells_of = || {
+            rows.run(start, r.duration).flat_map(|row| {
+                b.bundle.raw().map(move |(res, s)| (cell(row, res), u64::from(s) * rows.width(row)))
+            })
+        };
+        let scarce: u64 = cells_of().filter(|&(c, _)| loser_bound[c] > 0).map(|(_, w)| w).sum();
+        let cap = per_unit(r.limit - r.reserve, scarce, false);
+        for (c, _) in cells_of() {
+            winner_bound[c] = winner_bound[c].min(cap);
+        }
+    }
+
+    let mut premium: Vec<u64> = loser_bound.iter().zip(&winner_bound).map(|(&l, &w)| l.min(w)).collect();
+    let may_afford = refine::refine(config, (bids, &losers), p, left, &mut premium);
+    let mut prices = Vec::with_capacity(cells);
+    // Whether the bounds lowered any price below its reserve plus premium.
+    let mut lowered = false;
+    for (c, &q) in premium.iter().enumerate() {
+        let reserve = config.reserve[c % stride.max(1)];
+        let unbounded = reserve.micros().checked_add(q);
+        let price = config.bound(Price::from_micros(unbounded.unwrap_or(u64::MAX)));
+        lowered |= unbounded.is_none_or(|u| price.micros() < u);
+        prices.push(price);
+    }
+    let idle = config.reserve.iter().map(|&r| config.bound(r)).collect();
+    let mut found = Discovery { lo: left.lo, stride, rows: rows.clone(), prices, idle, ir: 1.0, envy: 0.0 };
+
+    // Who can afford what at those prices: (winners, rational, losers, envious).
+    let tally = |(w, r, l, e): (u64, u64, u64, u64), (w2, r2, l2, e2): (u64, u64, u64, u64)| {
+        (w + w2, r + r2, l + l2, e + e2)
+    };
+    let (winners, rational, losers, envious) = super::pool::install(config.clearing_threads, || {
+        (0..bids.len())
+            .into_par_iter()
+            .with_min_len(512)
+            .map_init(Default::default, |scratch, i| {
+                let (b, r) = (&bids[i], &p.ranked[i]);
+                let limit = u128::from(r.limit) * u128::from(MICRO);
+                match p.starts[i] {
+                    Some(start) => (1, u64::from(found.cost(&b.bundle, start, r.duration) <= limit), 0, 0),
+                    // A loser whose premiums alone met its surplus in `refine` cannot afford a
+                    // start at the reserve plus premium, unless a cap lowered some price.
+                    None if !may_afford[i] && !lowered => (0, 0, 1, 0),
+                    None => {
+                        let price = |row, res| found.at_row(res, row).micros();
+                        let (_, cheapest) = cheapest_start(b, r, rows, price, scratch);
+                        (0, 0, 1, u64::from(cheapest < limit))
+                    }
+                }
+            })
+            .reduce(|| (0, 0, 0, 0), tally)
+    });
+    if winners > 0 {
+        found.ir = rational as f64 / winners as f64;
+    }
+    if losers > 0 {
+        found.envy = envious as f64 / losers as f64;
+    }
+    found
+}
