@@ -206,7 +206,8 @@ fn counterfactual_blocker(
     local.reset(run.checkpoints.before(w).0, me.span());
     run.sales_since_checkpoint(sold, &mut local.grid, me.span(), w, pos);
     let mut fit = Fit::new(&local.grid, &my_reach);
-    // Where the counterfactual may differ from the real run: these cells.
+    // Where the counterfactual differs from the real run, and which way: at first, the cells
+    // it freed.
     dirty.clear();
     dirty.add(run.shares.of(pos), placed(p, &me, start), true);
     // Only bids reaching the rows the counterfactual holds can change them or be changed.
@@ -235,10 +236,10 @@ fn counterfactual_blocker(
                 // It failed at every start in the real run, and a start whose run has no more
                 // free anywhere than it had then fails again: only runs touching a raised cell
                 // can succeed.
-                let first_dirty = reach.first + u64::from(open.trailing_zeros());
-                let last_dirty = reach.first + 127 - u64::from(open.leading_zeros());
-                reach.first = reach.first.max((first_dirty + 1).saturating_sub(other.duration));
-                reach.last_end = reach.last_end.min(last_dirty + other.duration);
+                let first_raised = reach.first + u64::from(open.trailing_zeros());
+                let last_raised = reach.first + 127 - u64::from(open.leading_zeros());
+                reach.first = reach.first.max((first_raised + 1).saturating_sub(other.duration));
+                reach.last_end = reach.last_end.min(last_raised + other.duration);
             }
             let new_start = local.grid.find_start(&reach);
             if new_start != real_start {
