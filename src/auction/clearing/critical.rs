@@ -8,8 +8,8 @@
 //!
 //! Without the winner, later bids may be placed differently, and those changes cascade. The
 //! counterfactual is replayed lazily (see [`super::replay`]): only bids whose window reaches the
-//! rows it holds are visited, found through per-bucket bitsets over clearing positions and read
-//! from compact records in clearing order; a bid is placed as in the real run unless its window
+//! rows it holds are visited, found through the buckets of rows their spans reach
+//! ([`super::span`]); a bid is placed as in the real run unless its window
 //! touches a *dirty* cell (one where the counterfactual differs) in a way that could open a start
 //! the real run found blocked, or close the one it took. The replay keeps its own copy of the rows
 //! it has looked at, grown on demand from the nearest checkpoint of the real run, and tracks which
@@ -17,13 +17,16 @@
 //!
 //! A loser moved earlier finds exactly the state the real run had there, so its threshold is the
 //! least limit that ranks it before the first winner after which it no longer fits. That winner
-//! is found by binary search over checkpoints of the real run, then a short replay.
+//! is found by binary search over checkpoints of the real run, then a short replay of the real
+//! sales since that reach its span (merged from the buckets of rows they reach, so a long book
+//! with few checkpoints does not walk every winner in between).
 
 use std::ops::Range;
 
 use super::grid::{Grid, Reach, overlaps};
 use super::rank::least_limit_beating;
-use super::replay::{Dirty, Local, SaleIndex, Shares, SpanIndex, Visit, Way};
+use super::replay::{Dirty, Local, SaleIndex, Shares, Way};
+use super::span::{SpanIndex, Visit};
 use super::{Placement, Ranked};
 use crate::auction::book::BookBid;
 use crate::auction::config::PriorityRule;
@@ -43,7 +46,8 @@ pub(super) fn thresholds(
     let winners: Vec<(usize, u64)> = (0..bids.len()).filter_map(|i| p.starts[i].map(|s| (i, s))).collect();
     let shares = Shares::new(bids);
     let checkpoints = Checkpoints::new(initial, &shares, p, &winners);
-    let run = Run { bids, p, winners: &winners, shares, checkpoints };
+    let sold = SaleIndex::new(p, &winners, initial.lo);
+    let run = Run { bids, p, winners: &winners, shares, checkpoints, sold };
     winners_critical(rule, &run, initial, threads, &mut out);
     losers_needed(rule, &run, threads, &mut out);
     out
@@ -57,6 +61,8 @@ struct Run<'a> {
     winners: &'a [(usize, u64)],
     shares: Shares,
     checkpoints: Checkpoints,
+    /// The real sales by the buckets of rows they reach.
+    sold: SaleIndex,
 }
 
 impl Run<'_> {
@@ -68,17 +74,10 @@ impl Run<'_> {
     /// Brings `rows` of `grid`, holding the checkpoint before the first `n` winners, up to the
     /// real state before position `pos` (which those `n` winners precede): the real sales since
     /// the checkpoint that reach them.
-    fn sales_since_checkpoint(
-        &self,
-        sold: &SaleIndex,
-        grid: &mut Grid,
-        rows: Range<u64>,
-        n: usize,
-        pos: usize,
-    ) {
+    fn sales_since_checkpoint(&self, grid: &mut Grid, rows: Range<u64>, n: usize, pos: usize) {
         let held = self.checkpoints.before(n).1;
         if held < n {
-            sold.each_in(rows, self.winners[held].0..pos, |k, s, clip| {
+            self.sold.each_in(rows, self.winners[held].0..pos, |k, s, clip| {
                 self.take_sale(grid, k, s, clip);
             });
         }
@@ -138,7 +137,6 @@ fn winners_critical(
 ) {
     use rayon::prelude::*;
     let index = SpanIndex::new(run.p, initial.lo);
-    let sold = SaleIndex::new(run.p, run.winners, initial.lo);
     let n = run.winners.len();
     let threads = threads.clamp(1, n.max(1));
     // Batches small enough for every thread to take several, so none waits on the last.
@@ -150,7 +148,7 @@ fn winners_critical(
                 || (Local::default(), Dirty::new(initial)),
                 |scratch, k| {
                     let batch = k * per_take..((k + 1) * per_take).min(n);
-                    critical_of(rule, run, (&index, &sold), scratch, batch)
+                    critical_of(rule, run, &index, scratch, batch)
                 },
             )
             .flatten_iter()
@@ -165,7 +163,7 @@ fn winners_critical(
 fn critical_of(
     rule: PriorityRule,
     run: &Run<'_>,
-    (index, sold): (&SpanIndex, &SaleIndex),
+    index: &SpanIndex,
     (local, dirty): &mut (Local, Dirty),
     batch: Range<usize>,
 ) -> Vec<(usize, u64)> {
@@ -173,7 +171,7 @@ fn critical_of(
     for w in batch {
         let (i, _) = run.winners[w];
         let me = &run.p.ranked[i];
-        let blocker = counterfactual_blocker(run, w, (local, dirty), (index, sold));
+        let blocker = counterfactual_blocker(run, w, (local, dirty), index);
         found.push((
             i,
             match blocker {
@@ -195,7 +193,7 @@ fn counterfactual_blocker(
     run: &Run<'_>,
     w: usize,
     (local, dirty): (&mut Local, &mut Dirty),
-    (index, sold): (&SpanIndex, &SaleIndex),
+    index: &SpanIndex,
 ) -> Option<usize> {
     let (p, lo) = (run.p, index.lo);
     let (pos, start) = run.winners[w];
@@ -204,7 +202,7 @@ fn counterfactual_blocker(
     // The real state just before it, on the rows of its span: the nearest checkpoint's, plus
     // the real sales since that reach them.
     local.reset(run.checkpoints.before(w).0, me.span());
-    run.sales_since_checkpoint(sold, &mut local.grid, me.span(), w, pos);
+    run.sales_since_checkpoint(&mut local.grid, me.span(), w, pos);
     let mut fit = Fit::new(&local.grid, &my_reach);
     // Where the counterfactual differs from the real run, and which way: at first, the cells
     // it freed.
@@ -226,7 +224,7 @@ fn counterfactual_blocker(
                 // point, the nearest checkpoint's plus the real sales since.
                 let n = run.winners.partition_point(|&(at, _)| at < q);
                 grid.copy_rows(run.checkpoints.before(n).0, rows.clone());
-                run.sales_since_checkpoint(sold, grid, rows, n, q);
+                run.sales_since_checkpoint(grid, rows, n, q);
             });
             scan.widen(local.rows.clone());
             let mut reach = p.reach(run.bids, q);
@@ -386,14 +384,17 @@ fn loser_needs(rule: PriorityRule, run: &Run<'_>, local: &mut Local, i: usize) -
         if checkpoints.states[mid].find_start(&reach).is_some() { lo = mid } else { hi = mid - 1 }
     }
     local.reset(&checkpoints.states[lo], me.span());
-    let blocker = winners[lo * checkpoints.every..before].iter().find(|&&(k, s)| {
+    // The real sales since that checkpoint reaching its span, in clearing order.
+    let since = lo * checkpoints.every;
+    let positions = winners.get(since).map_or(i, |&(at, _)| at)..i;
+    let blocker = run.sold.in_order(me.span(), positions).find(|&(k, s)| {
         let r = &p.ranked[k];
         r.mask & me.mask != 0
             && overlaps(&placed(p, r, s), &me.span())
             && local.take(run.shares.of(k), s, r.duration)
             && local.grid.find_start(&reach).is_none()
     });
-    let Some(&(at, _)) = blocker else {
+    let Some((at, _)) = blocker else {
         debug_assert!(false, "a loser stops fitting before its own position");
         return None;
     };

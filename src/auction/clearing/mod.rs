@@ -9,6 +9,7 @@ mod pool;
 mod rank;
 mod replay;
 mod rows;
+mod span;
 
 use std::ops::Range;
 

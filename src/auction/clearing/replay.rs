@@ -1,11 +1,13 @@
-//! The machinery of counterfactual replays: which bids reach which rows, which real sales
-//! touched them, which cells differ, and a growing private copy of the rows looked at.
+//! The machinery of counterfactual replays: which real sales touched which rows, which cells
+//! differ, and a growing private copy of the rows looked at (which bids reach which rows is
+//! [`super::span`]).
 
 use std::ops::Range;
 
 use super::Placement;
 use super::critical::placed;
 use super::grid::Grid;
+use super::span::BUCKET;
 use crate::auction::book::BookBid;
 
 /// Which way the counterfactual differs from the real run in a cell.
@@ -153,99 +155,6 @@ impl Dirty {
     }
 }
 
-/// Slots per bucket of the span index.
-const BUCKET: u64 = 64;
-
-/// What a replay needs of a bid to decide whether its placement may change, stored in the span
-/// index so a scan reads buckets front to back instead of jumping about the book. Slots are
-/// relative to the index's first row.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Visit {
-    /// The slots of its span that blocked it in the real run, when `tracked`.
-    blocked: u128,
-    pub(super) pos: u32,
-    first: u32,
-    end: u32,
-    duration: u32,
-    /// Its real start, `u32::MAX` for a loser.
-    start: u32,
-    pub(super) mask: u16,
-    tracked: bool,
-}
-
-impl Visit {
-    pub(super) fn span(&self, lo: u64) -> Range<u64> {
-        lo + u64::from(self.first)..lo + u64::from(self.end)
-    }
-
-    pub(super) fn duration(&self) -> u64 {
-        u64::from(self.duration)
-    }
-
-    pub(super) fn real_start(&self, lo: u64) -> Option<u64> {
-        (self.start != u32::MAX).then(|| lo + u64::from(self.start))
-    }
-
-    pub(super) fn blocked(&self) -> Option<u128> {
-        self.tracked.then_some(self.blocked)
-    }
-}
-
-/// Every bid's [`Visit`] by clearing position, and for each bucket of [`BUCKET`] slots a bitset
-/// over positions of the bids whose span reaches into it.
-#[derive(Debug)]
-pub(super) struct SpanIndex {
-    pub(super) lo: u64,
-    visits: Vec<Visit>,
-    /// Words per bucket.
-    words: usize,
-    bits: Vec<u64>,
-}
-
-impl SpanIndex {
-    pub(super) fn new(p: &Placement, lo: u64) -> SpanIndex {
-        let rel = |slot: u64| u32::try_from(slot - lo).expect("the grid's rows fit in u32");
-        let visits: Vec<Visit> = (p.ranked.iter().enumerate())
-            .map(|(pos, r)| {
-                let span = r.span();
-                Visit {
-                    blocked: p.blocked[pos].unwrap_or(0),
-                    pos: pos as u32,
-                    first: rel(span.start),
-                    end: rel(span.end),
-                    duration: u32::try_from(r.duration).expect("runs fit in u32"),
-                    start: p.starts[pos].map_or(u32::MAX, rel),
-                    mask: r.mask,
-                    tracked: p.blocked[pos].is_some(),
-                }
-            })
-            .collect();
-        let words = visits.len().div_ceil(64);
-        let buckets = visits.iter().map(|v| (v.end as u64 - 1) / BUCKET + 1).max().unwrap_or(0) as usize;
-        let mut bits = vec![0u64; buckets * words];
-        for (pos, v) in visits.iter().enumerate() {
-            for b in u64::from(v.first) / BUCKET..=(u64::from(v.end) - 1) / BUCKET {
-                bits[b as usize * words + pos / 64] |= 1 << (pos % 64);
-            }
-        }
-        SpanIndex { lo, visits, words, bits }
-    }
-
-    fn bucket_range(&self, rows: &Range<u64>) -> Range<usize> {
-        let buckets = self.bits.len() / self.words.max(1);
-        let first = ((rows.start - self.lo) / BUCKET) as usize;
-        let last = ((rows.end - 1 - self.lo) / BUCKET) as usize;
-        first.min(buckets)..(last + 1).min(buckets)
-    }
-
-    /// The bids after position `after` reaching `rows`, in order.
-    pub(super) fn scan(&self, after: usize, rows: Range<u64>) -> Scan<'_> {
-        let mut scan = Scan { index: self, covered: 0..0, next: after + 1, at: 0, word: 0 };
-        scan.widen(rows);
-        scan
-    }
-}
-
 /// For each bucket of [`BUCKET`] slots, the real run's sales reaching into it, in clearing
 /// order: `(bid, start)`.
 #[derive(Debug)]
@@ -268,6 +177,22 @@ impl SaleIndex {
             }
         }
         SaleIndex { lo, buckets }
+    }
+
+    /// The real sales at a position in `positions` reaching `rows`, in clearing order, each
+    /// once: `(bid, start)`.
+    pub(super) fn in_order(&self, rows: Range<u64>, positions: Range<usize>) -> InOrder<'_> {
+        let first = ((rows.start - self.lo) / BUCKET) as usize;
+        let last = ((rows.end - 1 - self.lo) / BUCKET) as usize;
+        let lists = (first..=last.min(self.buckets.len().saturating_sub(1)))
+            .map(|b| {
+                let list = &self.buckets[b];
+                let from = list.partition_point(|&(i, _)| (i as usize) < positions.start);
+                let to = from + list[from..].partition_point(|&(i, _)| (i as usize) < positions.end);
+                &list[from..to]
+            })
+            .collect();
+        InOrder { lists }
     }
 
     /// Calls `each(bid, start, clip)` for every real sale at a position in `positions` with its
@@ -295,60 +220,22 @@ impl SaleIndex {
     }
 }
 
-/// The positions set in any covered bucket's bitset, ascending, over a growing range of rows.
-#[derive(Debug)]
-pub(super) struct Scan<'a> {
-    index: &'a SpanIndex,
-    covered: Range<usize>,
-    /// The next position to look at.
-    next: usize,
-    /// The covered buckets' bits of word `at`, from `next` on.
-    at: usize,
-    word: u64,
+/// Real sales merged from several buckets' lists in clearing order, each once.
+pub(super) struct InOrder<'a> {
+    lists: Vec<&'a [(u32, u64)]>,
 }
 
-impl Scan<'_> {
-    /// Covers the buckets of `rows` too, from the current position on.
-    pub(super) fn widen(&mut self, rows: Range<u64>) {
-        let want = self.index.bucket_range(&rows);
-        let covered = if self.covered.is_empty() {
-            want
-        } else {
-            want.start.min(self.covered.start)..want.end.max(self.covered.end)
-        };
-        if covered != self.covered {
-            self.covered = covered;
-            self.at = self.next / 64;
-            self.word = self.load(self.next);
-        }
-    }
+impl Iterator for InOrder<'_> {
+    type Item = (usize, u64);
 
-    /// The covered bits of the word holding `pos`, from `pos` on.
-    fn load(&self, pos: usize) -> u64 {
-        let (w, words) = (pos / 64, self.index.words);
-        if w >= words {
-            return 0;
-        }
-        let any = self.covered.clone().fold(0, |acc, b| acc | self.index.bits[b * words + w]);
-        any & (u64::MAX << (pos % 64))
-    }
-}
-
-impl<'a> Iterator for Scan<'a> {
-    type Item = &'a Visit;
-
-    fn next(&mut self) -> Option<&'a Visit> {
-        while self.word == 0 {
-            self.at += 1;
-            if self.at >= self.index.words {
-                return None;
+    fn next(&mut self) -> Option<(usize, u64)> {
+        let &(least, start) = self.lists.iter().filter_map(|l| l.first()).min_by_key(|&&(i, _)| i)?;
+        for list in &mut self.lists {
+            if list.first().is_some_and(|&(i, _)| i == least) {
+                *list = &list[1..];
             }
-            self.word = self.load(self.at * 64);
         }
-        let pos = self.at * 64 + self.word.trailing_zeros() as usize;
-        self.word &= self.word - 1;
-        self.next = pos + 1;
-        Some(&self.index.visits[pos])
+        Some((least as usize, start))
     }
 }
 
