@@ -4,7 +4,8 @@
 //! before, so it wins at a later position exactly when it still fits in the state the *other*
 //! bids leave there. Those states only fill up, so there is a first bid after which it no longer
 //! fits: the *blocker*. Its critical value is the least limit that still ranks it before the
-//! blocker (the reserve if there is none).
+//! blocker (the reserve if there is none, or if it would rank before the blocker even at its
+//! reserve: so a replay stops at the first bid it would beat at its reserve).
 //!
 //! Without the winner, later bids may be placed differently, and those changes cascade. The
 //! counterfactual is replayed lazily (see [`super::replay`]): only bids whose window reaches the
@@ -24,7 +25,7 @@
 use std::ops::Range;
 
 use super::grid::{Grid, Reach, overlaps};
-use super::rank::least_limit_beating;
+use super::rank::{beats, key, least_limit_beating};
 use super::replay::{Dirty, Local, SaleIndex, Shares, Way};
 use super::span::{SpanIndex, Visit};
 use super::{Placement, Ranked};
@@ -171,7 +172,7 @@ fn critical_of(
     for w in batch {
         let (i, _) = run.winners[w];
         let me = &run.p.ranked[i];
-        let blocker = counterfactual_blocker(run, w, (local, dirty), index);
+        let blocker = counterfactual_blocker(run, w, reserve_rank(rule, run.p, i), (local, dirty), index);
         found.push((
             i,
             match blocker {
@@ -187,11 +188,22 @@ fn critical_of(
     found
 }
 
+/// The first position after winner `pos` holding a bid it would rank before even at its
+/// reserve. Its critical value against a blocker there or later is the reserve, as it is with no
+/// blocker, so its replay need not look further.
+fn reserve_rank(rule: PriorityRule, p: &Placement, pos: usize) -> usize {
+    let me = &p.ranked[pos];
+    let at_reserve = key(rule, me.reserve, me.size);
+    let later = &p.ranked[pos + 1..];
+    pos + 1 + later.partition_point(|r| !beats(at_reserve, me.order, r.key, r.order))
+}
+
 /// The position of the first bid after which winner `run.winners[w]` no longer fits when it is
-/// left out, or `None` if it always fits.
+/// left out, or `None` if it always fits or first stops fitting at `until` or later.
 fn counterfactual_blocker(
     run: &Run<'_>,
     w: usize,
+    until: usize,
     (local, dirty): (&mut Local, &mut Dirty),
     index: &SpanIndex,
 ) -> Option<usize> {
@@ -212,6 +224,9 @@ fn counterfactual_blocker(
     let mut scan = index.scan(pos, me.span());
     while let Some(visit) = scan.next() {
         let q = visit.pos as usize;
+        if q >= until {
+            break;
+        }
         let real_start = visit.real_start(lo);
         let new_start = if !may_change(dirty, visit, lo) {
             // Untouched by the change: placed as in the real run.
@@ -403,8 +418,37 @@ fn loser_needs(rule: PriorityRule, run: &Run<'_>, local: &mut Local, i: usize) -
 
 #[cfg(test)]
 mod tests {
-    use super::super::rank::key;
+    use super::super::Rows;
     use super::*;
+
+    #[test]
+    fn replays_stop_where_the_winner_would_rank_first_even_at_its_reserve() {
+        let bid = |key: f64, order: u64, reserve: u64| Ranked {
+            key,
+            order,
+            size: 1,
+            first: 0,
+            last_end: 1,
+            duration: 1,
+            limit: key as u64,
+            reserve,
+            mask: 1,
+        };
+        // By value, a winner of limit 10 and reserve 5 accepted fifth: at its reserve it ties
+        // the bids of key 5 and ranks before those accepted after it.
+        let ranked = vec![bid(10.0, 5, 5), bid(8.0, 1, 0), bid(5.0, 3, 0), bid(5.0, 7, 0), bid(1.0, 2, 0)];
+        let n = ranked.len();
+        let p = Placement { ranked, starts: vec![Some(0); n], blocked: vec![None; n], rows: Rows::default() };
+        assert_eq!(reserve_rank(PriorityRule::Value, &p, 0), 3);
+        // A blocker there or later leaves it its reserve, as no blocker does.
+        let rival = &p.ranked[3];
+        assert_eq!(threshold_against(PriorityRule::Value, &p.ranked[0], rival, (5, 10)), Some(5));
+        // With no reserve it ranks before none of them at that price: no replay is cut short.
+        let ranked = vec![bid(10.0, 5, 0), bid(8.0, 1, 0), bid(1.0, 2, 0)];
+        let free =
+            Placement { ranked, starts: vec![Some(0); 3], blocked: vec![None; 3], rows: Rows::default() };
+        assert_eq!(reserve_rank(PriorityRule::Value, &free, 0), 3);
+    }
 
     #[test]
     fn runs_of_open_slots() {
