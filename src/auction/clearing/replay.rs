@@ -7,7 +7,7 @@ use std::ops::Range;
 use super::Placement;
 use super::critical::placed;
 use super::grid::Grid;
-use super::span::BUCKET;
+use super::span::{BUCKET, buckets_of};
 use crate::auction::book::BookBid;
 
 /// Which way the counterfactual differs from the real run in a cell.
@@ -167,26 +167,30 @@ impl SaleIndex {
     pub(super) fn new(p: &Placement, winners: &[(usize, u64)], lo: u64) -> SaleIndex {
         let mut buckets: Vec<Vec<(u32, u64)>> = Vec::new();
         for &(i, start) in winners {
-            let run = placed(p, &p.ranked[i], start);
-            let (first, last) = ((run.start - lo) / BUCKET, (run.end - 1 - lo) / BUCKET);
-            if buckets.len() <= last as usize {
-                buckets.resize_with(last as usize + 1, Vec::new);
+            let reached = buckets_of(lo, &placed(p, &p.ranked[i], start));
+            if buckets.len() < reached.end {
+                buckets.resize_with(reached.end, Vec::new);
             }
-            for b in first..=last {
-                buckets[b as usize].push((i as u32, start));
+            for b in reached {
+                buckets[b].push((i as u32, start));
             }
         }
         SaleIndex { lo, buckets }
     }
 
+    /// The buckets `rows` reach that the index has: each bucket's first row and its sales.
+    fn reached(&self, rows: &Range<u64>) -> impl Iterator<Item = (u64, &[(u32, u64)])> {
+        let reached = buckets_of(self.lo, rows);
+        (reached.start..reached.end.min(self.buckets.len()))
+            .map(|b| (self.lo + b as u64 * BUCKET, self.buckets[b].as_slice()))
+    }
+
     /// The real sales at a position in `positions` reaching `rows`, in clearing order, each
     /// once: `(bid, start)`.
     pub(super) fn in_order(&self, rows: Range<u64>, positions: Range<usize>) -> InOrder<'_> {
-        let first = ((rows.start - self.lo) / BUCKET) as usize;
-        let last = ((rows.end - 1 - self.lo) / BUCKET) as usize;
-        let lists = (first..=last.min(self.buckets.len().saturating_sub(1)))
-            .map(|b| {
-                let list = &self.buckets[b];
+        let lists = self
+            .reached(&rows)
+            .map(|(_, list)| {
                 let from = list.partition_point(|&(i, _)| (i as usize) < positions.start);
                 let to = from + list[from..].partition_point(|&(i, _)| (i as usize) < positions.end);
                 &list[from..to]
@@ -203,12 +207,8 @@ impl SaleIndex {
         positions: Range<usize>,
         mut each: impl FnMut(usize, u64, Range<u64>),
     ) {
-        let first = ((rows.start - self.lo) / BUCKET) as usize;
-        let last = ((rows.end - 1 - self.lo) / BUCKET) as usize;
-        for b in first..=last.min(self.buckets.len().saturating_sub(1)) {
-            let bucket = self.lo + b as u64 * BUCKET;
+        for (bucket, list) in self.reached(&rows) {
             let clip = rows.start.max(bucket)..rows.end.min(bucket + BUCKET);
-            let list = &self.buckets[b];
             let from = list.partition_point(|&(i, _)| (i as usize) < positions.start);
             for &(i, start) in &list[from..] {
                 if i as usize >= positions.end {

@@ -17,6 +17,11 @@ use super::Placement;
 /// Slots per bucket.
 pub(super) const BUCKET: u64 = 64;
 
+/// The buckets `rows` reach, counted from row `lo`.
+pub(super) fn buckets_of(lo: u64, rows: &Range<u64>) -> Range<usize> {
+    ((rows.start - lo) / BUCKET) as usize..((rows.end - 1 - lo) / BUCKET) as usize + 1
+}
+
 /// What a replay needs of a bid to decide whether its placement may change. Slots are relative
 /// to the index's first row.
 #[derive(Clone, Copy, Debug)]
@@ -95,9 +100,8 @@ impl SpanIndex {
                 }
             })
             .collect();
-        let reached =
-            |v: &Visit| (u64::from(v.first) / BUCKET) as usize..=((u64::from(v.end) - 1) / BUCKET) as usize;
-        let buckets = visits.iter().map(|v| reached(v).end() + 1).max().unwrap_or(0);
+        let reached = |v: &Visit| buckets_of(0, &(u64::from(v.first)..u64::from(v.end)));
+        let buckets = visits.iter().map(|v| reached(v).end).max().unwrap_or(0);
         let mut at = vec![0usize; buckets + 1];
         for v in &visits {
             for b in reached(v) {
@@ -135,9 +139,8 @@ impl SpanIndex {
     }
 
     fn bucket_range(&self, rows: &Range<u64>) -> Range<usize> {
-        let first = ((rows.start - self.lo) / BUCKET) as usize;
-        let last = ((rows.end - 1 - self.lo) / BUCKET) as usize;
-        first.min(self.buckets)..(last + 1).min(self.buckets)
+        let reached = buckets_of(self.lo, rows);
+        reached.start.min(self.buckets)..reached.end.min(self.buckets)
     }
 
     /// The bids after position `after` reaching `rows`, in order.
