@@ -25,6 +25,7 @@
 use std::ops::Range;
 
 use super::grid::{Grid, Reach, overlaps};
+use super::openings::Live;
 use super::rank::{beats, key, least_limit_beating};
 use super::replay::{Dirty, Local, SaleIndex, Shares, Way};
 use super::span::{SpanIndex, Visit};
@@ -146,7 +147,7 @@ fn winners_critical(
         (0..n.div_ceil(per_take))
             .into_par_iter()
             .map_init(
-                || (Local::default(), Dirty::new(initial)),
+                || (Local::default(), Dirty::new(initial), Live::default()),
                 |scratch, k| {
                     let batch = k * per_take..((k + 1) * per_take).min(n);
                     critical_of(rule, run, &index, scratch, batch)
@@ -165,14 +166,15 @@ fn critical_of(
     rule: PriorityRule,
     run: &Run<'_>,
     index: &SpanIndex,
-    (local, dirty): &mut (Local, Dirty),
+    (local, dirty, live): &mut (Local, Dirty, Live),
     batch: Range<usize>,
 ) -> Vec<(usize, u64)> {
     let mut found = Vec::with_capacity(batch.len());
     for w in batch {
         let (i, _) = run.winners[w];
         let me = &run.p.ranked[i];
-        let blocker = counterfactual_blocker(run, w, reserve_rank(rule, run.p, i), (local, dirty), index);
+        let blocker =
+            counterfactual_blocker(run, w, reserve_rank(rule, run.p, i), (local, dirty, live), index);
         found.push((
             i,
             match blocker {
@@ -204,7 +206,7 @@ fn counterfactual_blocker(
     run: &Run<'_>,
     w: usize,
     until: usize,
-    (local, dirty): (&mut Local, &mut Dirty),
+    (local, dirty, live): (&mut Local, &mut Dirty, &mut Live),
     index: &SpanIndex,
 ) -> Option<usize> {
     let (p, lo) = (run.p, index.lo);
@@ -219,9 +221,12 @@ fn counterfactual_blocker(
     // Where the counterfactual differs from the real run, and which way: at first, the cells
     // it freed.
     dirty.clear();
-    dirty.add(run.shares.of(pos), placed(p, &me, start), true);
-    // Only bids reaching the rows the counterfactual holds can change them or be changed.
-    let mut scan = index.scan(pos, me.span());
+    let freed = placed(p, &me, start);
+    dirty.add(run.shares.of(pos), freed.clone(), true);
+    // Only bids reaching the rows the counterfactual holds can change them or be changed, and
+    // of the losers only those with enough raised rows about them.
+    let mut scan = index.scan(pos, me.span(), live);
+    scan.raised(&freed, |b| dirty.raised_rows(b));
     while let Some(visit) = scan.next() {
         let q = visit.pos as usize;
         if q >= until {
@@ -257,11 +262,12 @@ fn counterfactual_blocker(
             let new_start = local.grid.find_start(&reach);
             if new_start != real_start {
                 // Its real sale is not taken now, its new one is.
-                if let Some(s) = real_start {
-                    dirty.add(run.shares.of(q), placed(p, other, s), true);
-                }
-                if let Some(s) = new_start {
-                    dirty.add(run.shares.of(q), placed(p, other, s), false);
+                for (s, freed) in [(real_start, true), (new_start, false)] {
+                    if let Some(s) = s {
+                        let rows = placed(p, other, s);
+                        dirty.add(run.shares.of(q), rows.clone(), freed);
+                        scan.raised(&rows, |b| dirty.raised_rows(b));
+                    }
                 }
             }
             new_start

@@ -5,6 +5,7 @@
 mod critical;
 mod discovery;
 mod grid;
+mod openings;
 mod pool;
 mod rank;
 mod replay;

@@ -136,6 +136,11 @@ impl Dirty {
             .then(|| Dirty::resources(mask & self.marked).fold(0, |acc, r| acc | self.window(r, &rows, way)))
     }
 
+    /// How many rows of bucket `b` (of [`BUCKET`] rows from the grid's first) have a raised cell.
+    pub(super) fn raised_rows(&self, b: usize) -> u32 {
+        Dirty::resources(self.marked).fold(0, |acc, r| acc | self.up[r * self.words + b]).count_ones()
+    }
+
     /// Whether any cell of `rows` of a resource in `mask` changed `way`.
     pub(super) fn touches(&self, mask: u16, rows: Range<u64>, way: Way) -> bool {
         let mask = mask & self.marked;

@@ -13,6 +13,7 @@
 use std::ops::Range;
 
 use super::Placement;
+use super::openings::{Live, Openings, fewest_blocking};
 
 /// Slots per bucket.
 pub(super) const BUCKET: u64 = 64;
@@ -55,15 +56,39 @@ impl Visit {
     pub(super) fn blocked(&self) -> Option<u128> {
         self.tracked.then(|| u128::from(self.blocked[0]) | u128::from(self.blocked[1]) << 64)
     }
+
+    /// Its span, relative to the index's first row.
+    pub(super) fn rows(&self) -> Range<u64> {
+        u64::from(self.first)..u64::from(self.end)
+    }
+
+    /// A loser at `pos` over `rows` (relative to the index's first row), blocked everywhere.
+    #[cfg(test)]
+    pub(super) fn loser(pos: u32, rows: Range<u64>, duration: u32) -> Visit {
+        let (first, end) = (rows.start as u32, rows.end as u32);
+        Visit { blocked: [u64::MAX; 2], pos, first, end, duration, start: u32::MAX, mask: 1, tracked: true }
+    }
+
+    /// For a loser whose blocked rows are tracked, the fewest of them any of its starts met.
+    fn fewest_blocking(&self) -> Option<u32> {
+        if self.start != u32::MAX {
+            return None;
+        }
+        let width = u64::from(self.end - self.first);
+        self.blocked().and_then(|b| fewest_blocking(b, width, self.duration()))
+    }
 }
 
 /// For each bucket of [`BUCKET`] slots, the bids whose span reaches into it, in one of the two
-/// layouts of the module's header.
+/// layouts of the module's header; losers whose blocking rows are known, apart, by what could
+/// open them ([`super::openings`]).
 #[derive(Debug)]
 pub(super) struct SpanIndex {
     pub(super) lo: u64,
     buckets: usize,
+    /// Winners, and losers listed by their span alone.
     lists: Lists,
+    openings: Openings,
 }
 
 #[derive(Debug)]
@@ -100,42 +125,49 @@ impl SpanIndex {
                 }
             })
             .collect();
-        let reached = |v: &Visit| buckets_of(0, &(u64::from(v.first)..u64::from(v.end)));
+        let reached = |v: &Visit| buckets_of(0, &v.rows());
         let buckets = visits.iter().map(|v| reached(v).end).max().unwrap_or(0);
-        let mut at = vec![0usize; buckets + 1];
+        // Losers that need a known number of raised rows wait in the openings; every other bid
+        // is visited wherever the replay's rows reach it.
+        let (mut losers, mut listed) = (Vec::new(), vec![false; visits.len()]);
         for v in &visits {
+            match v.fewest_blocking() {
+                Some(k) if k > 0 => losers.push((*v, k)),
+                _ => listed[v.pos as usize] = true,
+            }
+        }
+        let openings = Openings::new(buckets, &losers);
+        let mut at = vec![0usize; buckets + 1];
+        for v in visits.iter().filter(|v| listed[v.pos as usize]) {
             for b in reached(v) {
                 at[b + 1] += 1;
             }
         }
         let words = visits.len().div_ceil(64);
-        let listed: usize = at.iter().sum();
+        let entries: usize = at.iter().sum();
         // Bitsets when they take no more words than the lists take records twice over.
-        if dense.unwrap_or(buckets * words <= 2 * listed) {
+        if dense.unwrap_or(buckets * words <= 2 * entries) {
             let mut bits = vec![0u64; buckets * words];
-            for (pos, v) in visits.iter().enumerate() {
+            for (pos, v) in visits.iter().enumerate().filter(|&(pos, _)| listed[pos]) {
                 for b in reached(v) {
                     bits[b * words + pos / 64] |= 1 << (pos % 64);
                 }
             }
-            return SpanIndex { lo, buckets, lists: Lists::Dense { visits, words, bits } };
+            return SpanIndex { lo, buckets, lists: Lists::Dense { visits, words, bits }, openings };
         }
         for b in 0..buckets {
             at[b + 1] += at[b];
         }
         let mut fill = at[..buckets].to_vec();
-        let Some(&any) = visits.first() else {
-            return SpanIndex { lo, buckets, lists: Lists::Sparse { at, visits, positions: Vec::new() } };
-        };
-        let mut listed = vec![any; at[buckets]];
-        for v in &visits {
+        let mut records = visits.first().map_or_else(Vec::new, |&any| vec![any; at[buckets]]);
+        for v in visits.iter().filter(|v| listed[v.pos as usize]) {
             for b in reached(v) {
-                listed[fill[b]] = *v;
+                records[fill[b]] = *v;
                 fill[b] += 1;
             }
         }
-        let positions = listed.iter().map(|v| v.pos).collect();
-        SpanIndex { lo, buckets, lists: Lists::Sparse { at, visits: listed, positions } }
+        let positions = records.iter().map(|v| v.pos).collect();
+        SpanIndex { lo, buckets, lists: Lists::Sparse { at, visits: records, positions }, openings }
     }
 
     fn bucket_range(&self, rows: &Range<u64>) -> Range<usize> {
@@ -143,28 +175,41 @@ impl SpanIndex {
         reached.start.min(self.buckets)..reached.end.min(self.buckets)
     }
 
-    /// The bids after position `after` reaching `rows`, in order.
-    pub(super) fn scan(&self, after: usize, rows: Range<u64>) -> Scan<'_> {
-        let mut scan =
-            Scan { index: self, covered: 0..0, next: after + 1, at: 0, word: 0, heads: Vec::new() };
+    /// The bids after position `after` that a replay holding `rows`, and raising none of them
+    /// yet, must visit, in order; `live` is the scan's scratch.
+    pub(super) fn scan<'a>(&'a self, after: usize, rows: Range<u64>, live: &'a mut Live) -> Scan<'a> {
+        live.reset(&self.openings);
+        let mut scan = Scan {
+            index: self,
+            covered: 0..0,
+            next: after + 1,
+            at: 0,
+            word: 0,
+            heads: Vec::new(),
+            ahead: None,
+            live,
+        };
         scan.widen(rows);
         scan
     }
 }
 
-/// The bids of the covered buckets, in clearing order and each once, over a growing range of
-/// rows.
+/// The bids a replay visits, in clearing order and each once: those of the covered buckets
+/// listed by span, over a growing range of rows, merged with the losers of the open lists.
 #[derive(Debug)]
 pub(super) struct Scan<'a> {
     index: &'a SpanIndex,
     covered: Range<usize>,
-    /// The next position to look at.
+    /// The position after the last bid yielded.
     next: usize,
-    /// Dense: the covered buckets' bits of word `at`, from `next` on.
+    /// Dense: the covered buckets' bits of word `at`, from where the listed stream stands on.
     at: usize,
     word: u64,
     /// Sparse: per covered bucket, where it is in its list.
     heads: Vec<Head>,
+    /// The listed stream's next bid, once fetched (`Some(None)` when it is done).
+    ahead: Option<Option<&'a Visit>>,
+    live: &'a mut Live,
 }
 
 /// A covered bucket's place in its list: the next record, the list's end, and the record's
@@ -176,7 +221,7 @@ struct Head {
     pos: u32,
 }
 
-impl Scan<'_> {
+impl<'a> Scan<'a> {
     /// Covers the buckets of `rows` too, from the current position on.
     pub(super) fn widen(&mut self, rows: Range<u64>) {
         let want = self.index.bucket_range(&rows);
@@ -189,6 +234,7 @@ impl Scan<'_> {
             return;
         }
         self.covered = covered;
+        self.ahead = None;
         let next = self.next;
         match &self.index.lists {
             Lists::Dense { .. } => {
@@ -206,6 +252,14 @@ impl Scan<'_> {
         }
     }
 
+    /// Notes that the replay's raised cells changed in `rows`: `raised_in(bucket)` counts the
+    /// rows of a bucket with a raised cell now. Losers of lists that open are met from here on.
+    pub(super) fn raised(&mut self, rows: &Range<u64>, raised_in: impl Fn(usize) -> u32) {
+        let lo = self.index.lo;
+        let rel = rows.start - lo..rows.end - lo;
+        self.live.update(&self.index.openings, &rel, self.next, raised_in);
+    }
+
     /// Dense: the covered buckets' bits of word `w`.
     fn load(&self, w: usize) -> u64 {
         let Lists::Dense { words, bits, .. } = &self.index.lists else { return 0 };
@@ -214,12 +268,9 @@ impl Scan<'_> {
         }
         self.covered.clone().fold(0, |acc, b| acc | bits[b * words + w])
     }
-}
 
-impl<'a> Iterator for Scan<'a> {
-    type Item = &'a Visit;
-
-    fn next(&mut self) -> Option<&'a Visit> {
+    /// The listed stream's next bid, moving past it.
+    fn fetch(&mut self) -> Option<&'a Visit> {
         match &self.index.lists {
             Lists::Dense { visits, words, .. } => {
                 while self.word == 0 {
@@ -231,7 +282,6 @@ impl<'a> Iterator for Scan<'a> {
                 }
                 let pos = self.at * 64 + self.word.trailing_zeros() as usize;
                 self.word &= self.word - 1;
-                self.next = pos + 1;
                 Some(&visits[pos])
             }
             Lists::Sparse { visits, positions, .. } => {
@@ -247,10 +297,34 @@ impl<'a> Iterator for Scan<'a> {
                         head.pos = if head.at < head.end { positions[head.at] } else { u32::MAX };
                     }
                 }
-                self.next = least as usize + 1;
                 Some(&visits[found])
             }
         }
+    }
+}
+
+impl<'a> Iterator for Scan<'a> {
+    type Item = &'a Visit;
+
+    fn next(&mut self) -> Option<&'a Visit> {
+        let listed = match self.ahead {
+            Some(v) => v,
+            None => {
+                let v = self.fetch();
+                self.ahead = Some(v);
+                v
+            }
+        };
+        let listed_pos = listed.map_or(u32::MAX, |v| v.pos);
+        let loser = self.live.peek();
+        let visit = if listed_pos <= loser {
+            self.ahead = None;
+            listed?
+        } else {
+            self.live.take(&self.index.openings)
+        };
+        self.next = visit.pos as usize + 1;
+        Some(visit)
     }
 }
 
@@ -289,23 +363,38 @@ mod tests {
         Placement { ranked, starts, blocked, rows: Rows::default() }
     }
 
-    /// What a scan yields, by position and record, widened to `more` after `widen_at` visits.
+    /// What a scan yields, by position and record, widened to `more` after `widen_at` visits,
+    /// when it also raises every row of the buckets of `raised` once it has visited `raise_at`.
     fn scanned(
         index: &SpanIndex,
-        after: usize,
-        rows: Range<u64>,
-        widen_at: usize,
-        more: Range<u64>,
+        (after, rows): (usize, Range<u64>),
+        (widen_at, more): (usize, Range<u64>),
+        (raise_at, raised): (usize, Range<u64>),
     ) -> Vec<(u32, u128, u64)> {
-        let mut scan = index.scan(after, rows);
+        let mut live = Live::default();
+        let mut scan = index.scan(after, rows, &mut live);
         let mut out = Vec::new();
+        if raise_at == 0 {
+            scan.raised(&raised, |_| BUCKET as u32);
+        }
         while let Some(v) = scan.next() {
             out.push((v.pos, v.blocked().unwrap(), v.span(index.lo).start));
             if out.len() == widen_at {
                 scan.widen(more.clone());
             }
+            if out.len() == raise_at {
+                scan.raised(&raised, |_| BUCKET as u32);
+            }
         }
         out
+    }
+
+    /// Whether the bid at `i` waits in the openings: a loser some start of which met a blocked
+    /// row.
+    fn waits(p: &Placement, i: usize) -> bool {
+        let r = &p.ranked[i];
+        p.starts[i].is_none()
+            && fewest_blocking(p.blocked[i].unwrap(), r.last_end - r.first, r.duration).is_some_and(|k| k > 0)
     }
 
     #[test]
@@ -330,6 +419,7 @@ mod tests {
                 (n - 1, 1000..1000 + slots, 0, 1000..1001),
             ] {
                 let want: Vec<_> = (after + 1..n)
+                    .filter(|&i| !waits(&p, i))
                     .filter(|&i| {
                         let r = &p.ranked[i];
                         let reaches = |rows: &Range<u64>| {
@@ -340,8 +430,9 @@ mod tests {
                         reaches(&rows) || (widen_at > 0 && reaches(&more))
                     })
                     .collect();
-                let d = scanned(&dense, after, rows.clone(), widen_at, more.clone());
-                assert_eq!(d, scanned(&sparse, after, rows.clone(), widen_at, more.clone()));
+                let no_raise = (usize::MAX, 0..1);
+                let d = scanned(&dense, (after, rows.clone()), (widen_at, more.clone()), no_raise.clone());
+                assert_eq!(d, scanned(&sparse, (after, rows.clone()), (widen_at, more.clone()), no_raise));
                 assert!(d.windows(2).all(|w| w[0].0 < w[1].0), "in clearing order, each once");
                 for &(pos, blocked, first) in &d {
                     let i = pos as usize;
@@ -351,6 +442,50 @@ mod tests {
                 if widen_at == 0 {
                     assert_eq!(d.iter().map(|v| v.0 as usize).collect::<Vec<_>>(), want);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn raised_rows_bring_the_losers_that_wait_for_them_into_the_scan() {
+        let p = placement(600, 400);
+        let index = SpanIndex::new(&p, 1000);
+        let waiting = (0..600).filter(|&i| waits(&p, i)).count();
+        assert!(waiting > 100, "{waiting} losers wait");
+        // Every row raised from the start: every bid reaching the rows, in order.
+        let (rows, raised) = (1000..1400, 1000..1400);
+        let all = scanned(&index, (0, rows.clone()), (usize::MAX, 0..1), (0, raised.clone()));
+        let everyone: Vec<u32> =
+            (1..600).filter(|&i| p.ranked[i].last_end > 1000).map(|i| i as u32).collect();
+        assert_eq!(all.iter().map(|v| v.0).collect::<Vec<_>>(), everyone);
+        // Raised after 20 visits: the waiting losers only from there on, each once, in order.
+        let late = scanned(&index, (0, rows.clone()), (usize::MAX, 0..1), (20, raised));
+        assert!(late.windows(2).all(|w| w[0].0 < w[1].0), "in clearing order, each once");
+        let from = late[19].0;
+        let visited =
+            |keep: &dyn Fn(u32) -> bool| late.iter().map(|v| v.0).filter(|&i| keep(i)).collect::<Vec<_>>();
+        let listed_before: Vec<u32> =
+            everyone.iter().copied().filter(|&i| i <= from && !waits(&p, i as usize)).collect();
+        assert_eq!(visited(&|i| i <= from), listed_before);
+        assert_eq!(
+            visited(&|i| i > from),
+            everyone.iter().copied().filter(|&i| i > from).collect::<Vec<_>>()
+        );
+        // Raised rows in bucket 3 open only the lists of losers first reaching buckets 1 to 3.
+        let far = scanned(&index, (0, 1000..1064), (usize::MAX, 0..1), (0, 1192..1256));
+        let bucket = |row: u64| (row - 1000) / BUCKET;
+        assert!(far.iter().any(|v| waits(&p, v.0 as usize)));
+        for v in &far {
+            let r = &p.ranked[v.0 as usize];
+            if waits(&p, v.0 as usize) {
+                assert!(
+                    (1..=3).contains(&bucket(r.first)),
+                    "{} first reaches bucket {}",
+                    v.0,
+                    bucket(r.first)
+                );
+            } else {
+                assert_eq!(bucket(r.first), 0, "listed bids reach the scanned rows");
             }
         }
     }
