@@ -9,28 +9,36 @@
 //! taken again), so a replay that visits a loser only while its buckets hold enough raised rows
 //! meets a fraction of them.
 //!
-//! Losers are listed by the first bucket their span reaches and by a *class* of their `k`. A
-//! replay keeps, per bucket, how many of its rows are raised, and per first bucket the raised
-//! rows of the buckets its losers reach; a list is *open* while that sum reaches its class's
-//! least `k`, and a scan merges the open lists from where it stands. A list opened late starts at
-//! the scan's position: a loser passed while its list was shut had too few raised rows at its
-//! turn to win.
+//! Losers are listed by the first unit of rows their span reaches, each tagged with a *class* of
+//! its `k`. A replay keeps, per unit, how many of its rows are raised, and per first unit the
+//! raised rows of the units its losers reach; a class is *open* there while that sum reaches the
+//! class's least `k`, and a scan merges the open units' lists from where it stands, passing over
+//! losers of shut classes. Classes opened late are met from the scan's position on: a loser
+//! passed while its class was shut had too few raised rows at its turn to win.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ops::Range;
 
-use super::span::{Visit, buckets_of};
+use super::span::Visit;
 
 /// Classes of the fewest blocking rows `k`: class `c` holds `CLASS_LEAST[c] <= k <
 /// CLASS_LEAST[c + 1]`, steps of about √2 so a list opens at no less than 70% of what its
 /// losers need.
 const CLASS_LEAST: [u16; 12] = [1, 2, 3, 4, 6, 8, 11, 16, 22, 32, 45, 64];
-pub(super) const CLASSES: usize = CLASS_LEAST.len();
 
-/// Most buckets past its first that a listed loser's span reaches: a tracked span has at most
+/// Rows per unit over which raised rows are counted: finer units open fewer lists for rows
+/// raised nearby, at more sums to keep per change.
+pub(super) const UNIT: u64 = 32;
+
+/// Most units past its first that a listed loser's span reaches: a tracked span has at most
 /// 128 rows.
-const MAX_REACH: usize = 2;
+const MAX_REACH: usize = 127_u64.div_ceil(UNIT) as usize;
+
+/// The units `rows` (relative to the grid's first row) reach.
+fn units_of(rows: &Range<u64>) -> Range<usize> {
+    (rows.start / UNIT) as usize..((rows.end - 1) / UNIT) as usize + 1
+}
 
 /// The fewest rows of `blocked` (bits of a span `width` rows wide) within any run of `duration`
 /// rows, if the span holds a run at all.
@@ -51,113 +59,117 @@ fn open_classes(raised: u32) -> usize {
     CLASS_LEAST.partition_point(|&least| u32::from(least) <= raised)
 }
 
-/// The listed losers: list `bucket * CLASSES + class` is `visits[at[l]..at[l + 1]]`, in
-/// clearing order, with its positions packed alongside.
+/// The listed losers: unit `u`'s are `visits[at[u]..at[u + 1]]`, in clearing order, with their
+/// positions and classes packed alongside (a scan passing over shut classes reads five bytes a
+/// loser).
 #[derive(Debug, Default)]
 pub(super) struct Openings {
     at: Vec<u32>,
     visits: Vec<Visit>,
     positions: Vec<u32>,
-    /// Per first bucket, how many buckets past it its losers' spans reach.
+    classes: Vec<u8>,
+    /// Per first unit, how many units past it its losers' spans reach.
     reach: Vec<u8>,
 }
 
 impl Openings {
     /// Lists `losers` (each a record, in clearing order, with its fewest blocking rows) over
-    /// `buckets` buckets.
-    pub(super) fn new(buckets: usize, losers: &[(Visit, u32)]) -> Openings {
-        let list = |v: &Visit, k: u32| buckets_of(0, &v.rows()).start * CLASSES + class_of(k);
-        let mut at = vec![0u32; buckets * CLASSES + 1];
-        let mut reach = vec![0u8; buckets];
-        for (v, k) in losers {
-            at[list(v, *k) + 1] += 1;
-            let reached = buckets_of(0, &v.rows());
+    /// `units` units.
+    pub(super) fn new(units: usize, losers: &[(Visit, u32)]) -> Openings {
+        let mut at = vec![0u32; units + 1];
+        let mut reach = vec![0u8; units];
+        for (v, _) in losers {
+            let reached = units_of(&v.rows());
             debug_assert!(reached.len() <= MAX_REACH + 1);
+            at[reached.start + 1] += 1;
             reach[reached.start] = reach[reached.start].max((reached.len() - 1) as u8);
         }
-        for l in 0..buckets * CLASSES {
-            at[l + 1] += at[l];
+        for u in 0..units {
+            at[u + 1] += at[u];
         }
         let mut fill = at.clone();
         let mut visits = losers.first().map_or_else(Vec::new, |&(v, _)| vec![v; losers.len()]);
+        let mut classes = vec![0u8; losers.len()];
         for (v, k) in losers {
-            let l = list(v, *k);
-            visits[fill[l] as usize] = *v;
-            fill[l] += 1;
+            let u = units_of(&v.rows()).start;
+            let i = fill[u] as usize;
+            (visits[i], classes[i]) = (*v, class_of(*k) as u8);
+            fill[u] += 1;
         }
         let positions = visits.iter().map(|v| v.pos).collect();
-        Openings { at, visits, positions, reach }
+        Openings { at, visits, positions, classes, reach }
     }
 
-    fn buckets(&self) -> usize {
+    fn units(&self) -> usize {
         self.reach.len()
     }
 
-    /// The index of list `l`'s first loser at position `next` or later, if any.
-    fn first_from(&self, l: usize, next: usize) -> Option<usize> {
-        let (from, end) = (self.at[l] as usize, self.at[l + 1] as usize);
-        let at = from + self.positions[from..end].partition_point(|&pos| (pos as usize) < next);
-        (at < end).then_some(at)
+    /// The index of unit `u`'s first loser from index `from` on of a class below `open`.
+    fn first_open(&self, u: usize, from: usize, open: u8) -> Option<usize> {
+        let end = self.at[u + 1] as usize;
+        self.classes[from..end].iter().position(|&c| c < open).map(|k| from + k)
+    }
+
+    /// The index of unit `u`'s first loser at position `next` or later.
+    fn seek(&self, u: usize, next: usize) -> usize {
+        let (from, end) = (self.at[u] as usize, self.at[u + 1] as usize);
+        from + self.positions[from..end].partition_point(|&pos| (pos as usize) < next)
     }
 }
 
-/// An open list's place: the position and index of its next record, and which opening of the
-/// list it belongs to (a list shut and opened again starts anew; its old place is dropped when
-/// met).
+/// An open unit's place: the position and index of its next loser of an open class, and which
+/// opening of the unit it belongs to (a unit whose open classes change starts anew; its old
+/// place is dropped when met).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Head {
     pos: u32,
     at: u32,
-    list: u32,
+    unit: u32,
     opening: u32,
 }
 
-/// A replay's view of the open lists, kept across replays so nothing is allocated per winner.
+/// A replay's view of the open classes, kept across replays so nothing is allocated per winner.
 #[derive(Debug, Default)]
 pub(super) struct Live {
-    /// Per bucket, its raised rows.
+    /// Per unit, its raised rows.
     raised: Vec<u8>,
-    /// Per first bucket, the raised rows of the buckets its losers reach.
+    /// Per first unit, the raised rows of the units its losers reach.
     sum: Vec<u16>,
-    /// Per first bucket, how many of its classes are open.
+    /// Per first unit, how many of its classes are open.
     open: Vec<u8>,
-    /// Buckets whose raised rows are not zero, to reset.
-    touched: Vec<usize>,
-    /// Per list, how many times it has been opened.
+    /// Per first unit, how many times its open classes changed.
     openings: Vec<u32>,
-    /// The open lists' places, least position first.
+    /// Units whose raised rows are not zero, to reset.
+    touched: Vec<usize>,
+    /// The open units' places, least position first.
     heads: BinaryHeap<Reverse<Head>>,
 }
 
 impl Live {
     /// Starts a replay over `openings` with no row raised.
     pub(super) fn reset(&mut self, openings: &Openings) {
-        let n = openings.buckets();
+        let n = openings.units();
         if self.raised.len() != n {
             *self = Live {
                 raised: vec![0; n],
                 sum: vec![0; n],
                 open: vec![0; n],
-                openings: vec![0; n * CLASSES],
+                openings: vec![0; n],
                 ..Live::default()
             };
         }
         for j in self.touched.drain(..) {
             self.raised[j] = 0;
-            for b in j.saturating_sub(MAX_REACH)..=j {
-                (self.sum[b], self.open[b]) = (0, 0);
+            for u in j.saturating_sub(MAX_REACH)..=j {
+                (self.sum[u], self.open[u]) = (0, 0);
             }
         }
         self.heads.clear();
     }
 
-    fn is_open(&self, list: u32) -> bool {
-        let (b, c) = (list as usize / CLASSES, list as usize % CLASSES);
-        c < usize::from(self.open[b])
-    }
-
-    /// Takes the raised rows of the buckets `rows` reach from `raised_in(bucket)`, opening and
-    /// shutting lists; lists opened start at position `next`.
+    /// Takes the raised rows of the units `rows` (relative to the grid's first row) reach from
+    /// `raised_in(unit)`, opening and shutting classes; losers of classes opened are met from
+    /// position `next` on.
     pub(super) fn update(
         &mut self,
         openings: &Openings,
@@ -165,8 +177,8 @@ impl Live {
         next: usize,
         raised_in: impl Fn(usize) -> u32,
     ) {
-        let reached = buckets_of(0, rows);
-        for j in reached.start..reached.end.min(openings.buckets()) {
+        let reached = units_of(rows);
+        for j in reached.start..reached.end.min(openings.units()) {
             let (old, new) = (self.raised[j], raised_in(j) as u8);
             if old == new {
                 continue;
@@ -175,58 +187,56 @@ impl Live {
                 self.touched.push(j);
             }
             self.raised[j] = new;
-            for b in j.saturating_sub(MAX_REACH)..=j {
-                if b + usize::from(openings.reach[b]) < j {
+            for u in j.saturating_sub(MAX_REACH)..=j {
+                if u + usize::from(openings.reach[u]) < j {
                     continue;
                 }
-                self.sum[b] = self.sum[b] + u16::from(new) - u16::from(old);
-                let (was, now) = (usize::from(self.open[b]), open_classes(u32::from(self.sum[b])));
-                for c in was..now {
-                    let l = b * CLASSES + c;
-                    if let Some(at) = openings.first_from(l, next) {
-                        self.openings[l] += 1;
-                        let head = Head {
-                            pos: openings.positions[at],
-                            at: at as u32,
-                            list: l as u32,
-                            opening: self.openings[l],
-                        };
-                        self.heads.push(Reverse(head));
-                    }
+                self.sum[u] = self.sum[u] + u16::from(new) - u16::from(old);
+                let open = open_classes(u32::from(self.sum[u])) as u8;
+                if open == self.open[u] {
+                    continue;
                 }
-                // Lists that shut keep their places in the heap until met, then are dropped.
-                self.open[b] = now as u8;
+                // Its place so far is dropped when met; a new one starts from `next`.
+                (self.open[u], self.openings[u]) = (open, self.openings[u] + 1);
+                if let Some(at) = openings.first_open(u, openings.seek(u, next), open) {
+                    let pos = openings.positions[at];
+                    self.heads.push(Reverse(Head {
+                        pos,
+                        at: at as u32,
+                        unit: u as u32,
+                        opening: self.openings[u],
+                    }));
+                }
             }
         }
     }
 
-    /// Drops the places of lists shut since they were opened, so the least one is live.
+    /// Drops the places of units whose open classes changed since, so the least one is live.
     fn settle(&mut self) {
         while let Some(&Reverse(h)) = self.heads.peek() {
-            if self.is_open(h.list) && h.opening == self.openings[h.list as usize] {
+            if h.opening == self.openings[h.unit as usize] {
                 return;
             }
             self.heads.pop();
         }
     }
 
-    /// The position of the next listed loser in an open list.
+    /// The position of the next loser of an open class.
     pub(super) fn peek(&mut self) -> u32 {
         self.settle();
         self.heads.peek().map_or(u32::MAX, |h| h.0.pos)
     }
 
-    /// The record of the next listed loser in an open list, the one [`Live::peek`] gave, moving
-    /// past it.
+    /// The record of the next loser of an open class, the one [`Live::peek`] gave, moving past
+    /// it.
     pub(super) fn take<'a>(&mut self, openings: &'a Openings) -> &'a Visit {
         let mut top = self.heads.peek_mut().expect("a loser was peeked");
         let head = &mut top.0;
         let visit = &openings.visits[head.at as usize];
-        head.at += 1;
-        if head.at < openings.at[head.list as usize + 1] {
-            head.pos = openings.positions[head.at as usize];
-        } else {
-            std::collections::binary_heap::PeekMut::pop(top);
+        let u = head.unit as usize;
+        match openings.first_open(u, head.at as usize + 1, self.open[u]) {
+            Some(at) => (head.at, head.pos) = (at as u32, openings.positions[at]),
+            None => drop(std::collections::binary_heap::PeekMut::pop(top)),
         }
         visit
     }
@@ -247,22 +257,23 @@ mod tests {
         assert_eq!(fewest_blocking(1, 4, 5), None, "no run fits the span");
         assert_eq!(class_of(1), 0);
         assert_eq!(class_of(5), 3);
-        assert_eq!(class_of(128), CLASSES - 1);
+        assert_eq!(class_of(128), CLASS_LEAST.len() - 1);
         assert_eq!(open_classes(0), 0);
         assert_eq!(open_classes(5), 4);
     }
 
     #[test]
-    fn a_list_opens_once_its_buckets_hold_enough_raised_rows() {
-        // Losers at positions 3, 5 and 9 spanning buckets 1..=2, needing 1, 5 and 20 raised rows.
+    fn a_class_opens_once_the_units_its_losers_reach_hold_enough_raised_rows() {
+        let u = UNIT;
+        // Losers at positions 3, 5 and 9 first reaching unit 1, needing 1, 5 and 20 raised rows:
+        // the first reaches units 1 to 3, the second unit 1 only, the third units 1 and 2.
         let losers = [
-            (Visit::loser(3, 70..130, 4), 1),
-            (Visit::loser(5, 64..100, 10), 5),
-            (Visit::loser(9, 100..140, 30), 20),
+            (Visit::loser(3, u + 6..3 * u + 2, 4), 1),
+            (Visit::loser(5, u..u + 30, 10), 5),
+            (Visit::loser(9, u + 20..3 * u, 30), 20),
         ];
-        let openings = Openings::new(4, &losers);
+        let openings = Openings::new(6, &losers);
         let mut live = Live::default();
-        live.reset(&openings);
         let seen = |live: &mut Live| {
             let mut out = Vec::new();
             while live.peek() != u32::MAX {
@@ -270,22 +281,27 @@ mod tests {
             }
             out
         };
-        // Four raised rows in bucket 2 open the lists of k 1 and k 2..=3 and k 4..=5 in bucket 1
-        // (whose losers reach bucket 2), not the one needing 20.
-        live.update(&openings, &(128..129), 0, |j| if j == 2 { 4 } else { 0 });
+        // Four raised rows in unit 2 open the classes up to k 5, not the one of k 20.
+        live.reset(&openings);
+        live.update(&openings, &(2 * u..2 * u + 1), 0, |j| if j == 2 { 4 } else { 0 });
         assert_eq!(seen(&mut live), [3, 5]);
         // Twenty in all, from position 4 on: the loser at 3 is passed, the others met.
+        let twenty = |j: usize| match j {
+            1 => 16,
+            2 => 4,
+            _ => 0,
+        };
         live.reset(&openings);
-        live.update(&openings, &(64..192), 4, |j| [0, 16, 4, 0][j]);
+        live.update(&openings, &(u..3 * u), 4, twenty);
         assert_eq!(seen(&mut live), [5, 9]);
-        // Lowered again, the lists shut.
+        // Lowered again, the classes shut.
         live.reset(&openings);
-        live.update(&openings, &(64..192), 0, |j| [0, 16, 4, 0][j]);
-        live.update(&openings, &(64..192), 0, |_| 0);
+        live.update(&openings, &(u..3 * u), 0, twenty);
+        live.update(&openings, &(u..3 * u), 0, |_| 0);
         assert_eq!(seen(&mut live), Vec::<u32>::new());
-        // A bucket its losers do not reach opens nothing.
+        // A unit its losers do not reach opens nothing.
         live.reset(&openings);
-        live.update(&openings, &(192..256), 0, |_| 64);
+        live.update(&openings, &(4 * u..5 * u), 0, |_| u as u32);
         assert_eq!(seen(&mut live), Vec::<u32>::new());
     }
 }

@@ -7,6 +7,7 @@ use std::ops::Range;
 use super::Placement;
 use super::critical::placed;
 use super::grid::Grid;
+use super::openings::UNIT;
 use super::span::{BUCKET, buckets_of};
 use crate::auction::book::BookBid;
 
@@ -136,9 +137,11 @@ impl Dirty {
             .then(|| Dirty::resources(mask & self.marked).fold(0, |acc, r| acc | self.window(r, &rows, way)))
     }
 
-    /// How many rows of bucket `b` (of [`BUCKET`] rows from the grid's first) have a raised cell.
-    pub(super) fn raised_rows(&self, b: usize) -> u32 {
-        Dirty::resources(self.marked).fold(0, |acc, r| acc | self.up[r * self.words + b]).count_ones()
+    /// How many rows of unit `u` (of [`UNIT`] rows from the grid's first) have a raised cell.
+    pub(super) fn raised_rows(&self, u: usize) -> u32 {
+        let (w, shift) = (u * UNIT as usize / 64, u * UNIT as usize % 64);
+        let bits = Dirty::resources(self.marked).fold(0, |acc, r| acc | self.up[r * self.words + w]);
+        (bits >> shift & (u64::MAX >> (64 - UNIT))).count_ones()
     }
 
     /// Whether any cell of `rows` of a resource in `mask` changed `way`.

@@ -13,6 +13,8 @@
 use std::ops::Range;
 
 use super::Placement;
+#[cfg(test)]
+use super::openings::UNIT;
 use super::openings::{Live, Openings, fewest_blocking};
 
 /// Slots per bucket.
@@ -136,7 +138,8 @@ impl SpanIndex {
                 _ => listed[v.pos as usize] = true,
             }
         }
-        let openings = Openings::new(buckets, &losers);
+        let units = visits.iter().map(|v| v.rows().end.div_ceil(super::openings::UNIT)).max().unwrap_or(0);
+        let openings = Openings::new(units as usize, &losers);
         let mut at = vec![0usize; buckets + 1];
         for v in visits.iter().filter(|v| listed[v.pos as usize]) {
             for b in reached(v) {
@@ -375,7 +378,7 @@ mod tests {
         let mut scan = index.scan(after, rows, &mut live);
         let mut out = Vec::new();
         if raise_at == 0 {
-            scan.raised(&raised, |_| BUCKET as u32);
+            scan.raised(&raised, |_| UNIT as u32);
         }
         while let Some(v) = scan.next() {
             out.push((v.pos, v.blocked().unwrap(), v.span(index.lo).start));
@@ -383,7 +386,7 @@ mod tests {
                 scan.widen(more.clone());
             }
             if out.len() == raise_at {
-                scan.raised(&raised, |_| BUCKET as u32);
+                scan.raised(&raised, |_| UNIT as u32);
             }
         }
         out
