@@ -237,8 +237,8 @@ fn counterfactual_blocker(
             // Untouched by the change: placed as in the real run.
             real_start
         } else {
-            let other = &p.ranked[q];
-            let span = other.span();
+            // The record holds what a placement needs but the shares: the ranked bid is not read.
+            let (span, duration) = (visit.span(lo), visit.duration());
             local.extend(span.clone(), |rows, grid| {
                 // New rows are untouched by the change: they hold the real state at this
                 // point, the nearest checkpoint's plus the real sales since.
@@ -247,24 +247,24 @@ fn counterfactual_blocker(
                 run.sales_since_checkpoint(grid, rows, n, q);
             });
             scan.widen(local.rows.clone());
-            let mut reach = p.reach(run.bids, q);
+            let mut reach = Reach::of_shares(run.shares.of(q), span.start, span.end, duration);
             if real_start.is_none()
-                && let Some(open) = dirty.slots(other.mask, span.clone(), Way::Up)
+                && let Some(open) = dirty.slots(visit.mask, span.clone(), Way::Up)
             {
                 // It failed at every start in the real run, and a start whose run has no more
                 // free anywhere than it had then fails again: only runs touching a raised cell
                 // can succeed.
                 let first_raised = reach.first + u64::from(open.trailing_zeros());
                 let last_raised = reach.first + 127 - u64::from(open.leading_zeros());
-                reach.first = reach.first.max((first_raised + 1).saturating_sub(other.duration));
-                reach.last_end = reach.last_end.min(last_raised + other.duration);
+                reach.first = reach.first.max((first_raised + 1).saturating_sub(duration));
+                reach.last_end = reach.last_end.min(last_raised + duration);
             }
             let new_start = local.grid.find_start(&reach);
             if new_start != real_start {
                 // Its real sale is not taken now, its new one is.
                 for (s, freed) in [(real_start, true), (new_start, false)] {
                     if let Some(s) = s {
-                        let rows = placed(p, other, s);
+                        let rows = p.rows.run(s, duration);
                         dirty.add(run.shares.of(q), rows.clone(), freed);
                         scan.raised(&rows, |b| dirty.raised_rows(b));
                     }
@@ -301,7 +301,7 @@ struct Fit {
 }
 
 impl Fit {
-    fn new(grid: &Grid, reach: &Reach<'_>) -> Option<Fit> {
+    fn new(grid: &Grid, reach: &Reach) -> Option<Fit> {
         let width = reach.last_end - reach.first;
         (width <= 128 && !grid.rows.stretched()).then(|| Fit {
             open: grid.fitting(reach, reach.span()),
@@ -315,7 +315,7 @@ impl Fit {
     fn after_take(
         &mut self,
         grid: &Grid,
-        reach: &Reach<'_>,
+        reach: &Reach,
         resources: impl Iterator<Item = usize> + Clone,
         run: Range<u64>,
     ) -> bool {

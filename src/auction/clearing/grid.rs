@@ -21,8 +21,7 @@ pub(crate) struct Grid {
 
 /// Where a bid may run this cycle: a run of `duration` slots within the rows `first..last_end`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Reach<'a> {
-    pub(crate) bundle: &'a Bundle,
+pub(crate) struct Reach {
     /// Per resource, the share needed; `i32::MIN` for resources the bundle does not name, so a
     /// row is checked with one branch-free comparison per resource.
     pub(crate) need: [i32; MAX_RESOURCES],
@@ -36,13 +35,23 @@ pub(crate) struct Reach<'a> {
 /// at most 128 rows of a slot each.
 pub(crate) type Blocked = Option<u128>;
 
-impl<'a> Reach<'a> {
-    pub(crate) fn new(bundle: &'a Bundle, first: u64, last_end: u64, duration: u64) -> Reach<'a> {
+impl Reach {
+    pub(crate) fn new(bundle: &Bundle, first: u64, last_end: u64, duration: u64) -> Reach {
+        Reach::of_shares(bundle.raw(), first, last_end, duration)
+    }
+
+    /// The same from a bundle's shares: (resource index, share).
+    pub(crate) fn of_shares(
+        shares: impl Iterator<Item = (usize, u32)>,
+        first: u64,
+        last_end: u64,
+        duration: u64,
+    ) -> Reach {
         let mut need = [i32::MIN; MAX_RESOURCES];
-        for (r, share) in bundle.raw() {
+        for (r, share) in shares {
             need[r] = share as i32;
         }
-        Reach { bundle, need, first, last_end, duration }
+        Reach { need, first, last_end, duration }
     }
 
     /// The rows a run may touch.
@@ -70,7 +79,7 @@ impl Grid {
     /// The earliest start at which the whole run fits. Each candidate's run is checked from its
     /// last row down, so a row that does not fit skips every start whose run holds it; no row is
     /// looked at twice.
-    pub(crate) fn find_start(&self, reach: &Reach<'_>) -> Option<u64> {
+    pub(crate) fn find_start(&self, reach: &Reach) -> Option<u64> {
         let (mut start, mut verified) = (reach.first, reach.first);
         let last_end = self.rows.slot(reach.last_end);
         // Rows in `start..verified` are known to fit.
@@ -94,7 +103,7 @@ impl Grid {
 
     /// The earliest start at which the whole run fits, and the rows before it that blocked
     /// (tracked for spans of at most 128 rows of a slot each).
-    pub(crate) fn find_start_and_blocked(&self, reach: &Reach<'_>) -> (Option<u64>, Blocked) {
+    pub(crate) fn find_start_and_blocked(&self, reach: &Reach) -> (Option<u64>, Blocked) {
         let (mut from, mut run) = (reach.first, 0u64);
         let mut blocked = 0u128;
         let tracked = !self.rows.stretched() && reach.last_end - reach.first <= 128;
@@ -116,7 +125,7 @@ impl Grid {
 
     /// The rows of `rows` (within the reach's span, at most 128 after its first row, each a
     /// slot) in which the bundle fits, as bits from the reach's first row.
-    pub(crate) fn fitting(&self, reach: &Reach<'_>, rows: Range<u64>) -> u128 {
+    pub(crate) fn fitting(&self, reach: &Reach, rows: Range<u64>) -> u128 {
         let from = rows.start.max(reach.first);
         let to = rows.end.min(reach.last_end);
         (from..to)
@@ -130,7 +139,7 @@ impl Grid {
     /// have closed.
     pub(crate) fn short(
         &self,
-        reach: &Reach<'_>,
+        reach: &Reach,
         resources: impl Iterator<Item = usize> + Clone,
         rows: Range<u64>,
     ) -> u128 {

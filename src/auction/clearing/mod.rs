@@ -63,7 +63,7 @@ pub(crate) struct Placement {
 }
 
 impl Placement {
-    pub(crate) fn reach<'a>(&self, bids: &'a [BookBid], i: usize) -> Reach<'a> {
+    pub(crate) fn reach(&self, bids: &[BookBid], i: usize) -> Reach {
         let r = &self.ranked[i];
         Reach::new(&bids[i].bundle, r.first, r.last_end, r.duration)
     }
@@ -160,7 +160,7 @@ pub(crate) fn place(
             Track::Starts => (grid.find_start(&reach), None),
         };
         if let Some(start) = start {
-            grid.take(reach.bundle, start, reach.duration);
+            grid.take(&bids[i].bundle, start, reach.duration);
         }
         placement.starts[i] = start;
         placement.blocked[i] = blocked;
