@@ -10,8 +10,9 @@
 //! meets a fraction of them.
 //!
 //! Losers are listed by the first unit of rows their span reaches, each tagged with a *class* of
-//! its `k`. A replay keeps, per unit, how many of its rows are raised, and per first unit the
-//! raised rows of the units its losers reach; a class is *open* there while that sum reaches the
+//! its `k` and with how many units its span reaches. A replay keeps, per unit, how many of its
+//! rows are raised, and per first unit the raised rows of it and of each number of units after
+//! it; a class is *open* for the losers reaching so many units while that sum reaches the
 //! class's least `k`, and a scan merges the open units' lists from where it stands, passing over
 //! losers of shut classes. Classes opened late are met from the scan's position on: a loser
 //! passed while its class was shut had too few raised rows at its turn to win.
@@ -34,6 +35,12 @@ pub(super) const UNIT: u64 = 32;
 /// Most units past its first that a listed loser's span reaches: a tracked span has at most
 /// 128 rows.
 const MAX_REACH: usize = 127_u64.div_ceil(UNIT) as usize;
+
+/// How many units a listed loser's span may reach.
+const REACHES: usize = MAX_REACH + 1;
+
+/// Per how many units past its first a loser's span reaches, how many classes are open for it.
+type Open = [u8; REACHES];
 
 /// The units `rows` (relative to the grid's first row) reach.
 fn units_of(rows: &Range<u64>) -> Range<usize> {
@@ -60,14 +67,15 @@ fn open_classes(raised: u32) -> usize {
 }
 
 /// The listed losers: unit `u`'s are `visits[at[u]..at[u + 1]]`, in clearing order, with their
-/// positions and classes packed alongside (a scan passing over shut classes reads five bytes a
-/// loser).
+/// positions and tags packed alongside (a scan passing over shut classes reads five bytes a
+/// loser). A tag holds how many units past its first a loser's span reaches (high four bits)
+/// and its class (low four).
 #[derive(Debug, Default)]
 pub(super) struct Openings {
     at: Vec<u32>,
     visits: Vec<Visit>,
     positions: Vec<u32>,
-    classes: Vec<u8>,
+    tags: Vec<u8>,
     /// Per first unit, how many units past it its losers' spans reach.
     reach: Vec<u8>,
 }
@@ -89,25 +97,26 @@ impl Openings {
         }
         let mut fill = at.clone();
         let mut visits = losers.first().map_or_else(Vec::new, |&(v, _)| vec![v; losers.len()]);
-        let mut classes = vec![0u8; losers.len()];
+        let mut tags = vec![0u8; losers.len()];
         for (v, k) in losers {
-            let u = units_of(&v.rows()).start;
-            let i = fill[u] as usize;
-            (visits[i], classes[i]) = (*v, class_of(*k) as u8);
+            let reached = units_of(&v.rows());
+            let (u, i) = (reached.start, fill[reached.start] as usize);
+            (visits[i], tags[i]) = (*v, ((reached.len() - 1) << 4 | class_of(*k)) as u8);
             fill[u] += 1;
         }
         let positions = visits.iter().map(|v| v.pos).collect();
-        Openings { at, visits, positions, classes, reach }
+        Openings { at, visits, positions, tags, reach }
     }
 
     fn units(&self) -> usize {
         self.reach.len()
     }
 
-    /// The index of unit `u`'s first loser from index `from` on of a class below `open`.
-    fn first_open(&self, u: usize, from: usize, open: u8) -> Option<usize> {
+    /// The index of unit `u`'s first loser from index `from` on whose class `open` has open
+    /// for the units it reaches.
+    fn first_open(&self, u: usize, from: usize, open: &Open) -> Option<usize> {
         let end = self.at[u + 1] as usize;
-        self.classes[from..end].iter().position(|&c| c < open).map(|k| from + k)
+        self.tags[from..end].iter().position(|&t| t & 15 < open[usize::from(t >> 4)]).map(|k| from + k)
     }
 
     /// The index of unit `u`'s first loser at position `next` or later.
@@ -133,10 +142,10 @@ struct Head {
 pub(super) struct Live {
     /// Per unit, its raised rows.
     raised: Vec<u8>,
-    /// Per first unit, the raised rows of the units its losers reach.
-    sum: Vec<u16>,
-    /// Per first unit, how many of its classes are open.
-    open: Vec<u8>,
+    /// Per first unit, the raised rows of it and the `e` units after, for each `e`.
+    sum: Vec<[u16; REACHES]>,
+    /// Per first unit, the classes open for its losers reaching `e` units past it.
+    open: Vec<Open>,
     /// Per first unit, how many times its open classes changed.
     openings: Vec<u32>,
     /// Units whose raised rows are not zero, to reset.
@@ -152,8 +161,8 @@ impl Live {
         if self.raised.len() != n {
             *self = Live {
                 raised: vec![0; n],
-                sum: vec![0; n],
-                open: vec![0; n],
+                sum: vec![[0; REACHES]; n],
+                open: vec![[0; REACHES]; n],
                 openings: vec![0; n],
                 ..Live::default()
             };
@@ -161,7 +170,7 @@ impl Live {
         for j in self.touched.drain(..) {
             self.raised[j] = 0;
             for u in j.saturating_sub(MAX_REACH)..=j {
-                (self.sum[u], self.open[u]) = (0, 0);
+                (self.sum[u], self.open[u]) = ([0; REACHES], [0; REACHES]);
             }
         }
         self.heads.clear();
@@ -188,17 +197,21 @@ impl Live {
             }
             self.raised[j] = new;
             for u in j.saturating_sub(MAX_REACH)..=j {
-                if u + usize::from(openings.reach[u]) < j {
+                let past = j - u;
+                if past > usize::from(openings.reach[u]) {
                     continue;
                 }
-                self.sum[u] = self.sum[u] + u16::from(new) - u16::from(old);
-                let open = open_classes(u32::from(self.sum[u])) as u8;
+                let mut open = self.open[u];
+                for (sum, open) in self.sum[u].iter_mut().zip(&mut open).skip(past) {
+                    *sum = *sum + u16::from(new) - u16::from(old);
+                    *open = open_classes(u32::from(*sum)) as u8;
+                }
                 if open == self.open[u] {
                     continue;
                 }
                 // Its place so far is dropped when met; a new one starts from `next`.
                 (self.open[u], self.openings[u]) = (open, self.openings[u] + 1);
-                if let Some(at) = openings.first_open(u, openings.seek(u, next), open) {
+                if let Some(at) = openings.first_open(u, openings.seek(u, next), &open) {
                     let pos = openings.positions[at];
                     self.heads.push(Reverse(Head {
                         pos,
@@ -234,7 +247,7 @@ impl Live {
         let head = &mut top.0;
         let visit = &openings.visits[head.at as usize];
         let u = head.unit as usize;
-        match openings.first_open(u, head.at as usize + 1, self.open[u]) {
+        match openings.first_open(u, head.at as usize + 1, &self.open[u]) {
             Some(at) => (head.at, head.pos) = (at as u32, openings.positions[at]),
             None => drop(std::collections::binary_heap::PeekMut::pop(top)),
         }
@@ -281,10 +294,14 @@ mod tests {
             }
             out
         };
-        // Four raised rows in unit 2 open the classes up to k 5, not the one of k 20.
+        // Four raised rows in unit 2 open the classes up to k 5 for losers reaching it: not the
+        // one of k 5 whose span ends in unit 1, nor the one of k 20.
         live.reset(&openings);
         live.update(&openings, &(2 * u..2 * u + 1), 0, |j| if j == 2 { 4 } else { 0 });
-        assert_eq!(seen(&mut live), [3, 5]);
+        assert_eq!(seen(&mut live), [3]);
+        // Four in unit 1 too, from position 4 on, open it.
+        live.update(&openings, &(u..u + 1), 4, |j| if j <= 2 { 4 } else { 0 });
+        assert_eq!(seen(&mut live), [5]);
         // Twenty in all, from position 4 on: the loser at 3 is passed, the others met.
         let twenty = |j: usize| match j {
             1 => 16,
