@@ -141,15 +141,18 @@ fn winners_critical(
     let index = SpanIndex::new(run.p, initial.lo);
     let n = run.winners.len();
     let threads = threads.clamp(1, n.max(1));
-    // Batches small enough for every thread to take several, so none waits on the last.
+    // Batches small enough for every thread to take several, so none waits on the last; winners
+    // side by side in the grid together, as their replays read the same rows.
     let per_take = (n / (threads * 4)).clamp(1, WINNERS_PER_TAKE);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&w| (run.p.ranked[run.winners[w].0].first, w));
     let found: Vec<(usize, u64)> = super::pool::install(threads, || {
         (0..n.div_ceil(per_take))
             .into_par_iter()
             .map_init(
                 || (Local::default(), Dirty::new(initial), Live::default()),
                 |scratch, k| {
-                    let batch = k * per_take..((k + 1) * per_take).min(n);
+                    let batch = &order[k * per_take..((k + 1) * per_take).min(n)];
                     critical_of(rule, run, &index, scratch, batch)
                 },
             )
@@ -161,16 +164,16 @@ fn winners_critical(
     }
 }
 
-/// The critical values of the winners numbered `batch`, as `(position, value)`.
+/// The critical values of the winners numbered in `batch`, as `(position, value)`.
 fn critical_of(
     rule: PriorityRule,
     run: &Run<'_>,
     index: &SpanIndex,
     (local, dirty, live): &mut (Local, Dirty, Live),
-    batch: Range<usize>,
+    batch: &[usize],
 ) -> Vec<(usize, u64)> {
     let mut found = Vec::with_capacity(batch.len());
-    for w in batch {
+    for &w in batch {
         let (i, _) = run.winners[w];
         let me = &run.p.ranked[i];
         let blocker =
@@ -374,7 +377,9 @@ fn losers_needed(rule: PriorityRule, run: &Run<'_>, threads: usize, out: &mut [O
     if run.winners.len() == run.bids.len() {
         return;
     }
-    let losers: Vec<usize> = (0..run.bids.len()).filter(|&i| run.p.starts[i].is_none()).collect();
+    let mut losers: Vec<usize> = (0..run.bids.len()).filter(|&i| run.p.starts[i].is_none()).collect();
+    // Losers side by side in the grid share the checkpoint rows their searches read.
+    losers.sort_by_key(|&i| (run.p.ranked[i].first, i));
     let found: Vec<(usize, u64)> = super::pool::install(threads, || {
         losers
             .par_iter()
