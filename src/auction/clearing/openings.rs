@@ -4,9 +4,9 @@
 //! too full. In a counterfactual it can win only if, for some start, every one of those rows has
 //! more free capacity than the real run had there (is *raised*). So it needs at least `k` raised
 //! rows within its span, `k` being the fewest rows that blocked any one of its starts; until the
-//! buckets its span reaches hold that many, visiting it is wasted. On a crowded book nine
+//! units of rows its span reaches hold that many, visiting it is wasted. On a crowded book nine
 //! visits in ten are such losers, and raised rows are few and short-lived (a freed cell is soon
-//! taken again), so a replay that visits a loser only while its buckets hold enough raised rows
+//! taken again), so a replay that visits a loser only while its units hold enough raised rows
 //! meets a fraction of them.
 //!
 //! Losers are listed by the first unit of rows their span reaches, each tagged with a *class* of
@@ -81,9 +81,10 @@ pub(super) struct Openings {
 }
 
 impl Openings {
-    /// Lists `losers` (each a record, in clearing order, with its fewest blocking rows) over
-    /// `units` units.
-    pub(super) fn new(units: usize, losers: &[(Visit, u32)]) -> Openings {
+    /// Lists `losers` (each a record, in clearing order, with its fewest blocking rows) over the
+    /// units their spans reach; rows raised past those open nothing.
+    pub(super) fn new(losers: &[(Visit, u32)]) -> Openings {
+        let units = losers.iter().map(|(v, _)| units_of(&v.rows()).end).max().unwrap_or(0);
         let mut at = vec![0u32; units + 1];
         let mut reach = vec![0u8; units];
         for (v, _) in losers {
@@ -285,7 +286,7 @@ mod tests {
             (Visit::loser(5, u..u + 30, 10), 5),
             (Visit::loser(9, u + 20..3 * u, 30), 20),
         ];
-        let openings = Openings::new(6, &losers);
+        let openings = Openings::new(&losers);
         let mut live = Live::default();
         let seen = |live: &mut Live| {
             let mut out = Vec::new();

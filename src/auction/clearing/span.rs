@@ -138,8 +138,7 @@ impl SpanIndex {
                 _ => listed[v.pos as usize] = true,
             }
         }
-        let units = visits.iter().map(|v| v.rows().end.div_ceil(super::openings::UNIT)).max().unwrap_or(0);
-        let openings = Openings::new(units as usize, &losers);
+        let openings = Openings::new(&losers);
         let mut at = vec![0usize; buckets + 1];
         for v in visits.iter().filter(|v| listed[v.pos as usize]) {
             for b in reached(v) {
@@ -198,7 +197,7 @@ impl SpanIndex {
 }
 
 /// The bids a replay visits, in clearing order and each once: those of the covered buckets
-/// listed by span, over a growing range of rows, merged with the losers of the open lists.
+/// listed by span, over a growing range of rows, merged with the losers of the open classes.
 #[derive(Debug)]
 pub(super) struct Scan<'a> {
     index: &'a SpanIndex,
@@ -255,8 +254,8 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// Notes that the replay's raised cells changed in `rows`: `raised_in(bucket)` counts the
-    /// rows of a bucket with a raised cell now. Losers of lists that open are met from here on.
+    /// Notes that the replay's raised cells changed in `rows`: `raised_in(unit)` counts the rows
+    /// of a unit with a raised cell now. Losers of classes that open are met from here on.
     pub(super) fn raised(&mut self, rows: &Range<u64>, raised_in: impl Fn(usize) -> u32) {
         let lo = self.index.lo;
         let rel = rows.start - lo..rows.end - lo;
