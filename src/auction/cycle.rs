@@ -14,6 +14,8 @@
 //! the same state: intake sequenced between `cycle_started` and the outcome did not take part.
 
 use std::ops::Range;
+
+use rayon::prelude::*;
 use std::sync::Arc;
 
 use super::book::BookBid;
@@ -174,7 +176,7 @@ impl Engine {
         // Settlement: winners pay, losers leaving and expired bids get their escrow back.
         let mut releases: Vec<(&BookBid, Release)> = leaving.iter().map(|(b, r)| (b, *r)).collect();
         let pool = (config.settlement == Settlement::Pool).then_some(&config.pool_account);
-        ledger.settle(intake, &mut releases, cycle, pool);
+        ledger.settle(intake, &mut releases, (cycle, config.clearing_threads), pool);
         drop(releases);
 
         let c = Some(cycle);
@@ -285,34 +287,72 @@ struct PriceSums {
     value: Vec<u128>,
 }
 
-impl Outcome {
-    /// The outcome of cycle `cut` as `cleared` decided it.
-    pub(crate) fn of(cut: Cut, cleared: Cleared) -> Outcome {
-        let Cut { config, cycle, now, cid, expired, .. } = cut;
-        let Cleared { bids, placement, thresholds, critical, discovery, payments } = cleared;
-        let n = config.resources.len();
-        let mut sums =
-            PriceSums { requested: vec![0; n], sold: vec![0; n], paid: vec![0; n], value: vec![0; n] };
-        let mut events = Vec::with_capacity(expired.len() + bids.len() + bids.len() / 2);
-        for b in &expired {
-            let kind = EventKind::BidExpired { bid: b.id.clone(), agent: b.agent.clone() };
-            events.push((b.correlation_id.clone(), kind));
-        }
-        let (mut revenue, mut welfare, mut won, mut lost, mut over) = (0u64, 0u64, 0u64, 0u64, 0u64);
-        let mut sales = Vec::new();
-        for (i, b) in bids.iter().enumerate() {
+impl PriceSums {
+    fn new(resources: usize) -> PriceSums {
+        let zeros = || vec![0; resources];
+        PriceSums { requested: zeros(), sold: zeros(), paid: vec![0; resources], value: vec![0; resources] }
+    }
+
+    fn add(&mut self, other: &PriceSums) {
+        let pairs =
+            self.requested.iter_mut().zip(&other.requested).chain(self.sold.iter_mut().zip(&other.sold));
+        pairs.for_each(|(a, b)| *a += b);
+        let pairs = self.paid.iter_mut().zip(&other.paid).chain(self.value.iter_mut().zip(&other.value));
+        pairs.for_each(|(a, b)| *a += b);
+    }
+}
+
+/// What a cycle decided, read to make its outcome.
+struct Decided<'a> {
+    config: &'a Config,
+    bids: &'a [BookBid],
+    placement: &'a Placement,
+    discovery: &'a Discovery,
+}
+
+/// The outcome of a run of bids in clearing order: their events in order, the winners' sales,
+/// and their sums.
+struct Part {
+    events: Vec<(Option<Arc<str>>, EventKind)>,
+    sales: Vec<(Bundle, Range<u64>)>,
+    sums: PriceSums,
+    revenue: u64,
+    welfare: u64,
+    won: u64,
+    lost: u64,
+    /// What winners paid above their critical values.
+    over: u64,
+}
+
+impl Decided<'_> {
+    /// The outcome of bids `range`, given every bid's threshold and payment.
+    fn part(&self, range: Range<usize>, thresholds: &[Option<u64>], payments: &[Option<Credits>]) -> Part {
+        let (config, discovery) = (self.config, self.discovery);
+        let mut part = Part {
+            events: Vec::with_capacity(range.len() * 3 / 2),
+            sales: Vec::new(),
+            sums: PriceSums::new(config.resources.len()),
+            revenue: 0,
+            welfare: 0,
+            won: 0,
+            lost: 0,
+            over: 0,
+        };
+        let Part { events, sales, sums, revenue, welfare, won, lost, over } = &mut part;
+        for i in range {
+            let b = &self.bids[i];
             let cid = b.correlation_id.clone();
             let duration = u64::from(b.window.duration());
             for (r, share) in b.bundle.raw() {
                 sums.requested[r] += u64::from(share) * duration;
             }
-            match (placement.starts[i], payments[i]) {
+            match (self.placement.starts[i], payments[i]) {
                 (Some(row), Some(payment)) => {
-                    let start = placement.rows.slot(row);
-                    won += 1;
-                    revenue += payment.micros();
-                    over += payment.micros().saturating_sub(thresholds[i].unwrap_or(0));
-                    welfare += b.limit.micros();
+                    let start = self.placement.rows.slot(row);
+                    *won += 1;
+                    *revenue += payment.micros();
+                    *over += payment.micros().saturating_sub(thresholds[i].unwrap_or(0));
+                    *welfare += b.limit.micros();
                     for (r, share) in b.bundle.raw() {
                         sums.sold[r] += u64::from(share) * duration;
                         sums.paid[r] += u128::from(payment.micros());
@@ -343,7 +383,7 @@ impl Outcome {
                     }
                 }
                 _ => {
-                    lost += 1;
+                    *lost += 1;
                     let shortfall = thresholds[i].map(|need| Credits::from_micros(need - b.limit.micros()));
                     let kind = EventKind::BidLost {
                         bid: b.id.clone(),
@@ -354,6 +394,45 @@ impl Outcome {
                     events.push((cid, kind));
                 }
             }
+        }
+        part
+    }
+}
+
+impl Outcome {
+    /// The outcome of cycle `cut` as `cleared` decided it. The bids' events are made in parts
+    /// on the clearing threads and joined in order.
+    pub(crate) fn of(cut: Cut, cleared: Cleared) -> Outcome {
+        let Cut { config, cycle, now, cid, expired, .. } = cut;
+        let Cleared { bids, placement, thresholds, critical, discovery, payments } = cleared;
+        let n = config.resources.len();
+        let decided = Decided { config: &config, bids: &bids, placement: &placement, discovery: &discovery };
+        let (thresholds, payments) = (&thresholds, &payments);
+        let parts: Vec<Part> = clearing::on_pool(config.clearing_threads, || {
+            let part = bids.len().div_ceil(rayon::current_num_threads() * 4).max(1024);
+            (0..bids.len().div_ceil(part))
+                .into_par_iter()
+                .map(|k| decided.part(k * part..((k + 1) * part).min(bids.len()), thresholds, payments))
+                .collect()
+        });
+        let mut sums = PriceSums::new(n);
+        let mut events =
+            Vec::with_capacity(expired.len() + parts.iter().map(|p| p.events.len()).sum::<usize>());
+        for b in &expired {
+            let kind = EventKind::BidExpired { bid: b.id.clone(), agent: b.agent.clone() };
+            events.push((b.correlation_id.clone(), kind));
+        }
+        let (mut revenue, mut welfare, mut won, mut lost, mut over) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        let mut sales = Vec::with_capacity(parts.iter().map(|p| p.sales.len()).sum());
+        for part in parts {
+            events.extend(part.events);
+            sales.extend(part.sales);
+            sums.add(&part.sums);
+            revenue += part.revenue;
+            welfare += part.welfare;
+            won += part.won;
+            lost += part.lost;
+            over += part.over;
         }
         // Everything of the report but the `seq` of its `cycle_cleared` and the prices.
         let report = CycleReport {

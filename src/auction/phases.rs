@@ -116,7 +116,7 @@ impl Cycle {
         }
         let payments =
             (bids.iter().zip(&placed.placement.starts)).map(|(b, start)| start.map(|_| b.limit)).collect();
-        Escrowed { ledger, intake, bids, payments }
+        Escrowed { ledger, intake, bids, payments, threads: self.config.clearing_threads }
     }
 
     /// Discovers the cycle's prices; returns `(ir, envy)`.
@@ -133,6 +133,8 @@ pub struct Escrowed {
     intake: Intake,
     bids: Vec<BookBid>,
     payments: Vec<Option<Credits>>,
+    /// The market's clearing threads, which settle its shards.
+    threads: usize,
 }
 
 impl Escrowed {
@@ -142,7 +144,7 @@ impl Escrowed {
         let mut releases: Vec<(&BookBid, Release)> = (self.bids.iter().zip(&self.payments))
             .map(|(b, p)| (b, p.map_or(Release::Returned, |payment| Release::Won { payment })))
             .collect();
-        self.ledger.settle(&self.intake, &mut releases, 1, None);
+        self.ledger.settle(&self.intake, &mut releases, (1, self.threads), None);
         let totals = self.ledger.totals();
         (totals.burned, totals.escrowed)
     }

@@ -16,6 +16,7 @@ use std::ops::Range;
 
 pub(crate) use discovery::{Discovery, discover};
 pub(crate) use grid::{Grid, Reach};
+pub(crate) use pool::install as on_pool;
 use rank::key;
 pub(crate) use rows::Rows;
 

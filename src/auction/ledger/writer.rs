@@ -2,6 +2,8 @@
 //! the `seq` each accepted bid got when it was sequenced.
 
 use std::sync::MutexGuard;
+
+use rayon::prelude::*;
 use std::sync::atomic::Ordering;
 
 use super::{BidState, Ledger, Release, SHARDS, Shard};
@@ -10,35 +12,21 @@ use crate::auction::ids::{AgentId, BidId};
 use crate::auction::intake::Intake;
 
 impl Ledger {
-    /// Settles the bids leaving the book at the end of cycle `cycle`, shard by shard: each
-    /// `(bid, release)` leaves escrow, its payment burned or credited to `pool`.
+    /// Settles the bids leaving the book at the end of cycle `cycle`, shard by shard and the
+    /// shards on `threads` threads: each `(bid, release)` leaves escrow, its payment burned or
+    /// credited to `pool`. Shards share nothing, so the result is the same on any thread count.
     pub(crate) fn settle(
         &self,
         intake: &Intake,
         releases: &mut [(&BookBid, Release)],
-        cycle: u64,
+        (cycle, threads): (u64, usize),
         pool: Option<&AgentId>,
     ) {
         releases.sort_by_key(|(b, _)| b.shard);
-        let mut paid = 0u64;
-        for group in releases.chunk_by(|x, y| x.0.shard == y.0.shard) {
-            let mut shard = self.lock(group[0].0.shard);
-            let shard = &mut *shard;
-            for (bid, release) in group {
-                let account = shard.accounts.get_mut(&bid.agent).expect("a booked bid's account exists");
-                let limit = bid.limit.micros();
-                let payment = match release {
-                    Release::Won { payment } => payment.micros(),
-                    Release::Returned => 0,
-                };
-                account.escrowed -= limit;
-                account.available += limit - payment;
-                account.live -= 1;
-                paid += payment;
-                account.bids.insert(bid.id.clone(), BidState::Decided { cycle, seq: bid.order });
-                shard.forget.push_back((cycle, bid.agent.clone(), bid.id.clone()));
-            }
-        }
+        let groups: Vec<&[(&BookBid, Release)]> = releases.chunk_by(|x, y| x.0.shard == y.0.shard).collect();
+        let paid: u64 = crate::auction::clearing::on_pool(threads, || {
+            groups.par_iter().map(|group| settle_shard(&mut self.lock(group[0].0.shard), group, cycle)).sum()
+        });
         intake.release_live(releases.len());
         match pool {
             Some(pool) => {
@@ -97,6 +85,26 @@ impl Ledger {
             mark(&mut shards[usize::from(one.0)], std::slice::from_ref(one));
         }
     }
+}
+
+/// Settles `group`, bids of `shard` leaving the book in cycle `cycle`; returns what they paid.
+fn settle_shard(shard: &mut Shard, group: &[(&BookBid, Release)], cycle: u64) -> u64 {
+    let mut paid = 0;
+    for (bid, release) in group {
+        let account = shard.accounts.get_mut(&bid.agent).expect("a booked bid's account exists");
+        let limit = bid.limit.micros();
+        let payment = match release {
+            Release::Won { payment } => payment.micros(),
+            Release::Returned => 0,
+        };
+        account.escrowed -= limit;
+        account.available += limit - payment;
+        account.live -= 1;
+        paid += payment;
+        account.bids.insert(bid.id.clone(), BidState::Decided { cycle, seq: bid.order });
+        shard.forget.push_back((cycle, bid.agent.clone(), bid.id.clone()));
+    }
+    paid
 }
 
 /// Writes the seqs of newly sequenced bids into a shard's remembered ids.

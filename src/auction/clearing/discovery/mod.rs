@@ -82,13 +82,14 @@ fn runs_of(rows: &Rows, r: &Ranked, out: &mut Vec<(usize, usize)>) {
 /// Buffers [`loser_demand`] reuses from one loser to the next.
 #[derive(Default)]
 struct Scratch {
-    blocked: Vec<u64>,
     /// Per row of the span, the resources it was blocked in, as a mask.
     masks: Vec<u16>,
+    /// Blocked weight of the span's first rows: `sums[k]` over rows `0..k`.
     sums: Vec<u64>,
+    /// The runs it may take, when rows are stretches (over slots, they are every `(k, k + d)`).
     runs: Vec<(usize, usize)>,
-    /// The sliding minimum's candidates: `(end, weight)` of runs.
-    window: std::collections::VecDeque<(usize, u64)>,
+    /// The sliding minimum's candidates, `(end, weight)` of runs, those from `head` on live.
+    window: Vec<(usize, u64)>,
 }
 
 /// What loser `b` needs of each cell it was blocked in: for every run it may take, its surplus
@@ -108,17 +109,19 @@ fn loser_demand<const S: usize>(
     debug_assert_eq!(n, stride);
     let at_row = |row: u64| (row - left.lo) as usize * stride;
     let surplus = r.limit - r.reserve;
-    let Scratch { blocked, masks, sums, runs, window } = scratch;
+    let Scratch { masks, sums, runs, window } = scratch;
     // Per resource, the share it needs (`i32::MIN` where it needs none, so such a cell is never
     // short) and the weight a short cell adds.
     let (mut want, mut share) = ([i32::MIN; MAX_RESOURCES], [0u64; MAX_RESOURCES]);
     for (res, s) in b.bundle.raw() {
         (want[res], share[res]) = (s as i32, u64::from(s));
     }
-    // Blocked weight of each row (the shares it could not have, times its slots) and the
-    // resources it was short of.
-    blocked.clear();
+    // The resources each row was short of, and the blocked weight (the shares it could not
+    // have, times its slots) of the rows before each.
     masks.clear();
+    sums.clear();
+    sums.push(0);
+    let (mut acc, mut short_anywhere, stretched) = (0u64, 0u16, rows.stretched());
     let cells = &left.free[at_row(r.first)..at_row(r.last_end)];
     for (k, row) in cells.chunks_exact(n).enumerate() {
         let (mut w, mut m) = (0u64, 0u16);
@@ -127,19 +130,13 @@ fn loser_demand<const S: usize>(
             w += if short { share[j] } else { 0 };
             m |= u16::from(short) << j;
         }
-        blocked.push(if rows.stretched() { w * rows.width(r.first + k as u64) } else { w });
-        masks.push(m);
-    }
-    if masks.iter().all(|&m| m == 0) {
-        return;
-    }
-    // Blocked weight of each run.
-    sums.clear();
-    sums.push(0);
-    let mut acc = 0;
-    for &w in blocked.iter() {
-        acc += w;
+        acc += if stretched { w * rows.width(r.first + k as u64) } else { w };
         sums.push(acc);
+        masks.push(m);
+        short_anywhere |= m;
+    }
+    if short_anywhere == 0 {
+        return;
     }
     let at = at_row(r.first);
     let mut need_row = |k: usize, mask: u16, level: u64| {
@@ -149,34 +146,43 @@ fn loser_demand<const S: usize>(
             m &= m - 1;
         }
     };
+    // The `j`th run it may take, as `(start, end)` rows from its first.
+    let (width, d) = (masks.len(), r.duration as usize);
+    if stretched {
+        runs_of(rows, r, runs);
+    }
+    let run = |j: usize| match stretched {
+        false => (j + d <= width).then_some((j, j + d)),
+        true => runs.get(j).copied(),
+    };
     // For each row, the lightest run covering it sets the highest level: a sliding minimum
     // over `(end, weight)` of the runs started (runs start and end in order, so the runs
     // covering a row are consecutive, and no two end alike). Neighbouring rows mostly share
     // their lightest run: divide once per run.
-    runs_of(rows, r, runs);
     window.clear();
-    let (mut next, mut level) = (0, (usize::MAX, 0));
+    let (mut head, mut next, mut level) = (0, 0, (usize::MAX, 0));
     for (k, &mask) in masks.iter().enumerate() {
-        while let Some(&(start, end)) = runs.get(next)
+        while let Some((start, end)) = run(next)
             && start <= k
         {
             let w = sums[end] - sums[start];
-            while window.back().is_some_and(|&(_, back)| back >= w) {
-                window.pop_back();
+            while window.len() > head && window[window.len() - 1].1 >= w {
+                window.pop();
             }
-            window.push_back((end, w));
+            window.push((end, w));
             next += 1;
         }
-        while window.front().is_some_and(|&(end, _)| end <= k) {
-            window.pop_front();
+        while head < window.len() && window[head].0 <= k {
+            head += 1;
         }
-        let Some(&(end, w)) = window.front() else { continue };
-        if mask != 0 {
-            if level.0 != end {
-                level = (end, per_unit(surplus, w, true));
-            }
-            need_row(k, mask, level.1);
+        if mask == 0 || head == window.len() {
+            continue;
         }
+        let (end, w) = window[head];
+        if level.0 != end {
+            level = (end, per_unit(surplus, w, true));
+        }
+        need_row(k, mask, level.1);
     }
 }
 
