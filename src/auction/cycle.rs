@@ -14,9 +14,9 @@
 //! the same state: intake sequenced between `cycle_started` and the outcome did not take part.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use rayon::prelude::*;
-use std::sync::Arc;
 
 use super::book::BookBid;
 use super::clearing::{self, Discovery, Grid, Placement, Track};
@@ -289,8 +289,12 @@ struct PriceSums {
 
 impl PriceSums {
     fn new(resources: usize) -> PriceSums {
-        let zeros = || vec![0; resources];
-        PriceSums { requested: zeros(), sold: zeros(), paid: vec![0; resources], value: vec![0; resources] }
+        PriceSums {
+            requested: vec![0; resources],
+            sold: vec![0; resources],
+            paid: vec![0; resources],
+            value: vec![0; resources],
+        }
     }
 
     fn add(&mut self, other: &PriceSums) {
@@ -303,11 +307,14 @@ impl PriceSums {
 }
 
 /// What a cycle decided, read to make its outcome.
+#[derive(Clone, Copy)]
 struct Decided<'a> {
     config: &'a Config,
     bids: &'a [BookBid],
     placement: &'a Placement,
     discovery: &'a Discovery,
+    thresholds: &'a [Option<u64>],
+    payments: &'a [Option<Credits>],
 }
 
 /// The outcome of a run of bids in clearing order: their events in order, the winners' sales,
@@ -325,9 +332,9 @@ struct Part {
 }
 
 impl Decided<'_> {
-    /// The outcome of bids `range`, given every bid's threshold and payment.
-    fn part(&self, range: Range<usize>, thresholds: &[Option<u64>], payments: &[Option<Credits>]) -> Part {
-        let (config, discovery) = (self.config, self.discovery);
+    /// The outcome of bids `range`.
+    fn part(&self, range: Range<usize>) -> Part {
+        let Decided { config, discovery, thresholds, payments, .. } = *self;
         let mut part = Part {
             events: Vec::with_capacity(range.len() * 3 / 2),
             sales: Vec::new(),
@@ -406,13 +413,19 @@ impl Outcome {
         let Cut { config, cycle, now, cid, expired, .. } = cut;
         let Cleared { bids, placement, thresholds, critical, discovery, payments } = cleared;
         let n = config.resources.len();
-        let decided = Decided { config: &config, bids: &bids, placement: &placement, discovery: &discovery };
-        let (thresholds, payments) = (&thresholds, &payments);
+        let decided = Decided {
+            config: &config,
+            bids: &bids,
+            placement: &placement,
+            discovery: &discovery,
+            thresholds: &thresholds,
+            payments: &payments,
+        };
         let parts: Vec<Part> = clearing::on_pool(config.clearing_threads, || {
             let part = bids.len().div_ceil(rayon::current_num_threads() * 4).max(1024);
             (0..bids.len().div_ceil(part))
                 .into_par_iter()
-                .map(|k| decided.part(k * part..((k + 1) * part).min(bids.len()), thresholds, payments))
+                .map(|k| decided.part(k * part..((k + 1) * part).min(bids.len())))
                 .collect()
         });
         let mut sums = PriceSums::new(n);
