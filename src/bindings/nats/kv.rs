@@ -84,13 +84,14 @@ impl Buckets {
     }
 }
 
-/// The agents whose balance an event changes.
+/// The agents whose balance an event changes (a loss that keeps its bid in the book changes
+/// nothing: the escrow stays).
 pub(crate) fn touched(event: &Event, agents: &mut BTreeSet<AgentId>) {
     match &event.kind {
         EventKind::BidAccepted { agent, .. }
         | EventKind::BidCancelled { agent, .. }
         | EventKind::BidWon { agent, .. }
-        | EventKind::BidLost { agent, .. }
+        | EventKind::BidLost { agent, retained: false, .. }
         | EventKind::BidExpired { agent, .. }
         | EventKind::CreditsDeposited { agent, .. }
         | EventKind::CreditsBurned { agent, .. } => {
@@ -101,5 +102,32 @@ pub(crate) fn touched(event: &Event, agents: &mut BTreeSet<AgentId>) {
             agents.insert(to.clone());
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capacity::Slot;
+    use crate::{BidId, EventKind};
+
+    fn lost(agent: &AgentId, retained: bool) -> Event {
+        let kind = EventKind::BidLost {
+            bid: BidId::new("b").unwrap(),
+            agent: agent.clone(),
+            retained,
+            shortfall: None,
+        };
+        Event { seq: 1, cycle: Some(1), slot: Slot(0), correlation_id: None, kind }
+    }
+
+    #[test]
+    fn only_a_loss_that_leaves_the_book_touches_a_balance() {
+        let agent = AgentId::new("a").unwrap();
+        let mut agents = BTreeSet::new();
+        touched(&lost(&agent, true), &mut agents);
+        assert!(agents.is_empty(), "a retained bid keeps its escrow");
+        touched(&lost(&agent, false), &mut agents);
+        assert_eq!(agents.into_iter().collect::<Vec<_>>(), [agent]);
     }
 }
