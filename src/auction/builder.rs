@@ -7,6 +7,7 @@ use super::config::{ConfigError, MarketConfig, PricingRule, PriorityRule, Settle
 use super::engine::Engine;
 use super::intake::Intake;
 use super::ledger::Ledger;
+use super::lines::Prepared;
 use super::market::Market;
 use super::money::Price;
 use crate::capacity::Slot;
@@ -127,6 +128,7 @@ impl MarketBuilder {
         Ok(Market {
             engine: Mutex::new(Engine::new(config.clone(), self.start)),
             clearing: Mutex::new(()),
+            lines: Prepared::default(),
             config,
             source: self.config,
             ledger,

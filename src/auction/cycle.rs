@@ -22,9 +22,10 @@ use super::book::BookBid;
 use super::clearing::{self, Discovery, Grid, Placement, Track};
 use super::config::{Config, PricingRule, Settlement};
 use super::engine::Engine;
-use super::events::EventKind;
+use super::events::{Event, EventKind};
 use super::intake::Intake;
 use super::ledger::{Ledger, Release};
+use super::lines::Prepared;
 use super::money::{Credits, Price};
 use crate::capacity::fixed::MICRO;
 use crate::capacity::{Bundle, CapacitySlots, ResourceId, Slot};
@@ -161,8 +162,14 @@ impl Engine {
     /// outcome events after whatever was sequenced since the cut, and puts the bids that stay
     /// back in the book ahead of those accepted meanwhile. Everything per bid was made ready in
     /// [`Outcome::of`], outside the writer; this only applies it.
-    pub(crate) fn apply(&mut self, ledger: &Ledger, intake: &Intake, outcome: Outcome) -> CycleReport {
-        let Outcome { config, cid, sales, leaving, retained, events, sums, mut report, discovery } = outcome;
+    /// Lines made ahead for its events go to `prepared`.
+    pub(crate) fn apply(
+        &mut self,
+        (ledger, intake, prepared): (&Ledger, &Intake, &Prepared),
+        outcome: Outcome,
+    ) -> CycleReport {
+        let Outcome { config, cid, sales, leaving, retained, events, lines, sums, mut report, discovery } =
+            outcome;
         let cycle = report.cycle;
         let mut sold: Vec<Vec<(u64, u64, u32)>> = vec![Vec::new(); self.timeline.resources()];
         for (bundle, run) in &sales {
@@ -180,8 +187,15 @@ impl Engine {
         drop(releases);
 
         let c = Some(cycle);
+        let first = self.seq + 1;
         for (correlation_id, kind) in events {
             self.emit(c, correlation_id, kind);
+        }
+        // The lines were made with the cycle's slot, which is still the market's.
+        if let Some(lines) = lines
+            && self.now == report.now
+        {
+            prepared.keep(first, lines);
         }
         let prices = self.price_reports(&sums, &discovery);
         for p in &prices {
@@ -271,6 +285,8 @@ pub(crate) struct Outcome {
     /// The per-bid events, in order, before the prices: expiries, then each bid in clearing
     /// order (a win and its payment, or a loss).
     events: Vec<(Option<Arc<str>>, EventKind)>,
+    /// Per event of `events`, its line made ahead ([`Event::line_of`]), when asked for.
+    lines: Option<Vec<Vec<u8>>>,
     sums: PriceSums,
     /// The cycle's report, but for the `seq` of its `cycle_cleared` and its prices.
     report: CycleReport,
@@ -315,12 +331,16 @@ struct Decided<'a> {
     discovery: &'a Discovery,
     thresholds: &'a [Option<u64>],
     payments: &'a [Option<Credits>],
+    /// The cycle and slot its events carry, when their lines are made ahead.
+    lines: Option<(u64, Slot)>,
 }
 
 /// The outcome of a run of bids in clearing order: their events in order, the winners' sales,
 /// and their sums.
 struct Part {
     events: Vec<(Option<Arc<str>>, EventKind)>,
+    /// Their lines, when made ahead.
+    lines: Vec<Vec<u8>>,
     sales: Vec<(Bundle, Range<u64>)>,
     sums: PriceSums,
     revenue: u64,
@@ -337,6 +357,7 @@ impl Decided<'_> {
         let Decided { config, discovery, thresholds, payments, .. } = *self;
         let mut part = Part {
             events: Vec::with_capacity(range.len() * 3 / 2),
+            lines: Vec::new(),
             sales: Vec::new(),
             sums: PriceSums::new(config.resources.len()),
             revenue: 0,
@@ -345,7 +366,7 @@ impl Decided<'_> {
             lost: 0,
             over: 0,
         };
-        let Part { events, sales, sums, revenue, welfare, won, lost, over } = &mut part;
+        let Part { events, sales, sums, revenue, welfare, won, lost, over, .. } = &mut part;
         for i in range {
             let b = &self.bids[i];
             let cid = b.correlation_id.clone();
@@ -402,14 +423,22 @@ impl Decided<'_> {
                 }
             }
         }
+        if let Some((cycle, slot)) = self.lines {
+            part.lines = part.events.iter().map(|(cid, kind)| line(cycle, slot, cid, kind)).collect();
+        }
         part
     }
 }
 
+/// The line made ahead of an event of cycle `cycle` at `slot`.
+fn line(cycle: u64, slot: Slot, cid: &Option<Arc<str>>, kind: &EventKind) -> Vec<u8> {
+    Event::line_of(Some(cycle), slot, cid.as_deref(), kind)
+}
+
 impl Outcome {
     /// The outcome of cycle `cut` as `cleared` decided it. The bids' events are made in parts
-    /// on the clearing threads and joined in order.
-    pub(crate) fn of(cut: Cut, cleared: Cleared) -> Outcome {
+    /// on the clearing threads and joined in order, with their lines made ahead if `lines`.
+    pub(crate) fn of(cut: Cut, cleared: Cleared, lines: bool) -> Outcome {
         let Cut { config, cycle, now, cid, expired, .. } = cut;
         let Cleared { bids, placement, thresholds, critical, discovery, payments } = cleared;
         let n = config.resources.len();
@@ -420,6 +449,7 @@ impl Outcome {
             discovery: &discovery,
             thresholds: &thresholds,
             payments: &payments,
+            lines: lines.then_some((cycle, now)),
         };
         let parts: Vec<Part> = clearing::on_pool(config.clearing_threads, || {
             let part = bids.len().div_ceil(rayon::current_num_threads() * 4).max(1024);
@@ -435,10 +465,15 @@ impl Outcome {
             let kind = EventKind::BidExpired { bid: b.id.clone(), agent: b.agent.clone() };
             events.push((b.correlation_id.clone(), kind));
         }
+        let mut lines =
+            lines.then(|| events.iter().map(|(cid, kind)| line(cycle, now, cid, kind)).collect::<Vec<_>>());
         let (mut revenue, mut welfare, mut won, mut lost, mut over) = (0u64, 0u64, 0u64, 0u64, 0u64);
         let mut sales = Vec::with_capacity(parts.iter().map(|p| p.sales.len()).sum());
         for part in parts {
             events.extend(part.events);
+            if let Some(all) = &mut lines {
+                all.extend(part.lines);
+            }
             sales.extend(part.sales);
             sums.add(&part.sums);
             revenue += part.revenue;
@@ -477,7 +512,7 @@ impl Outcome {
             }
         }
         retained.sort_by_key(|b| b.order);
-        Outcome { config, cid, sales, leaving, retained, events, sums, report, discovery }
+        Outcome { config, cid, sales, leaving, retained, events, lines, sums, report, discovery }
     }
 }
 

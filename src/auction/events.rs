@@ -267,6 +267,12 @@ impl<'de> Deserialize<'de> for BundleShares {
     }
 }
 
+/// What every event's JSON starts with, up to its `seq`.
+fn line_head() -> &'static str {
+    static HEAD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HEAD.get_or_init(|| format!(r#"{{"v":{EVENT_VERSION},"seq":"#))
+}
+
 /// The envelope as written: `v`, `seq`, `cycle`, `slot`, `correlation_id`, then the kind.
 #[derive(Serialize)]
 struct WireOut<'a> {
@@ -328,6 +334,36 @@ impl Event {
     /// The event as one line of JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("events always serialize")
+    }
+
+    /// The event's JSON from just after its `seq`, whatever its `seq` is.
+    #[cfg(test)]
+    pub(crate) fn line(&self) -> Vec<u8> {
+        Event::line_of(self.cycle, self.slot, self.correlation_id.as_deref(), &self.kind)
+    }
+
+    /// The JSON of an event of these fields from just after its `seq`: `{"v":1,"seq":`, then a
+    /// `seq`, then this, is [`to_json`](Event::to_json) of the event with that `seq`
+    /// ([`write_line`](Event::write_line)).
+    pub(crate) fn line_of(
+        cycle: Option<u64>,
+        slot: Slot,
+        correlation_id: Option<&str>,
+        kind: &EventKind,
+    ) -> Vec<u8> {
+        let wire = WireOut { v: EVENT_VERSION, seq: 0, cycle, slot, correlation_id, kind };
+        let json = serde_json::to_vec(&wire).expect("events always serialize");
+        let head = line_head().len() + 1;
+        debug_assert!(json.starts_with(line_head().as_bytes()) && json[head - 1] == b'0');
+        json[head..].to_vec()
+    }
+
+    /// Appends the JSON of the event with `seq` whose [`line_of`](Event::line_of) is `line`.
+    pub(crate) fn write_line(seq: u64, line: &[u8], out: &mut Vec<u8>) {
+        use std::io::Write;
+        out.extend_from_slice(line_head().as_bytes());
+        write!(out, "{seq}").expect("writing to memory");
+        out.extend_from_slice(line);
     }
 
     /// Decodes an event, refusing unknown fields and other versions.

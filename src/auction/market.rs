@@ -15,6 +15,7 @@ use super::events::{Event, EventKind};
 use super::ids::{AgentId, BidId};
 use super::intake::Intake;
 use super::ledger::{Admission, Admitted, Balance, Ledger, LedgerTotals, Refusal};
+use super::lines::Prepared;
 use super::money::{Credits, Price};
 use super::subscription::Subscription;
 use crate::capacity::{Bundle, BundleError, Capacity, Resources, Slot};
@@ -58,6 +59,8 @@ pub struct Market {
     pub(super) engine: Mutex<Engine>,
     /// Held for a whole cycle: one runs at a time, and a snapshot waits for it.
     pub(super) clearing: Mutex<()>,
+    /// Cycle outcome events' lines made ahead, for a consumer that asked for them.
+    pub(super) lines: Prepared,
 }
 
 /// A submit's answer when it was not refused.
@@ -226,6 +229,12 @@ impl Market {
         engine.seq
     }
 
+    /// The journal lines its cycles make ahead, when asked for.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn lines(&self) -> &Prepared {
+        &self.lines
+    }
+
     /// The `seq` of the last event made (sequenced) so far.
     pub fn last_seq(&self) -> u64 {
         self.engine().seq
@@ -248,12 +257,12 @@ impl Market {
     /// its events, those in `known` (a prefix a replay already saw) are not published again.
     pub(super) fn complete(&self, mut cut: Cut, known: &[Event]) -> CycleReport {
         let cleared = cycle::compute(&mut cut);
-        let outcome = cycle::Outcome::of(cut, cleared);
+        let outcome = cycle::Outcome::of(cut, cleared, self.lines.wanted());
         let mut engine = self.engine();
         if let Some(first) = known.first() {
             engine.seq = first.seq - 1;
         }
-        let report = engine.apply(&self.ledger, &self.intake, outcome);
+        let report = engine.apply((&self.ledger, &self.intake, &self.lines), outcome);
         engine.drop_known(known);
         self.cycles.store(report.cycle, Ordering::Release);
         self.intake.thaw();

@@ -14,6 +14,7 @@ mod events;
 mod ids;
 mod intake;
 mod ledger;
+pub(crate) mod lines;
 mod market;
 mod money;
 #[doc(hidden)]

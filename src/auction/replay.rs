@@ -182,7 +182,8 @@ impl Market {
         let mut cut = engine.in_flight.take().expect("a cycle in flight");
         engine.seq = recorded[0].seq - 1;
         let cleared = recleared(&mut cut, &recorded);
-        let report = engine.apply(&self.ledger, &self.intake, Outcome::of(cut, cleared));
+        let outcome = Outcome::of(cut, cleared, false);
+        let report = engine.apply((&self.ledger, &self.intake, &self.lines), outcome);
         let made = engine.take_unpublished();
         if made != recorded {
             let first = made.iter().zip(&recorded).find(|(m, r)| m != r);

@@ -11,6 +11,7 @@ use super::config::{Config, ConfigError};
 use super::engine::Engine;
 use super::intake::{self, Intake};
 use super::ledger::Ledger;
+use super::lines::Prepared;
 use super::market::Market;
 use super::snapshot::{
     CapacityRun, CurveState, PriceRun, PriceState, SNAPSHOT_VERSION, Snapshot, SoldRun, StateError,
@@ -211,6 +212,7 @@ impl Market {
         Ok(Market {
             engine: Mutex::new(engine),
             clearing: Mutex::new(()),
+            lines: Prepared::default(),
             config,
             source: snapshot.config,
             ledger,

@@ -29,6 +29,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::Subjects;
+use crate::auction::lines::Lines;
 use crate::{Event, MarketConfig};
 
 /// The header telling a journal message's kind: `genesis`, `events` or `leader`.
@@ -223,17 +224,24 @@ impl Journal {
     /// `pending` (everything sent and not yet [confirmed](Journal::confirm), oldest first)
     /// without waiting for their acknowledgements. A message that cannot be sent now is queued
     /// unsent, and so is every later one: [`recover`](Journal::recover) sends them again.
-    pub(crate) async fn send_events(&mut self, events: &[Event], pending: &mut VecDeque<Pending>) {
+    pub(crate) async fn send_events(
+        &mut self,
+        events: &[Event],
+        lines: &mut Lines,
+        pending: &mut VecDeque<Pending>,
+    ) {
         let mut body = BytesMut::new();
+        let mut line = Vec::new();
         let mut first = 0;
         for (i, event) in events.iter().enumerate() {
-            let line = event.to_json();
+            line.clear();
+            lines.write(event, &mut line);
             if !body.is_empty() && body.len() + line.len() + 1 > MAX_MESSAGE {
                 let run = std::mem::take(&mut body).freeze();
                 self.queue(events[first].seq, events[i - 1].seq, run, pending).await;
                 first = i;
             }
-            body.put_slice(line.as_bytes());
+            body.put_slice(&line);
             body.put_u8(b'\n');
         }
         if !body.is_empty() {

@@ -20,7 +20,7 @@ use super::kv::{Buckets, touched};
 use super::lease::Lease;
 use super::service::Shared;
 use super::snapshots::Snapshots;
-use crate::{AgentId, Event, EventKind, Subscription};
+use crate::{AgentId, Event, EventKind, Market, Subscription};
 
 /// How often the writer sequences intake when nobody rings.
 const WRITER_IDLE: Duration = Duration::from_millis(20);
@@ -170,6 +170,9 @@ async fn write(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut after = After { shared: &shared, audit, state, cycles, agents: BTreeSet::new() };
+    // Cycles make their outcome's journal lines ahead, on the clearing threads, while this
+    // writer runs.
+    let _lines = LinesWanted::new(&shared.market);
     // Messages sent and not yet acknowledged, and the rounds they hold, oldest first.
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut rounds: VecDeque<Vec<Event>> = VecDeque::new();
@@ -225,9 +228,10 @@ async fn write(
                     }
                     _ => drain(&mut events),
                 };
-                if !batch.is_empty() {
+                if let Some(last) = batch.last() {
+                    let mut lines = shared.market.lines().take_through(last.seq);
                     match shared.journal.lock().await.as_mut() {
-                        Some(journal) => journal.send_events(&batch, &mut pending).await,
+                        Some(journal) => journal.send_events(&batch, &mut lines, &mut pending).await,
                         None => return,
                     }
                     rounds.push_back(batch);
@@ -237,6 +241,22 @@ async fn write(
         if stopping && pending.is_empty() {
             return;
         }
+    }
+}
+
+/// Asks a market to make its cycles' journal lines ahead for as long as it lives.
+struct LinesWanted<'a>(&'a Market);
+
+impl<'a> LinesWanted<'a> {
+    fn new(market: &'a Market) -> LinesWanted<'a> {
+        market.lines().want(true);
+        LinesWanted(market)
+    }
+}
+
+impl Drop for LinesWanted<'_> {
+    fn drop(&mut self) {
+        self.0.lines().want(false);
     }
 }
 
