@@ -96,22 +96,22 @@ impl AuditLog {
         self.create().await.map_err(|e| AuditError::Unavailable(e.to_string()))
     }
 
-    /// Publishes `events` (consecutive, the first right after what the stream holds), pipelined
-    /// in windows; returns how many were stored before the first that was not.
+    /// Publishes `events` with their JSON (consecutive, the first right after what the stream
+    /// holds), pipelined in windows; returns how many were stored before the first that was not.
     pub(crate) async fn publish(
         &self,
-        events: &[Event],
+        events: &[(Event, Bytes)],
         spans: &std::sync::Mutex<Spans>,
     ) -> Result<usize, (usize, AuditError)> {
         let spans: Vec<Option<Arc<ServerSpan>>> = {
             let mut spans = spans.lock().unwrap_or_else(|e| e.into_inner());
-            events.iter().map(|e| spans.take(e)).collect()
+            events.iter().map(|(e, _)| spans.take(e)).collect()
         };
         let mut done = 0;
         for window in events.chunks(WINDOW) {
             let mut acks = Vec::with_capacity(window.len());
-            for (i, event) in window.iter().enumerate() {
-                match self.send(event, spans[done + i].as_deref()).await {
+            for (i, (event, json)) in window.iter().enumerate() {
+                match self.send(event, json.clone(), spans[done + i].as_deref()).await {
                     Ok(ack) => acks.push(ack),
                     Err(e) => {
                         acks.clear();
@@ -145,6 +145,7 @@ impl AuditLog {
     async fn send(
         &self,
         event: &Event,
+        json: Bytes,
         span: Option<&ServerSpan>,
     ) -> Result<jetstream::context::PublishAckFuture, AuditError> {
         let mut headers = HeaderMap::new();
@@ -159,7 +160,7 @@ impl AuditLog {
         }
         let subject = self.subjects.event(&event.kind);
         self.js
-            .publish_with_headers(subject, headers, Bytes::from(event.to_json()))
+            .publish_with_headers(subject, headers, json)
             .await
             .map_err(|e| AuditError::Unavailable(e.to_string()))
     }

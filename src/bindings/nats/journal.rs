@@ -224,29 +224,36 @@ impl Journal {
     /// `pending` (everything sent and not yet [confirmed](Journal::confirm), oldest first)
     /// without waiting for their acknowledgements. A message that cannot be sent now is queued
     /// unsent, and so is every later one: [`recover`](Journal::recover) sends them again.
+    /// Sends `events` in messages of at most [`MAX_MESSAGE`] bytes, each event's JSON a line
+    /// (made ahead where `lines` has it); returns each event's JSON, a slice of its message.
     pub(crate) async fn send_events(
         &mut self,
         events: &[Event],
         lines: &mut Lines,
         pending: &mut VecDeque<Pending>,
-    ) {
-        let mut body = BytesMut::new();
-        let mut line = Vec::new();
+    ) -> Vec<Bytes> {
+        let mut json = Vec::with_capacity(events.len());
+        let (mut body, mut line, mut spans) = (BytesMut::new(), Vec::new(), Vec::new());
         let mut first = 0;
         for (i, event) in events.iter().enumerate() {
             line.clear();
             lines.write(event, &mut line);
             if !body.is_empty() && body.len() + line.len() + 1 > MAX_MESSAGE {
                 let run = std::mem::take(&mut body).freeze();
+                json.extend(spans.drain(..).map(|span| run.slice(span)));
                 self.queue(events[first].seq, events[i - 1].seq, run, pending).await;
                 first = i;
             }
+            spans.push(body.len()..body.len() + line.len());
             body.put_slice(&line);
             body.put_u8(b'\n');
         }
         if !body.is_empty() {
-            self.queue(events[first].seq, events[events.len() - 1].seq, body.freeze(), pending).await;
+            let run = body.freeze();
+            json.extend(spans.drain(..).map(|span| run.slice(span)));
+            self.queue(events[first].seq, events[events.len() - 1].seq, run, pending).await;
         }
+        json
     }
 
     async fn queue(&mut self, first: u64, last: u64, body: Bytes, pending: &mut VecDeque<Pending>) {

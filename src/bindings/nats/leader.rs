@@ -164,7 +164,7 @@ async fn clear_every(shared: Arc<Shared>, cadence: Duration) {
 async fn write(
     shared: Arc<Shared>,
     mut events: Subscription,
-    audit: Option<mpsc::UnboundedSender<Arc<[Event]>>>,
+    audit: Option<mpsc::UnboundedSender<Vec<(Event, Bytes)>>>,
     state: mpsc::UnboundedSender<StateUpdate>,
     cycles: watch::Sender<u64>,
     mut stop: watch::Receiver<bool>,
@@ -175,7 +175,7 @@ async fn write(
     let _lines = LinesWanted::new(&shared.market);
     // Messages sent and not yet acknowledged, and the rounds they hold, oldest first.
     let mut pending: VecDeque<Pending> = VecDeque::new();
-    let mut rounds: VecDeque<Vec<Event>> = VecDeque::new();
+    let mut rounds: VecDeque<Round> = VecDeque::new();
     let mut stopping = false;
     loop {
         let room = pending.len() < MAX_PENDING;
@@ -230,11 +230,11 @@ async fn write(
                 };
                 if let Some(last) = batch.last() {
                     let mut lines = shared.market.lines().take_through(last.seq);
-                    match shared.journal.lock().await.as_mut() {
+                    let json = match shared.journal.lock().await.as_mut() {
                         Some(journal) => journal.send_events(&batch, &mut lines, &mut pending).await,
                         None => return,
-                    }
-                    rounds.push_back(batch);
+                    };
+                    rounds.push_back(Round { events: batch, json });
                 }
             }
         }
@@ -290,10 +290,17 @@ async fn recover(shared: &Shared, pending: &mut VecDeque<Pending>, mut why: Stri
     }
 }
 
+/// A writer round's events, as sent to the journal, with their JSON.
+struct Round {
+    events: Vec<Event>,
+    json: Vec<Bytes>,
+}
+
 /// What the writer does with events once the journal holds them.
 struct After<'a> {
     shared: &'a Shared,
-    audit: Option<mpsc::UnboundedSender<Arc<[Event]>>>,
+    /// The `audit_log` publisher's queue: events with their JSON.
+    audit: Option<mpsc::UnboundedSender<Vec<(Event, Bytes)>>>,
     state: mpsc::UnboundedSender<StateUpdate>,
     cycles: watch::Sender<u64>,
     /// Agents whose balance changed since the last cycle.
@@ -302,12 +309,12 @@ struct After<'a> {
 
 impl After<'_> {
     /// The journal holds every event through `through`: the rounds it covers are answered.
-    async fn journaled(&mut self, through: u64, rounds: &mut VecDeque<Vec<Event>>) {
+    async fn journaled(&mut self, through: u64, rounds: &mut VecDeque<Round>) {
         let shared = self.shared;
         shared.health.journaled_through(through);
         shared.journaled.send_replace(through);
-        while rounds.front().is_some_and(|r| r.last().is_none_or(|e| e.seq <= through)) {
-            let Some(batch) = rounds.pop_front() else { break };
+        while rounds.front().is_some_and(|r| r.events.last().is_none_or(|e| e.seq <= through)) {
+            let Some(Round { events: batch, json }) = rounds.pop_front() else { break };
             let (update, replies) = after_journal(shared, &batch, &mut self.agents);
             for (to, reply) in replies {
                 let _ = shared.client.publish(to, reply).await;
@@ -325,7 +332,7 @@ impl After<'_> {
                 }
             }
             if let Some(audit) = &self.audit {
-                let _ = audit.send(batch.into());
+                let _ = audit.send(batch.into_iter().zip(json).collect());
             }
         }
     }
@@ -368,7 +375,7 @@ fn after_journal(
 async fn publish_audit(
     shared: Arc<Shared>,
     audit: AuditLog,
-    mut batches: mpsc::UnboundedReceiver<Arc<[Event]>>,
+    mut batches: mpsc::UnboundedReceiver<Vec<(Event, Bytes)>>,
 ) {
     let mut next = loop {
         match audit.stored().await {
@@ -383,7 +390,7 @@ async fn publish_audit(
         }
     };
     shared.health.audited_through(next - 1);
-    let mut queue: VecDeque<Event> = VecDeque::new();
+    let mut queue: VecDeque<(Event, Bytes)> = VecDeque::new();
     let mut open = true;
     let mut pause = Duration::from_millis(10);
     loop {
@@ -392,22 +399,23 @@ async fn publish_audit(
                 return;
             }
             match batches.recv().await {
-                Some(batch) => queue.extend(batch.iter().cloned()),
+                Some(batch) => queue.extend(batch),
                 None => open = false,
             }
         }
         while let Ok(batch) = batches.try_recv() {
-            queue.extend(batch.iter().cloned());
+            queue.extend(batch);
         }
-        while queue.front().is_some_and(|e| e.seq < next) {
+        while queue.front().is_some_and(|(e, _)| e.seq < next) {
             queue.pop_front();
         }
-        let known = queue.front().map_or(shared.health.journaled() + 1, |e| e.seq);
+        let known = queue.front().map_or(shared.health.journaled() + 1, |(e, _)| e.seq);
         if known > next {
             match read_journal(&shared, next, known - 1).await {
                 Ok(events) => {
                     for e in events.into_iter().rev() {
-                        queue.push_front(e);
+                        let json = Bytes::from(e.to_json());
+                        queue.push_front((e, json));
                     }
                 }
                 Err(why) => {
@@ -417,7 +425,7 @@ async fn publish_audit(
                 }
             }
         }
-        let batch: Vec<Event> = queue.drain(..queue.len().min(AUDIT_BATCH)).collect();
+        let batch: Vec<(Event, Bytes)> = queue.drain(..queue.len().min(AUDIT_BATCH)).collect();
         if batch.is_empty() {
             continue;
         }
