@@ -224,8 +224,9 @@ impl Journal {
     /// `pending` (everything sent and not yet [confirmed](Journal::confirm), oldest first)
     /// without waiting for their acknowledgements. A message that cannot be sent now is queued
     /// unsent, and so is every later one: [`recover`](Journal::recover) sends them again.
-    /// Sends `events` in messages of at most [`MAX_MESSAGE`] bytes, each event's JSON a line
-    /// (made ahead where `lines` has it); returns each event's JSON, a slice of its message.
+    ///
+    /// Each event's JSON is a line, made ahead where `lines` has it; returns each event's JSON,
+    /// a slice of the message holding it.
     pub(crate) async fn send_events(
         &mut self,
         events: &[Event],
