@@ -2,9 +2,9 @@
 //! the `seq` each accepted bid got when it was sequenced.
 
 use std::sync::MutexGuard;
+use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
-use std::sync::atomic::Ordering;
 
 use super::{BidState, Ledger, Release, SHARDS, Shard};
 use crate::auction::book::BookBid;
