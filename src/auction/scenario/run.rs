@@ -6,11 +6,12 @@ use serde_json::{Map, Value};
 
 use super::expect::{BalanceExpect, matches};
 use super::{Action, Scenario, Step};
+use crate::auction::correlated::Correlated;
 use crate::auction::error::{RejectCode, Rejection};
 use crate::auction::events::Event;
 use crate::auction::ids::{AgentId, BidId};
 use crate::auction::ledger::Balance;
-use crate::auction::market::{Correlated, Market};
+use crate::auction::market::Market;
 use crate::auction::money::Credits;
 use crate::capacity::{Capacity, Slot};
 
