@@ -486,3 +486,23 @@ fn section_references_name_sections_that_exist() {
     }
     assert!(broken.is_empty(), "references to sections docs/design.md lacks:\n{}", broken.join("\n"));
 }
+
+#[test]
+fn journal_runs_of_retained_losses_read_as_documented() {
+    let doc = design();
+    assert!(doc.contains(r#"`"type":"bids_retained"`"#), "docs/design.md names the run's type");
+    assert!(doc.contains(r#"`"bids":[[bid, agent, shortfall], …]`"#), "docs/design.md gives a run's entries");
+    let line = br#"{"v":1,"seq":7,"cycle":3,"slot":12,"correlation_id":null,"type":"bids_retained","bids":[["b1","a1",null],["b2","a2","0.5"]]}"#;
+    let events = Event::from_lines(line).expect("a run");
+    let seen: Vec<(u64, &str, bool, Option<String>)> = events
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::BidLost { bid, retained, shortfall, .. } => {
+                (e.seq, bid.as_str(), *retained, shortfall.map(|s| s.to_string()))
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seen, vec![(7, "b1", true, None), (8, "b2", true, Some("0.5".to_string()))]);
+    assert!(events.iter().all(|e| e.cycle == Some(3) && e.slot.0 == 12));
+}

@@ -50,9 +50,7 @@ async fn journal(client: &MarketClient) -> Vec<Event> {
     for seq in 1..=last {
         let message = stream.get_raw_message(seq).await.unwrap();
         if message.headers.get(KIND).map(|v| v.as_str()) == Some("events") {
-            for line in message.payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                events.push(Event::from_json(line).unwrap());
-            }
+            events.extend(Event::from_lines(&message.payload).unwrap());
         }
     }
     events

@@ -85,8 +85,7 @@ async fn journal(nats: &Client, subjects: &Subjects) -> History {
             }
             Some("leader") => leaders.push(String::from_utf8(message.payload.to_vec()).unwrap()),
             Some("events") => {
-                for line in message.payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                    let event = Event::from_json(line).unwrap();
+                for event in Event::from_lines(&message.payload).unwrap() {
                     assert_eq!(event.seq, events.len() as u64 + 1, "the journal is gapless, each event once");
                     events.push(event);
                 }

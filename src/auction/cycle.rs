@@ -424,7 +424,7 @@ impl Decided<'_> {
             }
         }
         if let Some((cycle, slot)) = self.lines {
-            part.lines = part.events.iter().map(|(cid, kind)| line(cycle, slot, cid, kind)).collect();
+            part.lines = super::lines::outcome_lines(cycle, slot, &part.events);
         }
         part
     }

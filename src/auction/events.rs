@@ -352,7 +352,11 @@ impl Event {
         kind: &EventKind,
     ) -> Vec<u8> {
         let wire = WireOut { v: EVENT_VERSION, seq: 0, cycle, slot, correlation_id, kind };
-        let json = serde_json::to_vec(&wire).expect("events always serialize");
+        Event::tail(&serde_json::to_vec(&wire).expect("events always serialize"))
+    }
+
+    /// What follows the `seq` in `json`, a line written with `seq` 0.
+    pub(crate) fn tail(json: &[u8]) -> Vec<u8> {
         let head = line_head().len() + 1;
         debug_assert!(json.starts_with(line_head().as_bytes()) && json[head - 1] == b'0');
         json[head..].to_vec()

@@ -1,14 +1,151 @@
-//! Event lines made ahead: a cycle's outcome events serialized on the clearing threads while
-//! the outcome is made, so whoever writes the events out (a served market's journal) only puts
-//! each one's `seq` in front of its line instead of serializing tens of thousands of events on
-//! its own thread. Made only while someone asks for them, and never needed: an event without a
-//! line made ahead is serialized as usual, to the same bytes.
+//! Event lines: how events are written as JSON lines (a served market's journal), and the
+//! lines of a cycle's outcome made ahead.
+//!
+//! A line is an event's JSON, or a *run* standing for consecutive retained losses of one cycle
+//! (`bid_lost` with `retained: true`, the bulk of a standing book's outcome: every bid that stays
+//! loses again each cycle). A run holds each loss's bid, agent and shortfall once, under one
+//! envelope: `{"v":1,"seq":F,"cycle":C,"slot":S,"correlation_id":X,"type":"bids_retained",
+//! "bids":[["b1","a1",null],["b2","a2","0.5"]]}` stands for events `F`, `F+1`, … in that order.
+//! [`Event::from_lines`] reads both back.
+//!
+//! The outcome's lines are made on the clearing threads while the outcome is made, so whoever
+//! writes the events out only puts each line's `seq` in front instead of serializing tens of
+//! thousands of events on its own thread. Made only while someone asks for them, and never
+//! needed: an event without a line made ahead is written as its own JSON.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use super::events::Event;
+use serde::{Deserialize, Serialize};
+
+use super::error::{RejectCode, Rejection};
+use super::events::{EVENT_VERSION, Event, EventKind};
+use super::ids::{AgentId, BidId};
+use super::money::Credits;
+use crate::capacity::Slot;
+
+/// The `type` of a run of retained losses.
+const RUN: &str = "bids_retained";
+
+/// Retained losses one run holds at most, so a run with the longest ids stays far below a
+/// journal message.
+const MAX_RUN: usize = 2048;
+
+/// A run as written.
+#[derive(Serialize)]
+struct RetainedOut<'a> {
+    v: u8,
+    seq: u64,
+    cycle: u64,
+    slot: Slot,
+    correlation_id: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    bids: Vec<(&'a BidId, &'a AgentId, &'a Option<Credits>)>,
+}
+
+/// A run as read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetainedIn {
+    v: u8,
+    seq: u64,
+    cycle: u64,
+    slot: Slot,
+    correlation_id: Option<Arc<str>>,
+    #[serde(rename = "type")]
+    kind: String,
+    bids: Vec<(BidId, AgentId, Option<Credits>)>,
+}
+
+impl RetainedIn {
+    fn events(self) -> Option<Vec<Event>> {
+        if self.v != EVENT_VERSION || self.kind != RUN || self.bids.is_empty() {
+            return None;
+        }
+        let RetainedIn { seq, cycle, slot, correlation_id, bids, .. } = self;
+        let events = (seq..).zip(bids).map(|(seq, (bid, agent, shortfall))| Event {
+            seq,
+            cycle: Some(cycle),
+            slot,
+            correlation_id: correlation_id.clone(),
+            kind: EventKind::BidLost { bid, agent, retained: true, shortfall },
+        });
+        Some(events.collect())
+    }
+}
+
+impl Event {
+    /// Reads events written as lines (one per line, `\n`-separated, as a served market's journal
+    /// holds them): each line an event's JSON or a run of retained losses.
+    ///
+    /// # Errors
+    ///
+    /// `unknown_field` or `malformed` for a line that is neither.
+    pub fn from_lines(lines: &[u8]) -> Result<Vec<Event>, Rejection> {
+        let mut events = Vec::new();
+        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            // A run ends its last entry and its list; no event's JSON ends so.
+            if line.ends_with(b"]]}") {
+                let run = serde_json::from_slice::<RetainedIn>(line).map_err(|e| Rejection::from_json(&e))?;
+                let Some(run) = run.events() else {
+                    return Err(Rejection::new(
+                        RejectCode::Malformed,
+                        "a run of retained losses that is not one",
+                    ));
+                };
+                events.extend(run);
+            } else {
+                events.push(Event::from_json(line)?);
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// The lines of a cycle's outcome events (of cycle `cycle` at `slot`), each from just after its
+/// `seq` (see [`Event::line_of`]): consecutive retained losses of one correlation id as runs of
+/// up to [`MAX_RUN`], whose first event has the run's line and the others an empty one.
+pub(crate) fn outcome_lines(
+    cycle: u64,
+    slot: Slot,
+    events: &[(Option<Arc<str>>, EventKind)],
+) -> Vec<Vec<u8>> {
+    let retained =
+        |(_, kind): &(Option<Arc<str>>, EventKind)| matches!(kind, EventKind::BidLost { retained: true, .. });
+    let mut lines = Vec::with_capacity(events.len());
+    let mut at = 0;
+    while at < events.len() {
+        let (cid, kind) = &events[at];
+        let run = events[at..].iter().take(MAX_RUN).take_while(|e| retained(e) && e.0 == *cid).count();
+        if run < 2 {
+            lines.push(Event::line_of(Some(cycle), slot, cid.as_deref(), kind));
+            at += 1;
+            continue;
+        }
+        let bids = events[at..at + run]
+            .iter()
+            .filter_map(|(_, kind)| match kind {
+                EventKind::BidLost { bid, agent, shortfall, .. } => Some((bid, agent, shortfall)),
+                _ => None,
+            })
+            .collect();
+        let out = RetainedOut {
+            v: EVENT_VERSION,
+            seq: 0,
+            cycle,
+            slot,
+            correlation_id: cid.as_deref(),
+            kind: RUN,
+            bids,
+        };
+        lines.push(Event::tail(&serde_json::to_vec(&out).expect("runs always serialize")));
+        lines.extend(std::iter::repeat_with(Vec::new).take(run - 1));
+        at += run;
+    }
+    lines
+}
 
 /// A run of consecutive events' lines, each from just after its `seq` (see [`Event::line_of`]).
 #[derive(Debug)]
@@ -63,7 +200,7 @@ impl Prepared {
         while runs.front().is_some_and(|r| r.first <= last) {
             taken.extend(runs.pop_front());
         }
-        Lines { runs: taken, at: 0 }
+        Lines { runs: taken, at: 0, covered: 0 }
     }
 
     fn runs(&self) -> std::sync::MutexGuard<'_, VecDeque<Run>> {
@@ -79,27 +216,45 @@ pub(crate) struct Lines {
     runs: Vec<Run>,
     /// The run the last lookup found.
     at: usize,
+    /// The last `seq` a run of retained losses written so far stands for.
+    covered: u64,
 }
 
 #[cfg_attr(not(feature = "nats"), allow(dead_code))]
 impl Lines {
-    /// Appends `event`'s JSON to `out`, from the line made ahead when there is one.
-    pub(crate) fn write(&mut self, event: &Event, out: &mut Vec<u8>) {
+    /// Appends `event`'s line to `out`: the line made ahead when there is one, else its JSON;
+    /// `false`, writing nothing, when a run of retained losses written before stands for it.
+    pub(crate) fn write(&mut self, event: &Event, out: &mut Vec<u8>) -> bool {
         let from = out.len();
+        let covered = self.covered;
         match self.find(event.seq) {
-            Some(line) => Event::write_line(event.seq, line, out),
-            None => serde_json::to_writer(&mut *out, event).expect("events always serialize"),
+            Some(([], _)) if event.seq <= covered => return false,
+            Some((line, more)) if !line.is_empty() => {
+                Event::write_line(event.seq, line, out);
+                self.covered = event.seq + more as u64;
+            }
+            _ => serde_json::to_writer(&mut *out, event).expect("events always serialize"),
         }
-        debug_assert_eq!(out[from..], *event.to_json().as_bytes(), "a line made ahead is the event's JSON");
+        debug_assert_eq!(
+            Event::from_lines(&out[from..]).ok().and_then(|e| e.into_iter().next()).as_ref(),
+            Some(event),
+            "a line stands for its event"
+        );
+        true
     }
 
-    fn find(&mut self, seq: u64) -> Option<&[u8]> {
+    /// The line made ahead for `seq`, and how many events after it its run of retained losses
+    /// stands for.
+    fn find(&mut self, seq: u64) -> Option<(&[u8], usize)> {
         while let Some(run) = self.runs.get(self.at) {
             if seq < run.first {
                 return None;
             }
-            if let Some(line) = usize::try_from(seq - run.first).ok().and_then(|k| run.lines.get(k)) {
-                return Some(line);
+            if let Some(k) = usize::try_from(seq - run.first).ok().filter(|&k| k < run.lines.len()) {
+                let (line, after) = (&run.lines[k], &run.lines[k + 1..]);
+                let more =
+                    if line.is_empty() { 0 } else { after.iter().take_while(|l| l.is_empty()).count() };
+                return Some((line, more));
             }
             self.at += 1;
         }
@@ -163,5 +318,102 @@ mod tests {
         prepared.keep(20, lines);
         prepared.want(false);
         assert!(prepared.take_through(u64::MAX).runs.is_empty(), "dropped when no longer wanted");
+    }
+
+    /// Retained losses of `bids` bids, the `k`th with correlation id `cid(k)` and a shortfall on
+    /// every third.
+    fn retained(bids: usize, cid: impl Fn(usize) -> Option<Arc<str>>) -> Vec<(Option<Arc<str>>, EventKind)> {
+        (0..bids)
+            .map(|k| {
+                let kind = EventKind::BidLost {
+                    bid: BidId::new(&format!("b{k}")).unwrap(),
+                    agent: AgentId::new(&format!("a{}", k % 7)).unwrap(),
+                    retained: true,
+                    shortfall: (k % 3 == 0).then(|| Credits::from_micros(k as u64 * 1_000_001)),
+                };
+                (cid(k), kind)
+            })
+            .collect()
+    }
+
+    /// Writes `kinds` as events of cycle 4 at slot 17 from `seq` 10, their lines made ahead, as a
+    /// journal would: the lines and the events each line stands for.
+    fn written(kinds: &[(Option<Arc<str>>, EventKind)]) -> (Vec<u8>, Vec<Event>) {
+        let prepared = Prepared::default();
+        prepared.want(true);
+        prepared.keep(10, outcome_lines(4, Slot(17), kinds));
+        let mut lines = prepared.take_through(u64::MAX);
+        let events: Vec<Event> = (10..)
+            .zip(kinds)
+            .map(|(seq, (cid, kind))| Event {
+                seq,
+                cycle: Some(4),
+                slot: Slot(17),
+                correlation_id: cid.clone(),
+                kind: kind.clone(),
+            })
+            .collect();
+        let mut body = Vec::new();
+        for event in &events {
+            if lines.write(event, &mut body) {
+                body.push(b'\n');
+            }
+        }
+        (body, events)
+    }
+
+    #[test]
+    fn retained_losses_are_written_as_runs_and_read_back_as_events() {
+        // Runs break at another kind, another correlation id, and after MAX_RUN losses.
+        let mut kinds =
+            events()[1..].iter().map(|e| (e.correlation_id.clone(), e.kind.clone())).collect::<Vec<_>>();
+        kinds.extend(retained(MAX_RUN + 5, |k| (k >= MAX_RUN + 3).then(|| Arc::from("c \"1\"\n"))));
+        let expired = events()[3].clone();
+        kinds.push((expired.correlation_id, expired.kind));
+        kinds.extend(retained(1, |_| None));
+        let (body, events) = written(&kinds);
+        let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        // 3 events, a full run, a run of 3, a run of 2 under the other id, an expiry, a lone loss.
+        assert_eq!(lines.len(), 3 + 3 + 1 + 1, "{}", String::from_utf8_lossy(&body));
+        assert!(lines[3].starts_with(br#"{"v":1,"seq":13,"cycle":4,"slot":17,"correlation_id":null,"type":"bids_retained","bids":[["b0","a0","0"],["b1","a1",null]"#));
+        assert_eq!(Event::from_lines(&body).unwrap(), events, "read back, the same events");
+        let lone = lines.last().unwrap();
+        assert_eq!(Event::from_json(lone).unwrap(), *events.last().unwrap(), "a lone loss is its own JSON");
+        assert!(body.len() * 3 < events.iter().map(|e| e.to_json().len()).sum::<usize>(), "runs are compact");
+    }
+
+    #[test]
+    fn a_line_without_its_run_is_the_events_own_json() {
+        // Lines taken from the middle of a run: the events it covers are written in full.
+        let kinds = retained(4, |_| None);
+        let prepared = Prepared::default();
+        prepared.want(true);
+        prepared.keep(10, outcome_lines(4, Slot(17), &kinds));
+        let mut lines = prepared.take_through(u64::MAX);
+        for (seq, (cid, kind)) in (11..).zip(&kinds[1..]) {
+            let event = Event {
+                seq,
+                cycle: Some(4),
+                slot: Slot(17),
+                correlation_id: cid.clone(),
+                kind: kind.clone(),
+            };
+            let mut out = Vec::new();
+            assert!(lines.write(&event, &mut out));
+            assert_eq!(String::from_utf8(out).unwrap(), event.to_json());
+        }
+    }
+
+    #[test]
+    fn malformed_runs_are_refused() {
+        for bad in [
+            &br#"{"v":1,"seq":3,"cycle":4,"slot":17,"correlation_id":null,"type":"bids_retained","bids":[]}"#[..],
+            br#"{"v":1,"seq":3,"cycle":4,"slot":17,"correlation_id":null,"type":"bid_lost","bids":[["b","a",null]]}"#,
+            br#"{"v":2,"seq":3,"cycle":4,"slot":17,"correlation_id":null,"type":"bids_retained","bids":[["b","a",null]]}"#,
+            br#"{"v":1,"seq":3,"cycle":4,"slot":17,"correlation_id":null,"type":"bids_retained","bids":[["b","a",null]],"x":1}"#,
+            br#"{"v":1,"seq":3,"cycle":4,"slot":17,"correlation_id":null,"type":"bids_retained","bids":[["b c","a",null]]}"#,
+        ] {
+            assert!(Event::from_lines(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 }

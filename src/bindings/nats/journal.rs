@@ -236,22 +236,32 @@ impl Journal {
         let mut json = Vec::with_capacity(events.len());
         let (mut body, mut line, mut spans) = (BytesMut::new(), Vec::new(), Vec::new());
         let mut first = 0;
+        let slices = |run: &Bytes, spans: &mut Vec<Option<std::ops::Range<usize>>>| {
+            spans
+                .drain(..)
+                .map(|span| span.map_or_else(Bytes::new, |span| run.slice(span)))
+                .collect::<Vec<_>>()
+        };
         for (i, event) in events.iter().enumerate() {
             line.clear();
-            lines.write(event, &mut line);
+            // An event a run stands for goes with the run, in its message.
+            if !lines.write(event, &mut line) {
+                spans.push(None);
+                continue;
+            }
             if !body.is_empty() && body.len() + line.len() + 1 > MAX_MESSAGE {
                 let run = std::mem::take(&mut body).freeze();
-                json.extend(spans.drain(..).map(|span| run.slice(span)));
+                json.extend(slices(&run, &mut spans));
                 self.queue(events[first].seq, events[i - 1].seq, run, pending).await;
                 first = i;
             }
-            spans.push(body.len()..body.len() + line.len());
+            spans.push(Some(body.len()..body.len() + line.len()));
             body.put_slice(&line);
             body.put_u8(b'\n');
         }
         if !body.is_empty() {
             let run = body.freeze();
-            json.extend(spans.drain(..).map(|span| run.slice(span)));
+            json.extend(slices(&run, &mut spans));
             self.queue(events[first].seq, events[events.len() - 1].seq, run, pending).await;
         }
         json
@@ -460,12 +470,7 @@ pub(crate) fn decode(headers: Option<&HeaderMap>, body: &[u8]) -> Result<Entry, 
             serde_json::from_slice(body).map(|c| Entry::Genesis(Box::new(c))).map_err(|e| e.to_string())
         }
         "leader" => Ok(Entry::Leader(String::from_utf8_lossy(body).into_owned())),
-        "events" => body
-            .split(|&b| b == b'\n')
-            .filter(|line| !line.is_empty())
-            .map(|line| Event::from_json(line).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<Event>, String>>()
-            .map(Entry::Events),
+        "events" => Event::from_lines(body).map(Entry::Events).map_err(|e| e.to_string()),
         other => Err(format!("a message of unknown kind `{other}`")),
     }
 }
