@@ -282,4 +282,48 @@ mod tests {
         assert_eq!(a.2, b.2, "prices");
         assert_eq!((a.3, a.4), (b.3, b.4), "ir and envy");
     }
+
+    /// A book of a few standard bundles over one common window, each at many limits (a book
+    /// of standard sizes): grouping alike losers must find exactly the prices finding each
+    /// loser's demand alone does.
+    #[test]
+    fn alike_losers_grouped_find_the_prices_each_alone_finds() {
+        let mut workload = Workload::new(3000);
+        workload.config.horizon = 300;
+        let agent = AgentId::new("agent-1").expect("a token");
+        let bids: Vec<Bid> = (0..3000u64)
+            .map(|k| {
+                let (cpu, memory, duration) = (1 + k % 5, 1 + (k / 5) % 3, 5 + (k / 15) % 4 * 10);
+                let bundle = crate::capacity::Bundle::new([
+                    (
+                        ResourceId::from_index(0).expect("cpu"),
+                        Share::from_micros(cpu as u32 * 10_000).expect("a share"),
+                    ),
+                    (
+                        ResourceId::from_index(1).expect("memory"),
+                        Share::from_micros(memory as u32 * 20_000).expect("a share"),
+                    ),
+                ])
+                .expect("a bundle");
+                let limit = Credits::from_micros(1_000_000 + (k * 7919) % 50_000_000);
+                Bid::new(
+                    BidId::new(&format!("b{k}")).expect("a token"),
+                    agent.clone(),
+                    bundle,
+                    duration as u32,
+                    limit,
+                )
+                .window(Slot(0), Slot(200))
+            })
+            .collect();
+        let cycle = Cycle::new(&workload.config, bids, Slot(0)).expect("a book");
+        let (placed, won) = cycle.place();
+        assert!(won > 100 && won < 2500, "a crowded book: {won} won");
+        let (bids, p, left) = (&placed.bids, &placed.placement, &placed.left);
+        let grouped = clearing::discover(&cycle.config, bids, p, left);
+        let alone = clearing::discover_each_alone(&cycle.config, bids, p, left);
+        assert_eq!(grouped.runs(), alone.runs(), "prices");
+        assert_eq!((grouped.ir, grouped.envy), (alone.ir, alone.envy), "ir and envy");
+        assert!(grouped.runs().iter().any(|&(.., price)| price > cycle.config.reserve[0]), "scarce cells");
+    }
 }

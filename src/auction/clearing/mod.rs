@@ -14,6 +14,8 @@ mod span;
 
 use std::ops::Range;
 
+#[cfg(test)]
+pub(crate) use discovery::discover_each_alone;
 pub(crate) use discovery::{Discovery, discover};
 pub(crate) use grid::{Grid, Reach};
 pub(crate) use pool::install as on_pool;

@@ -79,6 +79,37 @@ fn runs_of(rows: &Rows, r: &Ranked, out: &mut Vec<(usize, usize)>) {
     }
 }
 
+/// What discovery reads of a loser besides its limit: its bundle, span, duration and reserve.
+/// Losers alike in these need the same cells, at levels rising with their surplus, and have the
+/// same cheapest start at any prices (a book of standard bundles over common windows has many).
+type Shape = (crate::capacity::Bundle, u64, u64, u64, u64);
+
+fn shape_of(b: &BookBid, r: &Ranked) -> Shape {
+    (b.bundle, r.first, r.last_end, r.duration, r.reserve)
+}
+
+/// The losers grouped by shape: the group of each (in `losers`' order), and for each group the
+/// loser with the highest limit (the first of them on ties).
+fn alike(bids: &[BookBid], p: &Placement, losers: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut groups: foldhash::HashMap<Shape, usize> = foldhash::HashMap::default();
+    let mut strongest: Vec<usize> = Vec::new();
+    let of = losers
+        .iter()
+        .map(|&i| {
+            let r = &p.ranked[i];
+            let g = *groups.entry(shape_of(&bids[i], r)).or_insert_with(|| {
+                strongest.push(i);
+                strongest.len() - 1
+            });
+            if r.limit > p.ranked[strongest[g]].limit {
+                strongest[g] = i;
+            }
+            g
+        })
+        .collect();
+    (of, strongest)
+}
+
 /// Buffers [`loser_demand`] reuses from one loser to the next.
 #[derive(Default)]
 struct Scratch {
@@ -213,8 +244,30 @@ fn cheapest_start(
         .expect("a start")
 }
 
+/// How losers are grouped: `(group of each loser, one loser of each group)`.
+type Grouping = fn(&[BookBid], &Placement, &[usize]) -> (Vec<usize>, Vec<usize>);
+
 /// Discovers the cycle's prices from its placement and the free capacity it left.
 pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &Grid) -> Discovery {
+    discover_grouped(config, (bids, p, left), alike)
+}
+
+/// As [`discover`], every loser in a group of its own: what grouping must not change.
+#[cfg(test)]
+pub(crate) fn discover_each_alone(
+    config: &Config,
+    bids: &[BookBid],
+    p: &Placement,
+    left: &Grid,
+) -> Discovery {
+    discover_grouped(config, (bids, p, left), |_, _, losers| ((0..losers.len()).collect(), losers.to_vec()))
+}
+
+fn discover_grouped(
+    config: &Config,
+    (bids, p, left): (&[BookBid], &Placement, &Grid),
+    grouping: Grouping,
+) -> Discovery {
     let (stride, rows) = (left.stride, &left.rows);
     let cells = left.free.len();
     let mut winner_bound = vec![u64::MAX; cells];
@@ -222,11 +275,13 @@ pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &
 
     // Losers first: which cells are scarce, and how much each needs (the highest level any
     // loser sets on a cell: the same whatever the split).
+    // Of losers alike, the one with the largest surplus sets the highest level on every cell.
     let losers: Vec<usize> = (0..bids.len()).filter(|&i| p.starts[i].is_none()).collect();
+    let (groups, strongest) = grouping(bids, p, &losers);
     let loser_bound = super::pool::install(config.clearing_threads, || {
         // A few parts per thread, each with its own copy of the cells.
-        let part = losers.len().div_ceil(rayon::current_num_threads() * 2).max(256);
-        losers
+        let part = strongest.len().div_ceil(rayon::current_num_threads() * 2).max(256);
+        strongest
             .par_chunks(part)
             .map(|part| {
                 let (mut bound, mut scratch) = (vec![0u64; cells], Scratch::default());
@@ -264,7 +319,7 @@ pub(crate) fn discover(config: &Config, bids: &[BookBid], p: &Placement, left: &
     }
 
     let mut premium: Vec<u64> = loser_bound.iter().zip(&winner_bound).map(|(&l, &w)| l.min(w)).collect();
-    let may_afford = refine::refine(config, (bids, &losers), p, left, &mut premium);
+    let may_afford = refine::refine(config, (bids, &losers), (&groups, &strongest), p, left, &mut premium);
     let mut prices = Vec::with_capacity(cells);
     // Whether the bounds lowered any price below its reserve plus premium.
     let mut lowered = false;

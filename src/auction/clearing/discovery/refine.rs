@@ -35,11 +35,13 @@ const ROUNDS: usize = 4;
 /// loser that could afford its cheapest start bids up that start's blocked cells, each cell by
 /// at most what every winner on it has left below its limit. Repeated a few rounds, as a raise
 /// can move a loser's cheapest start. Prices only rise, winners' costs stay within their limits.
-/// `losers` are the positions of the losers in `bids`. Returns, per bid, whether it is a loser
-/// that may still afford a start at the premiums left.
+/// `losers` are the positions of the losers in `bids`, `groups` the group of each of them and
+/// `alike` one loser of each group (see `alike`): losers of a group share their cheapest start.
+/// Returns, per bid, whether it is a loser that may still afford a start at the premiums left.
 pub(super) fn refine(
     config: &Config,
     (bids, losers): (&[BookBid], &[usize]),
+    (groups, alike): (&[usize], &[usize]),
     p: &Placement,
     left: &Grid,
     premium: &mut [u64],
@@ -95,19 +97,23 @@ pub(super) fn refine(
     // found in parallel, and the rounds (in order: each raise moves the next loser's costs)
     // visit only the others.
     // Each with its cheapest start and that start's cost, as of a count of raises (`Hope`).
-    let mut hopeful: Vec<Hope> = super::super::pool::install(config.clearing_threads, || {
+    let cheapest: Vec<(u64, u128)> = super::super::pool::install(config.clearing_threads, || {
         let premium = &*premium;
-        losers
+        alike
             .par_iter()
             .with_min_len(512)
             .map_init(Default::default, |scratch, &i| {
                 let price = |row, res| premium[cell(row, res)];
-                let (start, cost) = cheapest_start(&bids[i], &p.ranked[i], rows, price, scratch);
-                (cost < surplus(i)).then_some(Hope { bid: i, at: 0, start, cost })
+                cheapest_start(&bids[i], &p.ranked[i], rows, price, scratch)
             })
-            .flatten_iter()
             .collect()
     });
+    let mut hopeful: Vec<Hope> = (losers.iter().zip(groups))
+        .filter_map(|(&i, &g)| {
+            let (start, cost) = cheapest[g];
+            (cost < surplus(i)).then_some(Hope { bid: i, at: 0, start, cost })
+        })
+        .collect();
     // Raises so far, and per row the count when one last raised a cell of it: a loser's
     // cheapest start is recomputed only when a raise reached its span since it was found.
     // Cells a holder with no slack left sits on: no raise can reach them again.
