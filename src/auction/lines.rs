@@ -86,9 +86,10 @@ impl Event {
     pub fn from_lines(lines: &[u8]) -> Result<Vec<Event>, Rejection> {
         let mut events = Vec::new();
         for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            // A run ends its last entry and its list; no event's JSON ends so.
-            if line.ends_with(b"]]}") {
-                let run = serde_json::from_slice::<RetainedIn>(line).map_err(|e| Rejection::from_json(&e))?;
+            // A run ends its last entry and its list; whatever else is read as an event.
+            if line.ends_with(b"]]}")
+                && let Ok(run) = serde_json::from_slice::<RetainedIn>(line)
+            {
                 let Some(run) = run.events() else {
                     return Err(Rejection::new(
                         RejectCode::Malformed,
@@ -96,9 +97,9 @@ impl Event {
                     ));
                 };
                 events.extend(run);
-            } else {
-                events.push(Event::from_json(line)?);
+                continue;
             }
+            events.push(Event::from_json(line)?);
         }
         Ok(events)
     }
