@@ -88,25 +88,31 @@ fn shape_of(b: &BookBid, r: &Ranked) -> Shape {
     (b.bundle, r.first, r.last_end, r.duration, r.reserve)
 }
 
+/// Losers looked at before deciding whether grouping pays.
+const SAMPLE: usize = 4096;
+
 /// The losers grouped by shape: the group of each (in `losers`' order), and for each group the
-/// loser with the highest limit (the first of them on ties).
+/// loser with the highest limit (the first of them on ties). When the first [`SAMPLE`] losers
+/// are mostly of shapes of their own, grouping would cost more than it saves: each is then a
+/// group of its own (the prices are the same either way).
 fn alike(bids: &[BookBid], p: &Placement, losers: &[usize]) -> (Vec<usize>, Vec<usize>) {
     let mut groups: foldhash::HashMap<Shape, usize> = foldhash::HashMap::default();
     let mut strongest: Vec<usize> = Vec::new();
-    let of = losers
-        .iter()
-        .map(|&i| {
-            let r = &p.ranked[i];
-            let g = *groups.entry(shape_of(&bids[i], r)).or_insert_with(|| {
-                strongest.push(i);
-                strongest.len() - 1
-            });
-            if r.limit > p.ranked[strongest[g]].limit {
-                strongest[g] = i;
-            }
-            g
-        })
-        .collect();
+    let mut of = Vec::with_capacity(losers.len());
+    for (k, &i) in losers.iter().enumerate() {
+        if k == SAMPLE && strongest.len() * 2 > SAMPLE {
+            return ((0..losers.len()).collect(), losers.to_vec());
+        }
+        let r = &p.ranked[i];
+        let g = *groups.entry(shape_of(&bids[i], r)).or_insert_with(|| {
+            strongest.push(i);
+            strongest.len() - 1
+        });
+        if r.limit > p.ranked[strongest[g]].limit {
+            strongest[g] = i;
+        }
+        of.push(g);
+    }
     (of, strongest)
 }
 
