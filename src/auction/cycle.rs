@@ -22,7 +22,7 @@ use super::book::BookBid;
 use super::clearing::{self, Discovery, Grid, Placement, Track};
 use super::config::{Config, PricingRule, Settlement};
 use super::engine::Engine;
-use super::events::{Event, EventKind};
+use super::events::EventKind;
 use super::intake::Intake;
 use super::ledger::{Ledger, Release};
 use super::lines::Prepared;
@@ -285,7 +285,7 @@ pub(crate) struct Outcome {
     /// The per-bid events, in order, before the prices: expiries, then each bid in clearing
     /// order (a win and its payment, or a loss).
     events: Vec<(Option<Arc<str>>, EventKind)>,
-    /// Per event of `events`, its line made ahead ([`Event::line_of`]), when asked for.
+    /// Per event of `events`, its line made ahead (`lines::outcome_lines`), when asked for.
     lines: Option<Vec<Vec<u8>>>,
     sums: PriceSums,
     /// The cycle's report, but for the `seq` of its `cycle_cleared` and its prices.
@@ -430,11 +430,6 @@ impl Decided<'_> {
     }
 }
 
-/// The line made ahead of an event of cycle `cycle` at `slot`.
-fn line(cycle: u64, slot: Slot, cid: &Option<Arc<str>>, kind: &EventKind) -> Vec<u8> {
-    Event::line_of(Some(cycle), slot, cid.as_deref(), kind)
-}
-
 impl Outcome {
     /// The outcome of cycle `cut` as `cleared` decided it. The bids' events are made in parts
     /// on the clearing threads and joined in order, with their lines made ahead if `lines`.
@@ -465,8 +460,7 @@ impl Outcome {
             let kind = EventKind::BidExpired { bid: b.id.clone(), agent: b.agent.clone() };
             events.push((b.correlation_id.clone(), kind));
         }
-        let mut lines =
-            lines.then(|| events.iter().map(|(cid, kind)| line(cycle, now, cid, kind)).collect::<Vec<_>>());
+        let mut lines = lines.then(|| super::lines::outcome_lines(cycle, now, &events));
         let (mut revenue, mut welfare, mut won, mut lost, mut over) = (0u64, 0u64, 0u64, 0u64, 0u64);
         let mut sales = Vec::with_capacity(parts.iter().map(|p| p.sales.len()).sum());
         for part in parts {

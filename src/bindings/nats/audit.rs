@@ -159,7 +159,8 @@ impl AuditLog {
             span.inject(&mut headers);
         }
         let subject = self.subjects.event(&event.kind);
-        // An event a run of retained losses stands for in the journal has no JSON of its own yet.
+        // An event read back from the journal, or one a run of retained losses stands for there,
+        // has no JSON of its own yet.
         let json = if json.is_empty() { Bytes::from(event.to_json()) } else { json };
         self.js
             .publish_with_headers(subject, headers, json)

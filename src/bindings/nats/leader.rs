@@ -414,8 +414,7 @@ async fn publish_audit(
             match read_journal(&shared, next, known - 1).await {
                 Ok(events) => {
                     for e in events.into_iter().rev() {
-                        let json = Bytes::from(e.to_json());
-                        queue.push_front((e, json));
+                        queue.push_front((e, Bytes::new()));
                     }
                 }
                 Err(why) => {

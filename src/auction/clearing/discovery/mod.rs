@@ -101,7 +101,7 @@ fn alike(bids: &[BookBid], p: &Placement, losers: &[usize]) -> (Vec<usize>, Vec<
     let mut of = Vec::with_capacity(losers.len());
     for (k, &i) in losers.iter().enumerate() {
         if k == SAMPLE && strongest.len() * 2 > SAMPLE {
-            return ((0..losers.len()).collect(), losers.to_vec());
+            return each_alone(bids, p, losers);
         }
         let r = &p.ranked[i];
         let g = *groups.entry(shape_of(&bids[i], r)).or_insert_with(|| {
@@ -114,6 +114,11 @@ fn alike(bids: &[BookBid], p: &Placement, losers: &[usize]) -> (Vec<usize>, Vec<
         of.push(g);
     }
     (of, strongest)
+}
+
+/// Every loser a group of its own.
+fn each_alone(_: &[BookBid], _: &Placement, losers: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    ((0..losers.len()).collect(), losers.to_vec())
 }
 
 /// Buffers [`loser_demand`] reuses from one loser to the next.
@@ -266,7 +271,7 @@ pub(crate) fn discover_each_alone(
     p: &Placement,
     left: &Grid,
 ) -> Discovery {
-    discover_grouped(config, (bids, p, left), |_, _, losers| ((0..losers.len()).collect(), losers.to_vec()))
+    discover_grouped(config, (bids, p, left), each_alone)
 }
 
 fn discover_grouped(

@@ -108,12 +108,15 @@ pub(super) fn refine(
             })
             .collect()
     });
-    let mut hopeful: Vec<Hope> = (losers.iter().zip(groups))
-        .filter_map(|(&i, &g)| {
-            let (start, cost) = cheapest[g];
-            (cost < surplus(i)).then_some(Hope { bid: i, at: 0, start, cost })
-        })
-        .collect();
+    let mut hopeful: Vec<Hope> = super::super::pool::install(config.clearing_threads, || {
+        (losers.par_iter().zip(groups))
+            .with_min_len(512)
+            .filter_map(|(&i, &g)| {
+                let (start, cost) = cheapest[g];
+                (cost < surplus(i)).then_some(Hope { bid: i, at: 0, start, cost })
+            })
+            .collect()
+    });
     // Raises so far, and per row the count when one last raised a cell of it: a loser's
     // cheapest start is recomputed only when a raise reached its span since it was found.
     // Cells a holder with no slack left sits on: no raise can reach them again.
