@@ -1,6 +1,7 @@
 //! `capacity-auction load --nats URL --agents N --rate R --duration D [--batch B]`: drives a
 //! running market service and prints throughput and latency percentiles; `--baseline` measures
-//! plain request-reply against a trivial responder the same way in the same run.
+//! plain request-reply against a trivial responder the same way in the same run, and that
+//! responder again answering once JetStream has stored each request.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -61,7 +62,9 @@ pub(crate) struct Load {
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     timeout_ms: u64,
     /// First measure plain NATS request-reply against a trivial responder (in this process, on
-    /// the same server), the same way, and report the market's throughput as a fraction of it.
+    /// the same server), the same way, and report the market's throughput as a fraction of it;
+    /// then the same responder answering only once a JetStream stream has stored each request
+    /// (the least any reply that promises durability costs).
     #[arg(long)]
     baseline: bool,
     /// Write every acknowledged bid to FILE as a JSON line `{"agent","bid","seq","repeat"}`.
@@ -133,7 +136,22 @@ async fn drive(args: Load) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let responder = tokio::spawn(respond(connect(&args.nats).await?, args.batch));
         let tally = send_all(&args, &Target::Baseline { client: nats.clone(), timeout }, &agents).await?;
         responder.abort();
-        Some(tally)
+        let storing = connect(&args.nats).await?;
+        let stream = format!("{BASELINE}_stored");
+        let js = async_nats::jetstream::new(storing.clone());
+        let _ = js.delete_stream(&stream).await;
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![format!("{BASELINE}_stored.>")],
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("creating the baseline's stream: {e}"))?;
+        let responder = tokio::spawn(respond_stored(storing, args.batch));
+        let stored = send_all(&args, &Target::Baseline { client: nats.clone(), timeout }, &agents).await?;
+        responder.abort();
+        let _ = js.delete_stream(&stream).await;
+        Some((tally, stored))
     } else {
         None
     };
@@ -344,6 +362,30 @@ async fn request(target: &Target, agent: String, bids: Vec<BidRequest>, due: Ins
     }
 }
 
+/// The stored baseline's responder: publishes every request to a JetStream stream and answers
+/// once the stream has acknowledged it, the least a service that replies only for what is stored
+/// must do (publishes pipelined, answers in the order acknowledgements come back).
+async fn respond_stored(nats: Client, batch: usize) {
+    let Ok(mut requests) = nats.subscribe(format!("{BASELINE}.>")).await else { return };
+    let js = async_nats::jetstream::new(nats.clone());
+    let one = Reply::ok(1);
+    let answer = Bytes::from(if batch == 1 {
+        serde_json::to_vec(&one).expect("replies serialize")
+    } else {
+        serde_json::to_vec(&vec![one; batch]).expect("replies serialize")
+    });
+    while let Some(request) = requests.next().await {
+        let Some(reply) = request.reply else { continue };
+        let Ok(ack) = js.publish(format!("{BASELINE}_stored.x"), request.payload).await else { continue };
+        let (nats, answer) = (nats.clone(), answer.clone());
+        tokio::spawn(async move {
+            if ack.await.is_ok() {
+                let _ = nats.publish(reply, answer).await;
+            }
+        });
+    }
+}
+
 /// One request to the trivial responder, encoded and decoded as the market's would be.
 async fn baseline(
     client: &Client,
@@ -400,24 +442,29 @@ fn summary(args: &Load, tally: &Tally) -> serde_json::Value {
     })
 }
 
-fn report(args: &Load, tally: &Tally, baseline: Option<&Tally>) {
+fn report(args: &Load, tally: &Tally, baselines: Option<&(Tally, Tally)>) {
     if args.json {
         let mut json = summary(args, tally);
-        if let Some(base) = baseline {
+        if let Some((base, stored)) = baselines {
             json["baseline"] = summary(args, base);
             json["fraction_of_baseline"] = (throughput(tally) / throughput(base).max(1e-9)).into();
+            json["stored_baseline"] = summary(args, stored);
+            json["fraction_of_stored_baseline"] = (throughput(tally) / throughput(stored).max(1e-9)).into();
         }
         println!("{json}");
         return;
     }
-    if let Some(base) = baseline {
+    if let Some((base, stored)) = baselines {
         println!("baseline (plain request-reply to a trivial responder)");
         table(args, base);
+        println!("stored baseline (the responder answers once JetStream has stored the request)");
+        table(args, stored);
         println!("market");
     }
     table(args, tally);
-    if let Some(base) = baseline {
+    if let Some((base, stored)) = baselines {
         println!("market / baseline  {:.3}", throughput(tally) / throughput(base).max(1e-9));
+        println!("market / stored baseline  {:.3}", throughput(tally) / throughput(stored).max(1e-9));
     }
 }
 
