@@ -26,7 +26,7 @@ mod scenario;
 #[cfg(feature = "schema")]
 mod schema;
 mod snapshot;
-mod subscription;
+pub(crate) mod subscription;
 
 pub use bid::{Bid, BidRequest, BundleRequest};
 pub use builder::MarketBuilder;

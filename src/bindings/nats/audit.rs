@@ -17,6 +17,7 @@ use super::Subjects;
 use super::kv::CORRELATION_ID;
 use super::trace::{ServerSpan, Spans};
 use crate::Event;
+use crate::auction::subscription::SharedEvent;
 
 /// Publishes awaiting their acks at once: well under the client's limit on acks in flight
 /// (5,000), past which a publish waits for an ack that nobody awaits.
@@ -100,7 +101,7 @@ impl AuditLog {
     /// holds), pipelined in windows; returns how many were stored before the first that was not.
     pub(crate) async fn publish(
         &self,
-        events: &[(Event, Bytes)],
+        events: &[(SharedEvent, Bytes)],
         spans: &std::sync::Mutex<Spans>,
     ) -> Result<usize, (usize, AuditError)> {
         let spans: Vec<Option<Arc<ServerSpan>>> = {

@@ -25,11 +25,12 @@ use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, stream};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::Subjects;
 use crate::auction::lines::Lines;
+use crate::auction::subscription::Batch;
 use crate::{Event, MarketConfig};
 
 /// The header telling a journal message's kind: `genesis`, `events` or `leader`.
@@ -225,46 +226,60 @@ impl Journal {
     /// without waiting for their acknowledgements. A message that cannot be sent now is queued
     /// unsent, and so is every later one: [`recover`](Journal::recover) sends them again.
     ///
-    /// Each event's JSON is a line, made ahead where `lines` has it; returns each event's JSON,
-    /// a slice of the message holding it.
+    /// Each event's JSON is a line, made ahead where `lines` has it; with `json`, returns each
+    /// event's JSON, a slice of the message holding it (empty for an event a run stands for).
     pub(crate) async fn send_events(
         &mut self,
-        events: &[Event],
+        events: &Batch,
         lines: &mut Lines,
         pending: &mut VecDeque<Pending>,
+        json: bool,
     ) -> Vec<Bytes> {
-        let mut json = Vec::with_capacity(events.len());
-        let (mut body, mut line, mut spans) = (BytesMut::new(), Vec::new(), Vec::new());
-        let mut first = 0;
+        let mut out = Vec::new();
+        let (mut body, mut spans) = (Vec::new(), Vec::new());
         let slices = |run: &Bytes, spans: &mut Vec<Option<std::ops::Range<usize>>>| {
             spans
                 .drain(..)
                 .map(|span| span.map_or_else(Bytes::new, |span| run.slice(span)))
                 .collect::<Vec<_>>()
         };
-        for (i, event) in events.iter().enumerate() {
-            line.clear();
+        // The first and last `seq` of the message being made.
+        let Some(mut first) = events.iter().next().map(|e| e.seq) else { return out };
+        let mut last = first;
+        for event in events.iter() {
+            let from = body.len();
             // An event a run stands for goes with the run, in its message.
-            if !lines.write(event, &mut line) {
-                spans.push(None);
+            if !lines.write(event, &mut body) {
+                if json {
+                    spans.push(None);
+                }
+                last = event.seq;
                 continue;
             }
-            if !body.is_empty() && body.len() + line.len() + 1 > MAX_MESSAGE {
-                let run = std::mem::take(&mut body).freeze();
-                json.extend(slices(&run, &mut spans));
-                self.queue(events[first].seq, events[i - 1].seq, run, pending).await;
-                first = i;
+            let len = body.len() - from;
+            if from > 0 && body.len() + 1 > MAX_MESSAGE {
+                let line = body.split_off(from);
+                let run = Bytes::from(std::mem::replace(&mut body, line));
+                if json {
+                    out.extend(slices(&run, &mut spans));
+                }
+                self.queue(first, last, run, pending).await;
+                first = event.seq;
             }
-            spans.push(Some(body.len()..body.len() + line.len()));
-            body.put_slice(&line);
-            body.put_u8(b'\n');
+            if json {
+                spans.push(Some(body.len() - len..body.len()));
+            }
+            body.push(b'\n');
+            last = event.seq;
         }
         if !body.is_empty() {
-            let run = body.freeze();
-            json.extend(slices(&run, &mut spans));
-            self.queue(events[first].seq, events[events.len() - 1].seq, run, pending).await;
+            let run = Bytes::from(body);
+            if json {
+                out.extend(slices(&run, &mut spans));
+            }
+            self.queue(first, last, run, pending).await;
         }
-        json
+        out
     }
 
     async fn queue(&mut self, first: u64, last: u64, body: Bytes, pending: &mut VecDeque<Pending>) {

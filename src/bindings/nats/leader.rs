@@ -20,6 +20,7 @@ use super::kv::{Buckets, touched};
 use super::lease::Lease;
 use super::service::Shared;
 use super::snapshots::Snapshots;
+use crate::auction::subscription::{Batch, SharedEvent};
 use crate::{AgentId, Event, EventKind, Market, Subscription};
 
 /// How often the writer sequences intake when nobody rings.
@@ -164,7 +165,7 @@ async fn clear_every(shared: Arc<Shared>, cadence: Duration) {
 async fn write(
     shared: Arc<Shared>,
     mut events: Subscription,
-    audit: Option<mpsc::UnboundedSender<Vec<(Event, Bytes)>>>,
+    audit: Option<mpsc::UnboundedSender<Vec<(SharedEvent, Bytes)>>>,
     state: mpsc::UnboundedSender<StateUpdate>,
     cycles: watch::Sender<u64>,
     mut stop: watch::Receiver<bool>,
@@ -217,10 +218,11 @@ async fn write(
             Step::Stop | Step::Sequence => {
                 stopping |= matches!(step, Step::Stop);
                 // Sequencing waits, at most, for a cycle's cut or outcome to be applied: block in
-                // place rather than hand the work to another thread every round.
+                // place rather than hand the work to another thread every round. The events are
+                // shared, not copied: an outcome holds one per bid in the book.
                 let drain = |events: &mut Subscription| {
                     shared.market.flush();
-                    events.drain()
+                    events.take_shared()
                 };
                 let batch = match tokio::runtime::Handle::current().runtime_flavor() {
                     tokio::runtime::RuntimeFlavor::MultiThread => {
@@ -230,8 +232,9 @@ async fn write(
                 };
                 if let Some(last) = batch.last() {
                     let mut lines = shared.market.lines().take_through(last.seq);
+                    let json = after.audit.is_some();
                     let json = match shared.journal.lock().await.as_mut() {
-                        Some(journal) => journal.send_events(&batch, &mut lines, &mut pending).await,
+                        Some(journal) => journal.send_events(&batch, &mut lines, &mut pending, json).await,
                         None => return,
                     };
                     rounds.push_back(Round { events: batch, json });
@@ -290,9 +293,9 @@ async fn recover(shared: &Shared, pending: &mut VecDeque<Pending>, mut why: Stri
     }
 }
 
-/// A writer round's events, as sent to the journal, with their JSON.
+/// A writer round's events, as sent to the journal, with their JSON when the `audit_log` wants it.
 struct Round {
-    events: Vec<Event>,
+    events: Batch,
     json: Vec<Bytes>,
 }
 
@@ -300,7 +303,7 @@ struct Round {
 struct After<'a> {
     shared: &'a Shared,
     /// The `audit_log` publisher's queue: events with their JSON.
-    audit: Option<mpsc::UnboundedSender<Vec<(Event, Bytes)>>>,
+    audit: Option<mpsc::UnboundedSender<Vec<(SharedEvent, Bytes)>>>,
     state: mpsc::UnboundedSender<StateUpdate>,
     cycles: watch::Sender<u64>,
     /// Agents whose balance changed since the last cycle.
@@ -323,7 +326,7 @@ impl After<'_> {
                 let _ = self.state.send(update);
             }
             if let Some(every) = shared.config.snapshot_every {
-                for e in &batch {
+                for e in batch.iter() {
                     if let (EventKind::CycleCleared { .. }, Some(c)) = (&e.kind, e.cycle)
                         && c.is_multiple_of(every.max(1))
                     {
@@ -332,7 +335,7 @@ impl After<'_> {
                 }
             }
             if let Some(audit) = &self.audit {
-                let _ = audit.send(batch.into_iter().zip(json).collect());
+                let _ = audit.send(batch.into_shared().zip(json).collect());
             }
         }
     }
@@ -343,12 +346,12 @@ impl After<'_> {
 /// update.
 fn after_journal(
     shared: &Shared,
-    events: &[Event],
+    events: &Batch,
     agents: &mut BTreeSet<AgentId>,
 ) -> (Option<StateUpdate>, Vec<(async_nats::Subject, Bytes)>) {
     let mut prices = Vec::new();
     let mut cycle_ended = false;
-    for event in events {
+    for event in events.iter() {
         touched(event, agents);
         match &event.kind {
             EventKind::PriceDiscovered { resource, .. } => {
@@ -364,7 +367,7 @@ fn after_journal(
             _ => {}
         }
     }
-    let replies = shared.waiters().published(events);
+    let replies = shared.waiters().published(events.iter());
     (cycle_ended.then(|| (prices, std::mem::take(agents))), replies)
 }
 
@@ -375,7 +378,7 @@ fn after_journal(
 async fn publish_audit(
     shared: Arc<Shared>,
     audit: AuditLog,
-    mut batches: mpsc::UnboundedReceiver<Vec<(Event, Bytes)>>,
+    mut batches: mpsc::UnboundedReceiver<Vec<(SharedEvent, Bytes)>>,
 ) {
     let mut next = loop {
         match audit.stored().await {
@@ -390,7 +393,7 @@ async fn publish_audit(
         }
     };
     shared.health.audited_through(next - 1);
-    let mut queue: VecDeque<(Event, Bytes)> = VecDeque::new();
+    let mut queue: VecDeque<(SharedEvent, Bytes)> = VecDeque::new();
     let mut open = true;
     let mut pause = Duration::from_millis(10);
     loop {
@@ -414,7 +417,7 @@ async fn publish_audit(
             match read_journal(&shared, next, known - 1).await {
                 Ok(events) => {
                     for e in events.into_iter().rev() {
-                        queue.push_front((e, Bytes::new()));
+                        queue.push_front((SharedEvent::from(e), Bytes::new()));
                     }
                 }
                 Err(why) => {
@@ -424,7 +427,7 @@ async fn publish_audit(
                 }
             }
         }
-        let batch: Vec<(Event, Bytes)> = queue.drain(..queue.len().min(AUDIT_BATCH)).collect();
+        let batch: Vec<(SharedEvent, Bytes)> = queue.drain(..queue.len().min(AUDIT_BATCH)).collect();
         if batch.is_empty() {
             continue;
         }

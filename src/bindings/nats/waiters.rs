@@ -120,19 +120,24 @@ impl Waiters {
 
     /// Answers the requests waiting for these events (all journaled); returns the replies the
     /// writer sends itself.
-    pub(crate) fn published(&mut self, events: &[Event]) -> Vec<(Subject, Bytes)> {
+    pub(crate) fn published<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Vec<(Subject, Bytes)> {
         let mut replies = Vec::new();
-        if !self.waiting.is_empty() {
-            for event in events {
-                if let Some(key) = Key::of(event) {
-                    self.answer(key, event.seq, &mut replies);
-                }
+        let mut last = None;
+        for event in events {
+            last = Some(event.seq);
+            if !self.waiting.is_empty()
+                && let Some(key) = Key::of(event)
+            {
+                self.answer(key, event.seq, &mut replies);
             }
         }
-        if let Some(last) = events.last()
+        if let Some(last) = last
             && !self.by_seq.is_empty()
         {
-            let later = self.by_seq.split_off(&(last.seq + 1));
+            let later = self.by_seq.split_off(&(last + 1));
             for (seq, waiting) in std::mem::replace(&mut self.by_seq, later) {
                 for (to, repeat) in waiting {
                     Waiter::Reply { to, repeat }.answer(seq, &mut replies);
