@@ -318,6 +318,34 @@ async fn the_audit_log_holds_the_in_process_stream_and_kv_the_last_cycle() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balances_go_to_kv_at_most_every_period_each_once_and_the_last_on_stop() {
+    let server = NatsServer::start().await;
+    let every = ServiceConfig { balances_every: Duration::from_secs(3600), ..ServiceConfig::default() };
+    let (service, client) = serve_with(&server, "calm", small_market(), every).await;
+    client.deposit("alice", credits("100")).await.unwrap();
+    for k in 0..4u64 {
+        let json = format!(r#"{{"id":"a{k}","bundle":{{"cpu":"0.1"}},"duration":1,"limit":"3"}}"#);
+        client.bid("alice", &BidRequest::from_json(json.as_bytes()).unwrap()).await.unwrap();
+        client.clear(Some(Slot(k))).await.unwrap();
+    }
+    let market = service.market().clone();
+    service.shutdown().await;
+
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let mut balances = js.get_stream("KV_calm_agent_state").await.unwrap();
+    // Four cycles changed alice's balance: the first put at once, the rest held for the period
+    // and put once, on stop.
+    assert_eq!(balances.info().await.unwrap().state.last_sequence, 2, "two puts in all");
+    let stored = js.get_key_value("calm_agent_state").await.unwrap().get("alice").await.unwrap().unwrap();
+    let stored: capacity_auction::bindings::nats::BalanceReply = serde_json::from_slice(&stored).unwrap();
+    let now = market.balance(&capacity_auction::AgentId::new("alice").unwrap()).unwrap();
+    assert_eq!((stored.available, stored.escrowed), (now.available, now.escrowed), "the last balance");
+    let prices = js.get_key_value("calm_market_prices").await.unwrap();
+    let last_cpu = prices.entry("cpu").await.unwrap().expect("cpu's price is stored");
+    assert_eq!(Event::from_json(&last_cpu.value).unwrap().cycle, Some(4), "the last cycle's price");
+}
+
 /// Millionths `agent` paid over these events.
 fn paid(events: &[Event], agent: &str) -> u64 {
     events

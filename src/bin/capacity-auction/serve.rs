@@ -36,6 +36,9 @@ pub(crate) struct Serve {
     /// Milliseconds the leader's lease lives without renewal.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     lease_ms: u64,
+    /// Milliseconds between puts of changed balances into the `agent_state` bucket.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    balances_every_ms: u64,
     /// Do not publish every event to the `audit_log` stream (consumers read the journal).
     #[arg(long)]
     no_audit_log: bool,
@@ -68,6 +71,7 @@ pub(crate) fn run(args: Serve) -> Result<ExitCode, Box<dyn std::error::Error>> {
         snapshot_every: (args.snapshot_every > 0).then_some(args.snapshot_every),
         standby: args.standby,
         lease: Duration::from_millis(args.lease_ms.max(100)),
+        balances_every: Duration::from_millis(args.balances_every_ms),
         ..ServiceConfig::default()
     };
     let runtime = match args.io_threads {

@@ -1,4 +1,4 @@
-//! Prices and balances into their KV buckets after every cycle, off the path of replies.
+//! Prices and balances into their KV buckets, off the path of replies.
 
 use std::collections::BTreeSet;
 
@@ -15,7 +15,7 @@ pub const CORRELATION_ID: &str = "correlation-id";
 /// Puts awaiting their acks at once.
 const WINDOW: usize = 1024;
 
-/// The KV buckets the service writes after every cycle: the latest prices and balances.
+/// The KV buckets the service writes: the latest prices and balances.
 #[derive(Debug, Clone)]
 pub(crate) struct Buckets {
     js: jetstream::Context,

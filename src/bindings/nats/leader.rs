@@ -481,10 +481,26 @@ async fn read_journal(shared: &Shared, from: u64, to: u64) -> Result<Vec<Event>,
     Ok(out)
 }
 
-/// Writes the KV buckets after each cycle, off the writer's path; when it falls behind, queued
-/// updates are merged (latest price per resource, every agent once).
+/// Writes the KV buckets off the writer's path: each cycle's prices as they come (the latest per
+/// resource when it falls behind), and the balances that changed at most every
+/// `balances_every`, each agent once. On stop, whatever is left is written.
 async fn put_state(shared: Arc<Shared>, buckets: Buckets, mut updates: mpsc::UnboundedReceiver<StateUpdate>) {
-    while let Some((mut prices, mut agents)) = updates.recv().await {
+    let every = shared.config.balances_every;
+    let mut agents = BTreeSet::new();
+    let mut due = tokio::time::Instant::now();
+    let mut open = true;
+    while open || !agents.is_empty() {
+        let mut prices = Vec::new();
+        tokio::select! {
+            update = updates.recv(), if open => match update {
+                Some((more, touched)) => {
+                    prices.extend(more);
+                    agents.extend(touched);
+                }
+                None => open = false,
+            },
+            _ = tokio::time::sleep_until(due), if !agents.is_empty() => {}
+        }
         while let Ok((more, touched)) = updates.try_recv() {
             prices.extend(more);
             agents.extend(touched);
@@ -499,7 +515,16 @@ async fn put_state(shared: Arc<Shared>, buckets: Buckets, mut updates: mpsc::Unb
                 latest.push(event);
             }
         }
-        buckets.put_state(&shared.market, &latest, &agents).await;
+        let now = tokio::time::Instant::now();
+        let balances = if now >= due || !open {
+            due = now + every;
+            std::mem::take(&mut agents)
+        } else {
+            BTreeSet::new()
+        };
+        if !latest.is_empty() || !balances.is_empty() {
+            buckets.put_state(&shared.market, &latest, &balances).await;
+        }
     }
 }
 

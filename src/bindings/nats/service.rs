@@ -48,6 +48,11 @@ pub struct ServiceConfig {
     pub standby: bool,
     /// How long the leader's lease lives without renewal (the bucket's, when it exists already).
     pub lease: Duration,
+    /// Balances go to the `agent_state` bucket at most this often, each changed balance once
+    /// (prices go to `market_prices` after every cycle). An agent that bids every cycle changes
+    /// its balance every cycle: putting them all each time would cost the server a stored
+    /// message per active agent per cycle, right when replies wait on it.
+    pub balances_every: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -62,6 +67,7 @@ impl Default for ServiceConfig {
             snapshot_every: Some(600),
             standby: false,
             lease: Duration::from_secs(2),
+            balances_every: Duration::from_secs(1),
         }
     }
 }
@@ -214,7 +220,8 @@ impl Shared {
 /// Requests on `market.*`, `economic.*` and `admin.market.*` are answered with the `seq` of the
 /// event they caused once the market's journal has stored it. Events also go, one message each,
 /// to `system.market.<type>` / `system.economy.<type>` (the `audit_log` stream), off the path of
-/// replies; prices and balances go to their KV buckets after every cycle. The agent is always the
+/// replies; prices go to their KV bucket after every cycle and changed balances to theirs every
+/// [`balances_every`](ServiceConfig::balances_every). The agent is always the
 /// one the subject names.
 #[derive(Debug)]
 pub struct MarketService {
