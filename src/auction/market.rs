@@ -256,8 +256,12 @@ impl Market {
     /// Computes a cut cycle and makes its outcome ready outside the writer, then applies it; of
     /// its events, those in `known` (a prefix a replay already saw) are not published again.
     pub(super) fn complete(&self, mut cut: Cut, known: &[Event]) -> CycleReport {
-        let cleared = cycle::compute(&mut cut);
-        let outcome = cycle::Outcome::of(cut, cleared, self.lines.wanted());
+        // All of it on the clearing threads, which yield to intake when the cores are short.
+        let lines = self.lines.wanted();
+        let outcome = super::clearing::on_pool(cut.config.clearing_threads, move || {
+            let cleared = cycle::compute(&mut cut);
+            cycle::Outcome::of(cut, cleared, lines)
+        });
         let mut engine = self.engine();
         if let Some(first) = known.first() {
             engine.seq = first.seq - 1;

@@ -6,7 +6,7 @@ mod critical;
 mod discovery;
 mod grid;
 mod openings;
-mod pool;
+pub(crate) mod pool;
 mod rank;
 mod replay;
 mod rows;

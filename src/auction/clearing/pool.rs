@@ -1,32 +1,86 @@
 //! The work-stealing pools clearing runs on: one per thread count a market asks for
 //! (`clearing_threads`), built on first use and kept, so a cycle pays only the hand-over.
+//!
+//! A cycle's computation runs on threads of the lowest scheduling priority (nice 19 on Linux):
+//! when the cores are short, intake, replies and the rest of the machine come first, and a cycle
+//! takes longer instead. What runs while the market's writer waits (settling a cycle's ledger)
+//! runs on threads of normal priority, so a busy machine never holds the writer behind a
+//! low-priority thread.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::ThreadPool;
 
-/// Runs `work` on the pool of `threads` threads (at least one): its parallel iterators use
-/// exactly those threads, whatever else runs in the process.
+/// Runs a cycle's computation `work` on the background pool of `threads` threads (at least
+/// one): its parallel iterators use exactly those threads, whatever else runs in the process.
 pub(crate) fn install<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R {
-    pool(threads.max(1)).install(work)
+    pool(threads.max(1), Priority::Background).install(work)
 }
 
-/// The pools built so far, by thread count.
-type Pools = Mutex<Vec<(usize, Arc<ThreadPool>)>>;
+/// Runs `work`, which the writer waits for, on `threads` threads of normal priority: on the
+/// calling thread when that is one.
+pub(crate) fn install_urgent<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R {
+    if threads <= 1 {
+        return work();
+    }
+    pool(threads, Priority::Normal).install(work)
+}
 
-fn pool(threads: usize) -> Arc<ThreadPool> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Priority {
+    Background,
+    Normal,
+}
+
+/// The pools built so far, by thread count and priority.
+type Pools = Mutex<Vec<(usize, Priority, Arc<ThreadPool>)>>;
+
+fn pool(threads: usize, priority: Priority) -> Arc<ThreadPool> {
     static POOLS: OnceLock<Pools> = OnceLock::new();
     let mut pools = POOLS.get_or_init(Mutex::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, pool)) = pools.iter().find(|(n, _)| *n == threads) {
+    if let Some((.., pool)) = pools.iter().find(|(n, p, _)| *n == threads && *p == priority) {
         return pool.clone();
     }
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("clearing-{i}"))
-            .build()
-            .expect("the clearing threads start"),
-    );
-    pools.push((threads, pool.clone()));
+    let builder = rayon::ThreadPoolBuilder::new().num_threads(threads);
+    let builder = match priority {
+        Priority::Background => {
+            builder.thread_name(|i| format!("clearing-{i}")).start_handler(|_| yield_to_the_rest())
+        }
+        Priority::Normal => builder.thread_name(|i| format!("settling-{i}")),
+    };
+    let pool = Arc::new(builder.build().expect("the clearing threads start"));
+    pools.push((threads, priority, pool.clone()));
     pool
+}
+
+/// Gives the calling thread the lowest scheduling priority; where that is not supported, nothing.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // One system call std does not wrap.
+fn yield_to_the_rest() {
+    // SAFETY: `setpriority` reads only its arguments. On Linux the nice value belongs to each
+    // thread, and `who == 0` names the calling one. A refusal leaves the priority as it was.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn yield_to_the_rest() {}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[allow(unsafe_code)]
+    fn nice() -> i32 {
+        // SAFETY: `getpriority` reads only its arguments (the calling thread, on Linux).
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    #[test]
+    fn computation_yields_and_settling_does_not() {
+        let caller = nice();
+        assert_eq!(install(2, nice), 19, "a cycle's computation runs at the lowest priority");
+        assert_eq!(install_urgent(2, nice), caller, "what the writer waits for does not");
+        assert_eq!(install_urgent(1, nice), caller);
+        assert_eq!(nice(), caller, "the caller keeps its own");
+    }
 }

@@ -24,7 +24,7 @@ impl Ledger {
     ) {
         releases.sort_by_key(|(b, _)| b.shard);
         let groups: Vec<&[(&BookBid, Release)]> = releases.chunk_by(|x, y| x.0.shard == y.0.shard).collect();
-        let paid: u64 = crate::auction::clearing::on_pool(threads, || {
+        let paid: u64 = crate::auction::clearing::pool::install_urgent(threads, || {
             groups.par_iter().map(|group| settle_shard(&mut self.lock(group[0].0.shard), group, cycle)).sum()
         });
         intake.release_live(releases.len());
