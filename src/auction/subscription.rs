@@ -54,8 +54,9 @@ impl Subscription {
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn take_shared(&mut self) -> Batch {
         let mut parts = Vec::new();
-        if self.at < self.batch.len() {
-            parts.push((std::mem::replace(&mut self.batch, Arc::from(Vec::new())), self.at));
+        let current = std::mem::replace(&mut self.batch, Arc::from(Vec::new()));
+        if self.at < current.len() {
+            parts.push((current, self.at));
         }
         self.at = 0;
         while let Ok(batch) = self.rx.try_recv() {
@@ -63,7 +64,6 @@ impl Subscription {
                 parts.push((batch, 0));
             }
         }
-        self.batch = Arc::from(Vec::new());
         Batch { parts }
     }
 }

@@ -179,16 +179,18 @@ async fn drive(args: Load) -> Result<ExitCode, Box<dyn std::error::Error>> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the market answers a request of `batch` accepted bids.
+fn accepted(batch: usize) -> Bytes {
+    let one = Reply::ok(1);
+    let json = if batch == 1 { serde_json::to_vec(&one) } else { serde_json::to_vec(&vec![one; batch]) };
+    Bytes::from(json.expect("replies serialize"))
+}
+
 /// The trivial responder of the baseline: answers every request at once with what the market
 /// answers an accepted bid (or a batch of them), reading nothing.
 async fn respond(nats: Client, batch: usize) {
     let Ok(mut requests) = nats.subscribe(format!("{BASELINE}.>")).await else { return };
-    let one = Reply::ok(1);
-    let answer = Bytes::from(if batch == 1 {
-        serde_json::to_vec(&one).expect("replies serialize")
-    } else {
-        serde_json::to_vec(&vec![one; batch]).expect("replies serialize")
-    });
+    let answer = accepted(batch);
     while let Some(request) = requests.next().await {
         if let Some(reply) = request.reply {
             let _ = nats.publish(reply, answer.clone()).await;
@@ -364,16 +366,11 @@ async fn request(target: &Target, agent: String, bids: Vec<BidRequest>, due: Ins
 
 /// The stored baseline's responder: publishes every request to a JetStream stream and answers
 /// once the stream has acknowledged it, the least a service that replies only for what is stored
-/// must do (publishes pipelined, answers in the order acknowledgements come back).
+/// must do (publishes pipelined, each request answered once its acknowledgement comes back).
 async fn respond_stored(nats: Client, batch: usize) {
     let Ok(mut requests) = nats.subscribe(format!("{BASELINE}.>")).await else { return };
     let js = async_nats::jetstream::new(nats.clone());
-    let one = Reply::ok(1);
-    let answer = Bytes::from(if batch == 1 {
-        serde_json::to_vec(&one).expect("replies serialize")
-    } else {
-        serde_json::to_vec(&vec![one; batch]).expect("replies serialize")
-    });
+    let answer = accepted(batch);
     while let Some(request) = requests.next().await {
         let Some(reply) = request.reply else { continue };
         let Ok(ack) = js.publish(format!("{BASELINE}_stored.x"), request.payload).await else { continue };
