@@ -315,7 +315,6 @@ impl After<'_> {
     async fn journaled(&mut self, through: u64, rounds: &mut VecDeque<Round>) {
         let shared = self.shared;
         shared.health.journaled_through(through);
-        shared.journaled.send_replace(through);
         while rounds.front().is_some_and(|r| r.events.last().is_none_or(|e| e.seq <= through)) {
             let Some(Round { events: batch, json }) = rounds.pop_front() else { break };
             let (update, replies) = after_journal(shared, &batch, &mut self.agents);
@@ -338,6 +337,9 @@ impl After<'_> {
                 let _ = audit.send(batch.into_shared().zip(json).collect());
             }
         }
+        // Requests waiting on the position itself go last: whoever they answer reads the
+        // prices these events brought.
+        shared.journaled.send_replace(through);
     }
 }
 
