@@ -19,9 +19,11 @@ fn bid(id: &str) -> BidRequest {
 }
 
 /// Bids until answered, resending the same id (safe: a repeat books nothing) while the
-/// connection or the service is away; returns the `seq` of its `bid_accepted`.
+/// connection or the service is away, for up to 30 s (a cluster that lost a server elects new
+/// stream leaders first); returns the `seq` of its `bid_accepted`.
 async fn bid_until_answered(client: &MarketClient, id: &str) -> u64 {
-    for _ in 0..100 {
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < until {
         match client.bid("alice", &bid(id)).await {
             Ok(ack) => return ack.seq.expect("a seq"),
             // While the journal has no leader (a server just died) intake stops: try again.
@@ -33,6 +35,18 @@ async fn bid_until_answered(client: &MarketClient, id: &str) -> u64 {
         }
     }
     panic!("{id} never answered")
+}
+
+/// Waits until the service answers through `client`'s server: in a cluster, the service's
+/// subscriptions reach the other servers a moment after it starts.
+async fn until_served(client: &MarketClient) {
+    for _ in 0..100 {
+        if client.status().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the service never answered")
 }
 
 /// Five bids `<prefix>0`…`<prefix>4`, each until answered: id -> `seq`.
@@ -115,6 +129,7 @@ async fn losing_one_of_three_servers_loses_nothing_acknowledged() {
     // The client talks to the last server, the service (servers in order) to the first.
     let client_nats = async_nats::connect(&cluster.servers[2].url).await.unwrap();
     let client = MarketClient::new(client_nats, Some("cluster")).unwrap().timeout(Duration::from_secs(2));
+    until_served(&client).await;
     client.deposit("alice", "100".parse().unwrap()).await.unwrap();
     let mut acknowledged = five_bids(&client, "before").await;
     cluster.servers[0].kill();
