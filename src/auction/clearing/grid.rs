@@ -104,23 +104,24 @@ impl Grid {
     /// The earliest start at which the whole run fits, and the rows before it that blocked
     /// (tracked for spans of at most 128 rows of a slot each).
     pub(crate) fn find_start_and_blocked(&self, reach: &Reach) -> (Option<u64>, Blocked) {
+        if self.rows.stretched() || reach.last_end - reach.first > 128 {
+            // Nothing to track: the search that skips past every row that does not fit.
+            return (self.find_start(reach), None);
+        }
         let (mut from, mut run) = (reach.first, 0u64);
         let mut blocked = 0u128;
-        let tracked = !self.rows.stretched() && reach.last_end - reach.first <= 128;
         for row in reach.span() {
             if self.fits_at(&reach.need, row) {
-                run += self.rows.width(row);
+                run += 1;
                 if run >= reach.duration {
-                    return (Some(from), tracked.then_some(blocked));
+                    return (Some(from), Some(blocked));
                 }
             } else {
                 (from, run) = (row + 1, 0);
-                if tracked {
-                    blocked |= 1 << (row - reach.first);
-                }
+                blocked |= 1 << (row - reach.first);
             }
         }
-        (None, tracked.then_some(blocked))
+        (None, Some(blocked))
     }
 
     /// The rows of `rows` (within the reach's span, at most 128 after its first row, each a
@@ -225,5 +226,31 @@ mod tests {
         assert_eq!(g.find_start_and_blocked(&Reach::new(&b, 0, 4, 3)), (None, Some(0b1010)));
         assert_eq!(g.find_start(&Reach::new(&b, 0, 4, 3)), None);
         assert_eq!(g.find_start_and_blocked(&Reach::new(&b, 0, 6, 2)), (Some(4), Some(0b1010)));
+    }
+
+    #[test]
+    fn a_long_span_is_searched_by_skipping_and_not_tracked() {
+        // One resource over 300 slots, full in every slot but 3 of every 10, and free from 250.
+        let mut g = Grid { lo: 0, stride: 1, free: vec![0; 300], rows: Rows::default() };
+        for slot in 0..300u64 {
+            if slot % 10 < 3 || slot >= 250 {
+                g.free[slot as usize] = 1_000_000;
+            }
+        }
+        let b = bundle(&[(0, 500_000)]);
+        let linear = |reach: &Reach| {
+            (reach.first..reach.last_end).find(|&s| {
+                s + reach.duration <= reach.last_end
+                    && (s..s + reach.duration).all(|t| g.free[t as usize] >= 500_000)
+            })
+        };
+        for (first, last_end, duration) in [(0, 300, 3), (0, 300, 4), (5, 300, 2), (0, 260, 20), (0, 200, 4)] {
+            let reach = Reach::new(&b, first, last_end, duration);
+            let (start, blocked) = g.find_start_and_blocked(&reach);
+            assert_eq!(start, linear(&reach), "{first}..{last_end}, {duration} slots");
+            assert_eq!(start, g.find_start(&reach));
+            assert_eq!(blocked, None, "spans past 128 rows are not tracked");
+        }
+        assert_eq!(g.find_start_and_blocked(&Reach::new(&b, 0, 300, 4)).0, Some(250));
     }
 }
