@@ -3,7 +3,8 @@
 //! clearing on the same book (the ratio is printed at the end of every run that has both),
 //! price discovery alone, settlement, and the state as data (snapshot, restore, replay); and
 //! cycles at scale (`scale/`): 100k bids on both books under `critical_value` and `pay_as_bid`,
-//! long horizons, and 1M bids when `BENCH_1M=1` is set (minutes a sample).
+//! long horizons, a standing book of wide windows, and 1M bids when `BENCH_1M=1` is set
+//! (minutes a sample).
 //!
 //! Workload: `phases::Workload` — 4 resources, windows of up to 120 slots, 1-60 slot runs,
 //! shares of 1-20% of one to four resources, 1,000 agents; the worst book keeps a horizon of
@@ -210,15 +211,18 @@ fn define_scale(c: &mut Criterion) {
     for (name, workload, n, pricing) in cycles {
         bench_cycle(&mut g, name, workload, n, pricing, 2);
     }
-    // One bid free to run anywhere in the longest horizon; 1,000 half-day runs in a day.
-    for (name, horizon, bids, duration) in [
-        ("long-horizon/1-bid/4194304", MAX_HORIZON, 1, 1),
-        ("long-horizon/1k-bids/43200-slot-runs", 86_400, 1000, 43_200),
+    // One bid free to run anywhere in the longest horizon; 1,000 half-day runs in a day; and a
+    // standing book as `load --window 600` makes it, most of it losing, each window wider than
+    // the 128 rows over which placement tracks what blocked a bid.
+    for (name, horizon, bids, duration, window) in [
+        ("long-horizon/1-bid/4194304", MAX_HORIZON, 1, 1, MAX_HORIZON),
+        ("long-horizon/1k-bids/43200-slot-runs", 86_400, 1000, 43_200, 86_400),
+        ("wide-windows/10k-bids/600-slot-windows", 3600, 10_000, 60, 600),
     ] {
         g.throughput(Throughput::Elements(bids as u64));
         g.bench_function(name, |b| {
             b.iter_batched(
-                || long_horizon(horizon, bids, duration, horizon),
+                || long_horizon(horizon, bids, duration, window),
                 |m| {
                     assert!(m.clear(Slot(0)).unwrap().won > 0);
                     m

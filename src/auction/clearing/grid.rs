@@ -244,7 +244,8 @@ mod tests {
                     && (s..s + reach.duration).all(|t| g.free[t as usize] >= 500_000)
             })
         };
-        for (first, last_end, duration) in [(0, 300, 3), (0, 300, 4), (5, 300, 2), (0, 260, 20), (0, 200, 4)] {
+        for (first, last_end, duration) in [(0, 300, 3), (0, 300, 4), (5, 300, 2), (0, 260, 20), (0, 200, 4)]
+        {
             let reach = Reach::new(&b, first, last_end, duration);
             let (start, blocked) = g.find_start_and_blocked(&reach);
             assert_eq!(start, linear(&reach), "{first}..{last_end}, {duration} slots");
