@@ -305,10 +305,9 @@ struct Fit {
 
 impl Fit {
     fn new(grid: &Grid, reach: &Reach) -> Option<Fit> {
-        let width = reach.last_end - reach.first;
-        (width <= 128 && !grid.rows.stretched()).then(|| Fit {
+        grid.tracks(reach).then(|| Fit {
             open: grid.fitting(reach, reach.span()),
-            width,
+            width: reach.last_end - reach.first,
             duration: reach.duration,
         })
     }

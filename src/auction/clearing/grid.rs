@@ -101,10 +101,16 @@ impl Grid {
         None
     }
 
+    /// Whether a reach's rows can be followed as bits of a `u128`: a span of at most 128 rows,
+    /// each a slot.
+    pub(crate) fn tracks(&self, reach: &Reach) -> bool {
+        reach.last_end - reach.first <= u64::from(u128::BITS) && !self.rows.stretched()
+    }
+
     /// The earliest start at which the whole run fits, and the rows before it that blocked
-    /// (tracked for spans of at most 128 rows of a slot each).
+    /// (tracked where the grid [`tracks`](Grid::tracks) the reach).
     pub(crate) fn find_start_and_blocked(&self, reach: &Reach) -> (Option<u64>, Blocked) {
-        if self.rows.stretched() || reach.last_end - reach.first > 128 {
+        if !self.tracks(reach) {
             // Nothing to track: the search that skips past every row that does not fit.
             return (self.find_start(reach), None);
         }
