@@ -368,6 +368,9 @@ impl Decided<'_> {
         };
         let Part { events, sales, sums, revenue, welfare, won, lost, over, .. } = &mut part;
         for i in range {
+            if i % 64 == 0 {
+                clearing::pool::breathe();
+            }
             let b = &self.bids[i];
             let cid = b.correlation_id.clone();
             let duration = u64::from(b.window.duration());

@@ -174,6 +174,7 @@ fn critical_of(
 ) -> Vec<(usize, u64)> {
     let mut found = Vec::with_capacity(batch.len());
     for &w in batch {
+        super::pool::breathe();
         let (i, _) = run.winners[w];
         let me = &run.p.ranked[i];
         let blocker =
@@ -383,7 +384,10 @@ fn losers_needed(rule: PriorityRule, run: &Run<'_>, threads: usize, out: &mut [O
         losers
             .par_iter()
             .with_min_len(256)
-            .map_init(Local::default, |local, &i| loser_needs(rule, run, local, i).map(|need| (i, need)))
+            .map_init(Local::default, |local, &i| {
+                super::pool::breathe();
+                loser_needs(rule, run, local, i).map(|need| (i, need))
+            })
             .flatten_iter()
             .collect()
     });

@@ -157,6 +157,9 @@ pub(crate) fn place(
     let mut placement =
         Placement { ranked, starts: vec![None; n], blocked: vec![None; n], rows: grid.rows.clone() };
     for i in 0..bids.len() {
+        if i % 8 == 0 {
+            pool::breathe();
+        }
         let reach = placement.reach(bids, i);
         let (start, blocked) = match track {
             Track::Blocked => grid.find_start_and_blocked(&reach),

@@ -6,8 +6,15 @@
 //! takes longer instead. What runs while the market's writer waits (settling a cycle's ledger)
 //! runs on threads of normal priority, so a busy machine never holds the writer behind a
 //! low-priority thread.
+//!
+//! A low priority alone does not make a thread step aside at once: a scheduler lets the running
+//! thread finish its slice (a millisecond or more) before one it woke gets the core, and every
+//! reply waits that long. So a cycle's long loops [`breathe`]: every [`SLICE`] of computation
+//! its thread gives the core to whatever else is ready.
 
+use std::cell::Cell;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use rayon::ThreadPool;
 
@@ -43,14 +50,36 @@ fn pool(threads: usize, priority: Priority) -> Arc<ThreadPool> {
     }
     let builder = rayon::ThreadPoolBuilder::new().num_threads(threads);
     let builder = match priority {
-        Priority::Background => {
-            builder.thread_name(|i| format!("clearing-{i}")).start_handler(|_| yield_to_the_rest())
-        }
+        Priority::Background => builder.thread_name(|i| format!("clearing-{i}")).start_handler(|_| {
+            yield_to_the_rest();
+            GAVE_WAY.set(Some(Instant::now()));
+        }),
         Priority::Normal => builder.thread_name(|i| format!("settling-{i}")),
     };
     let pool = Arc::new(builder.build().expect("the clearing threads start"));
     pools.push((threads, priority, pool.clone()));
     pool
+}
+
+/// Longest a cycle's computation runs on a thread before it lets whatever else is ready run.
+const SLICE: Duration = Duration::from_micros(100);
+
+thread_local! {
+    /// On a thread of a background pool, when it last gave way; `None` on every other thread.
+    static GAVE_WAY: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Called between steps of a cycle's long loops: on a background clearing thread that has
+/// computed for [`SLICE`] since it last gave way, gives the core to any thread ready to run
+/// (intake, replies, the rest of the machine), and carries on when it gets it back. Elsewhere
+/// nothing: the writer and embedders' threads never give way here. The results never depend on
+/// it.
+pub(crate) fn breathe() {
+    let Some(last) = GAVE_WAY.get() else { return };
+    if last.elapsed() >= SLICE {
+        std::thread::yield_now();
+        GAVE_WAY.set(Some(Instant::now()));
+    }
 }
 
 /// Gives the calling thread the lowest scheduling priority; where that is not supported, nothing.
@@ -82,5 +111,19 @@ mod tests {
         assert_eq!(install_urgent(2, nice), caller, "what the writer waits for does not");
         assert_eq!(install_urgent(1, nice), caller);
         assert_eq!(nice(), caller, "the caller keeps its own");
+    }
+
+    #[test]
+    fn only_a_background_thread_gives_way_and_only_once_its_slice_has_run() {
+        breathe();
+        assert!(GAVE_WAY.get().is_none(), "the calling thread never gives way");
+        let (before, after) = install(1, || {
+            let before = GAVE_WAY.get().expect("a background thread keeps time");
+            std::thread::sleep(SLICE * 2);
+            breathe();
+            (before, GAVE_WAY.get().expect("still keeping time"))
+        });
+        assert!(after >= before + SLICE * 2, "a thread past its slice gave way and starts a new one");
+        assert!(install_urgent(2, || GAVE_WAY.get()).is_none(), "what the writer waits for never gives way");
     }
 }

@@ -238,6 +238,7 @@ fn cheapest_start(
     price: impl Fn(u64, usize) -> u64,
     (sums, runs): &mut (Vec<u128>, Vec<(usize, usize)>),
 ) -> (u64, u128) {
+    super::pool::breathe();
     // Prefix sums over the span of the bundle's weighted price per row.
     sums.clear();
     sums.push(0);
@@ -297,6 +298,7 @@ fn discover_grouped(
             .map(|part| {
                 let (mut bound, mut scratch) = (vec![0u64; cells], Scratch::default());
                 for &i in part {
+                    super::pool::breathe();
                     let need = |c: usize, level| bound[c] = bound[c].max(level);
                     match stride {
                         // The benchmark's and most markets' four resources, unrolled.
