@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 use capacity_auction::phases::{Cycle, Workload};
 use capacity_auction::reference::{self, RefBid};
 use capacity_auction::{
-    AgentId, Bid, BidId, Credits, MAX_HORIZON, Market, MarketConfig, PricingRule, PriorityRule, Slot,
-    Snapshot,
+    AgentId, Bid, BidId, Bundle, Credits, MAX_HORIZON, Market, MarketConfig, PricingRule, PriorityRule,
+    ResourceId, Share, Slot, Snapshot,
 };
 use criterion::{BatchSize, Criterion, Throughput};
 
@@ -251,7 +251,46 @@ fn define_discover(c: &mut Criterion) {
             })
         });
     }
+    // The standing book `load --window 600` keeps: bids of the same 600-slot window, of 1,500
+    // shapes, a fifth of them winning and the rest losing.
+    let n = 10_000;
+    let workload = Workload::new(n);
+    let cycle = Cycle::new(&workload.config, standing_bids(&workload, n), Slot(0)).unwrap();
+    let (placed, won) = cycle.place();
+    assert!(won > 0 && won < n / 4, "{won} won");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("standing-600-slot-windows/10k", |b| {
+        b.iter(|| {
+            let (ir, envy) = cycle.discover(black_box(&placed));
+            assert_eq!(ir, 1.0);
+            envy
+        })
+    });
     g.finish();
+}
+
+/// `n` bids as `load --window 600` sends them: 1-5% of cpu and of memory for 1-60 slots,
+/// anywhere in the 600 slots from slot 0, limits of 1-50 credits.
+fn standing_bids(workload: &Workload, n: usize) -> Vec<Bid> {
+    let (cpu, memory) = (ResourceId::from_index(0).unwrap(), ResourceId::from_index(1).unwrap());
+    (0..n as u64)
+        .map(|k| {
+            let x = k.wrapping_mul(6364136223846793005);
+            let (c, m, duration, limit) =
+                (1 + x % 5, 1 + (x >> 8) % 5, 1 + (x >> 16) % 60, 1 + (x >> 24) % 50);
+            let share = |p: u64| Share::from_micros(10_000 * p as u32).unwrap();
+            let bundle = Bundle::new([(cpu, share(c)), (memory, share(m))]).unwrap();
+            let agent = workload.agents[k as usize % workload.agents.len()].clone();
+            Bid::new(
+                BidId::new(&format!("s{k}")).unwrap(),
+                agent,
+                bundle,
+                duration as u32,
+                Credits::from_units(limit),
+            )
+            .window(Slot(0), Slot(600 + duration))
+        })
+        .collect()
 }
 
 fn define_settle(c: &mut Criterion) {

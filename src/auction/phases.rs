@@ -324,6 +324,7 @@ mod tests {
         let alone = clearing::discover_each_alone(&cycle.config, bids, p, left);
         assert_eq!(grouped.runs(), alone.runs(), "prices");
         assert_eq!((grouped.ir, grouped.envy), (alone.ir, alone.envy), "ir and envy");
+        assert!(grouped.envy > 0.0, "losers that could afford a start, found by group: {}", grouped.envy);
         assert!(grouped.runs().iter().any(|&(.., price)| price > cycle.config.reserve[0]), "scarce cells");
     }
 }

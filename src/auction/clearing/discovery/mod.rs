@@ -346,6 +346,25 @@ fn discover_grouped(
     let idle = config.reserve.iter().map(|&r| config.bound(r)).collect();
     let mut found = Discovery { lo: left.lo, stride, rows: rows.clone(), prices, idle, ir: 1.0, envy: 0.0 };
 
+    // Each group's cheapest start at those prices, for the groups with a loser that may afford
+    // one (its cost is the same for every loser of the group).
+    let mut group_of = vec![usize::MAX; bids.len()];
+    let mut asked = vec![false; strongest.len()];
+    for (&i, &g) in losers.iter().zip(&groups) {
+        group_of[i] = g;
+        asked[g] |= may_afford[i] || lowered;
+    }
+    let cheapest: Vec<Option<u128>> = super::pool::install(config.clearing_threads, || {
+        (0..strongest.len())
+            .into_par_iter()
+            .with_min_len(64)
+            .map_init(Default::default, |scratch, g| {
+                let i = strongest[g];
+                let price = |row, res| found.at_row(res, row).micros();
+                asked[g].then(|| cheapest_start(&bids[i], &p.ranked[i], rows, price, scratch).1)
+            })
+            .collect()
+    });
     // Who can afford what at those prices: (winners, rational, losers, envious).
     let tally = |(w, r, l, e): (u64, u64, u64, u64), (w2, r2, l2, e2): (u64, u64, u64, u64)| {
         (w + w2, r + r2, l + l2, e + e2)
@@ -354,7 +373,7 @@ fn discover_grouped(
         (0..bids.len())
             .into_par_iter()
             .with_min_len(512)
-            .map_init(Default::default, |scratch, i| {
+            .map(|i| {
                 let (b, r) = (&bids[i], &p.ranked[i]);
                 let limit = u128::from(r.limit) * u128::from(MICRO);
                 match p.starts[i] {
@@ -363,8 +382,7 @@ fn discover_grouped(
                     // start at the reserve plus premium, unless a cap lowered some price.
                     None if !may_afford[i] && !lowered => (0, 0, 1, 0),
                     None => {
-                        let price = |row, res| found.at_row(res, row).micros();
-                        let (_, cheapest) = cheapest_start(b, r, rows, price, scratch);
+                        let cheapest = cheapest[group_of[i]].expect("its group's cheapest start");
                         (0, 0, 1, u64::from(cheapest < limit))
                     }
                 }

@@ -23,6 +23,8 @@ fn per_share(slack: u128, weight: u64) -> u128 {
 /// `at` raises had been made.
 struct Hope {
     bid: usize,
+    /// Its group: losers of a group share their cheapest start.
+    group: usize,
     at: u64,
     start: u64,
     cost: u128,
@@ -113,10 +115,14 @@ pub(super) fn refine(
             .with_min_len(512)
             .filter_map(|(&i, &g)| {
                 let (start, cost) = cheapest[g];
-                (cost < surplus(i)).then_some(Hope { bid: i, at: 0, start, cost })
+                (cost < surplus(i)).then_some(Hope { bid: i, group: g, at: 0, start, cost })
             })
             .collect()
     });
+    // Each group's cheapest start and its cost, as of a count of raises: a loser whose own is
+    // stale takes its group's when no raise reached the group's span since.
+    let mut known: Vec<(u64, u64, u128)> =
+        cheapest.into_iter().map(|(start, cost)| (0, start, cost)).collect();
     // Raises so far, and per row the count when one last raised a cell of it: a loser's
     // cheapest start is recomputed only when a raise reached its span since it was found.
     // Cells a holder with no slack left sits on: no raise can reach them again.
@@ -143,9 +149,15 @@ pub(super) fn refine(
             let r = &p.ranked[i];
             // The cheapest start at current premiums.
             let span = (r.first - left.lo) as usize..(r.last_end - left.lo) as usize;
-            if raised_at[span].iter().any(|&at| at > hope.at) {
-                let price = |row, res| premium[cell(row, res)];
-                (hope.start, hope.cost) = cheapest_start(b, r, rows, price, &mut scratch);
+            let last_raise = raised_at[span].iter().copied().max().unwrap_or(0);
+            if last_raise > hope.at {
+                let group = &mut known[hope.group];
+                if last_raise > group.0 {
+                    let price = |row, res| premium[cell(row, res)];
+                    let (start, cost) = cheapest_start(b, r, rows, price, &mut scratch);
+                    *group = (raises, start, cost);
+                }
+                (hope.start, hope.cost) = (group.1, group.2);
             }
             hope.at = raises;
             let (start, cost) = (hope.start, hope.cost);
