@@ -29,6 +29,10 @@ pub(crate) struct BookBid {
     /// The ledger shard of its agent.
     pub(crate) shard: u16,
     pub(crate) correlation_id: Option<Arc<str>>,
+    /// One more than the timeline's capacity settings when it last lost and stayed; 0 if it has
+    /// not. A loser loses again while no capacity was set since (see `clearing::place`). Work
+    /// saved, never state: a snapshot does not keep it.
+    pub(crate) lost_under: u64,
 }
 
 impl BookBid {
@@ -51,6 +55,7 @@ impl BookBid {
             order: 0,
             shard,
             correlation_id,
+            lost_under: 0,
         }
     }
 }
@@ -90,6 +95,7 @@ impl BookBid {
             order: p.seq,
             shard,
             correlation_id: p.correlation_id,
+            lost_under: 0,
         })
     }
 }

@@ -98,6 +98,8 @@ pub(crate) struct Cut {
     pub(crate) bids: Vec<BookBid>,
     /// Free capacity over the slots they can reach, as the cut found it.
     pub(crate) initial: Grid,
+    /// The timeline's capacity settings at the cut.
+    pub(crate) settings: u64,
 }
 
 /// A cycle's book as the writer took it out, with the free capacity its bids can reach, not
@@ -110,15 +112,16 @@ pub(crate) struct Taken {
     cid: Option<Arc<str>>,
     bids: Vec<BookBid>,
     initial: Grid,
+    settings: u64,
 }
 
 impl Taken {
     /// The cut: bids whose window can no longer hold their run are expired, the others keep
     /// acceptance order.
     pub(crate) fn split(self) -> Cut {
-        let Taken { config, cycle, now, cid, bids, initial } = self;
+        let Taken { config, cycle, now, cid, bids, initial, settings } = self;
         let (expired, bids): (Vec<BookBid>, Vec<BookBid>) = bids.into_iter().partition(|b| expired(b, now));
-        Cut { config, cycle, now, cid, expired, bids, initial }
+        Cut { config, cycle, now, cid, expired, bids, initial, settings }
     }
 }
 
@@ -155,7 +158,8 @@ impl Engine {
         let bids = self.book.take();
         self.emit(Some(cycle), cid.clone(), EventKind::CycleStarted { bids: bids.len() as u64 });
         let initial = clearing::grid_for(&self.timeline, bids.iter().filter(|b| !expired(b, now)), now.0);
-        Taken { config: self.config.clone(), cycle, now, cid, bids, initial }
+        let settings = self.timeline.settings();
+        Taken { config: self.config.clone(), cycle, now, cid, bids, initial, settings }
     }
 
     /// Applies a cycle's outcome: sells the winners' capacity, settles the ledger, emits the
@@ -437,7 +441,7 @@ impl Outcome {
     /// The outcome of cycle `cut` as `cleared` decided it. The bids' events are made in parts
     /// on the clearing threads and joined in order, with their lines made ahead if `lines`.
     pub(crate) fn of(cut: Cut, cleared: Cleared, lines: bool) -> Outcome {
-        let Cut { config, cycle, now, cid, expired, .. } = cut;
+        let Cut { config, cycle, now, cid, expired, settings, .. } = cut;
         let Cleared { bids, placement, thresholds, critical, discovery, payments } = cleared;
         let n = config.resources.len();
         let decided = Decided {
@@ -504,6 +508,7 @@ impl Outcome {
                 None if b.cycles_left <= 1 => leaving.push((b, Release::Returned)),
                 None => {
                     b.cycles_left -= 1;
+                    b.lost_under = settings + 1;
                     retained.push(b);
                 }
             }
@@ -522,7 +527,8 @@ pub(crate) fn compute(cut: &mut Cut) -> Cleared {
     let mut left = cut.initial.clone();
     let critical = config.pricing == PricingRule::CriticalValue || config.always_critical_values;
     let track = if critical { Track::Blocked } else { Track::Starts };
-    let placement = clearing::place(config.priority, cut.now.0, &mut bids, &mut left, track);
+    let placement =
+        clearing::place(config.priority, cut.now.0, &mut bids, &mut left, (track, Some(cut.settings)));
     let thresholds = if critical {
         clearing::thresholds(config.priority, &bids, &placement, &cut.initial, config.clearing_threads)
     } else {

@@ -72,7 +72,7 @@ impl Cycle {
         let mut bids = self.bids.clone();
         let mut left = self.initial.clone();
         let track = if self.needs_thresholds() { Track::Blocked } else { Track::Starts };
-        let placement = clearing::place(self.config.priority, self.now, &mut bids, &mut left, track);
+        let placement = clearing::place(self.config.priority, self.now, &mut bids, &mut left, (track, None));
         let won = placement.starts.iter().filter(|s| s.is_some()).count();
         (Placed { bids, placement, left }, won)
     }
@@ -267,8 +267,13 @@ mod tests {
         let stretched = Grid { lo: 0, rows: Rows::stretches((slots.lo..=hi).collect()), ..slots.clone() };
         let clear = |initial: &Grid| {
             let (mut bids, mut left) = (cycle.bids.clone(), initial.clone());
-            let placement =
-                clearing::place(cycle.config.priority, cycle.now, &mut bids, &mut left, Track::Blocked);
+            let placement = clearing::place(
+                cycle.config.priority,
+                cycle.now,
+                &mut bids,
+                &mut left,
+                (Track::Blocked, None),
+            );
             let thresholds = clearing::thresholds(cycle.config.priority, &bids, &placement, initial, 2);
             let discovery = clearing::discover(&cycle.config, &bids, &placement, &left);
             let starts: Vec<Option<u64>> =
@@ -281,6 +286,86 @@ mod tests {
         assert_eq!(a.1, b.1, "critical values and shortfalls");
         assert_eq!(a.2, b.2, "prices");
         assert_eq!((a.3, a.4), (b.3, b.4), "ir and envy");
+    }
+
+    /// A bid that lost and stayed is not searched again while no capacity was set since, and
+    /// is searched again once capacity was set: it wins as soon as the capacity it needs comes
+    /// back, over a wide window (nothing tracked) and a narrow one (blocked rows tracked) alike.
+    #[test]
+    fn a_retained_loser_is_searched_again_only_after_capacity_was_set() {
+        use crate::auction::events::EventKind;
+        use crate::auction::market::Market;
+        use crate::capacity::Capacity;
+        for (window, id) in [(400, "wide"), (40, "narrow")] {
+            let m = Market::builder().resources(["cpu"]).build().expect("a market");
+            let a = AgentId::new("a").expect("a token");
+            m.deposit(&a, Credits::from_units(100)).expect("a deposit");
+            m.set_capacity("cpu", Slot(0), Slot(1000), Capacity::NONE).expect("an outage");
+            let bundle = m.bundle([("cpu", "0.5")]).expect("a bundle");
+            let bid =
+                Bid::new(BidId::new(id).expect("a token"), a.clone(), bundle, 2, Credits::from_units(10))
+                    .window(Slot(0), Slot(window))
+                    .good_for(5);
+            m.submit(bid).expect("booked");
+            let mut events = m.subscribe();
+            let won = |events: &mut crate::auction::subscription::Subscription| {
+                events.drain().iter().any(|e| matches!(e.kind, EventKind::BidWon { .. }))
+            };
+            for now in 0..2 {
+                m.clear(Slot(now)).expect("a cycle");
+                assert!(!won(&mut events), "{id}: no capacity, no win");
+            }
+            // The same placement trusts an earlier loss only under the same settings.
+            let mut cut = m.engine().take_cut(Slot(2), None).split();
+            let settings = cut.settings;
+            assert_eq!(cut.bids[0].lost_under, settings + 1, "{id}: it lost under these settings");
+            let mut left = Grid {
+                free: vec![Capacity::FULL.micros() as i32; cut.initial.free.len()],
+                ..cut.initial.clone()
+            };
+            let trusted = clearing::place(
+                cut.config.priority,
+                2,
+                &mut cut.bids.clone(),
+                &mut left.clone(),
+                (Track::Starts, Some(settings)),
+            );
+            assert_eq!(trusted.starts, [None], "{id}: an earlier loss is trusted");
+            let searched = clearing::place(
+                cut.config.priority,
+                2,
+                &mut cut.bids,
+                &mut left,
+                (Track::Starts, Some(settings + 1)),
+            );
+            assert!(searched.starts[0].is_some(), "{id}: searched again after a setting");
+        }
+        let m = Market::builder().resources(["cpu"]).build().expect("a market");
+        let a = AgentId::new("a").expect("a token");
+        m.deposit(&a, Credits::from_units(100)).expect("a deposit");
+        m.set_capacity("cpu", Slot(0), Slot(1000), Capacity::NONE).expect("an outage");
+        let mut events = m.subscribe();
+        for (window, id) in [(400, "wide"), (40, "narrow")] {
+            let bundle = m.bundle([("cpu", "0.5")]).expect("a bundle");
+            let bid =
+                Bid::new(BidId::new(id).expect("a token"), a.clone(), bundle, 2, Credits::from_units(10))
+                    .window(Slot(0), Slot(window))
+                    .good_for(5);
+            m.submit(bid).expect("booked");
+        }
+        m.clear(Slot(0)).expect("a cycle");
+        m.clear(Slot(1)).expect("a cycle");
+        m.set_capacity("cpu", Slot(0), Slot(1000), Capacity::FULL).expect("capacity back");
+        m.clear(Slot(2)).expect("a cycle");
+        let won: Vec<String> = events
+            .drain()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::BidWon { bid, .. } => Some(bid.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(won, ["wide", "narrow"], "both win once capacity is back");
     }
 
     /// A book of a few standard bundles over one common window, each at many limits (a book

@@ -209,7 +209,7 @@ fn recleared(cut: &mut Cut, recorded: &[Event]) -> Cleared {
     let config = cut.config.clone();
     let mut bids = std::mem::take(&mut cut.bids);
     let mut left = cut.initial.clone();
-    let placement = clearing::place(config.priority, cut.now.0, &mut bids, &mut left, Track::Starts);
+    let placement = clearing::place(config.priority, cut.now.0, &mut bids, &mut left, (Track::Starts, None));
     let discovery = clearing::discover(&config, &bids, &placement, &left);
     let mut paid = foldhash::HashMap::default();
     let mut short = foldhash::HashMap::default();

@@ -45,6 +45,9 @@ pub struct Timeline {
     runs: Vec<BTreeMap<u64, Cell>>,
     /// Capacity changes in the order they were made, kept while they reach past `now`.
     changes: Vec<CapacityChange>,
+    /// Capacity settings made so far: between two cuts with the same count, no slot's free
+    /// capacity grew.
+    settings: u64,
 }
 
 /// What a run of slots holds: millionths offered and sold in each of its slots.
@@ -106,7 +109,14 @@ impl Timeline {
             now: now.0,
             runs: vec![BTreeMap::from([(now.0, full)]); resources],
             changes: Vec::new(),
+            settings: 0,
         }
+    }
+
+    /// How many times capacity was set so far. Nothing else raises a slot's free capacity (sales
+    /// only lower it), so while this count stays the same, free capacity only shrinks.
+    pub(crate) fn settings(&self) -> u64 {
+        self.settings
     }
 
     /// The oldest slot held.
@@ -151,6 +161,7 @@ impl Timeline {
     /// past the ring are remembered until they come into view. Capacity already sold stays sold
     /// even where the new capacity is below it: such slots simply take no new sales.
     pub fn set_capacity(&mut self, resource: ResourceId, from: Slot, to: Slot, capacity: Capacity) {
+        self.settings += 1;
         let r = resource.index();
         let from = from.0.max(self.now);
         let to = to.0;

@@ -118,13 +118,20 @@ pub(crate) enum Track {
 
 /// Sorts `bids` into clearing order by `rule` (descending key, then acceptance order) and
 /// places each in turn at its earliest feasible start in `grid`, which ends holding what is left.
+///
+/// With `settings`, the timeline's capacity settings at the cut, a bid that lost and stayed
+/// under the same settings loses again without a search: its window has not grown, and the
+/// capacity left at its turn is at most what it was then (what the winners before it took then
+/// is sold now, and nothing raised a slot's free capacity since). Only where nothing is tracked
+/// for it: a tracked bid's blocked rows are read by the critical values.
 pub(crate) fn place(
     rule: PriorityRule,
     now: u64,
     bids: &mut Vec<BookBid>,
     grid: &mut Grid,
-    track: Track,
+    (track, settings): (Track, Option<u64>),
 ) -> Placement {
+    let lost_before = settings.map_or(u64::MAX, |s| s + 1);
     let ranked: Vec<Ranked> = bids
         .iter()
         .map(|b| {
@@ -161,7 +168,10 @@ pub(crate) fn place(
             pool::breathe();
         }
         let reach = placement.reach(bids, i);
+        let known_loser = bids[i].lost_under == lost_before;
         let (start, blocked) = match track {
+            Track::Blocked if known_loser && !grid.tracks(&reach) => (None, None),
+            Track::Starts if known_loser => (None, None),
             Track::Blocked => grid.find_start_and_blocked(&reach),
             Track::Starts => (grid.find_start(&reach), None),
         };
