@@ -308,8 +308,13 @@ mod tests {
                     .good_for(5);
             m.submit(bid).expect("booked");
             let mut events = m.subscribe();
+            // Nothing won, and no limit would have: a loss without a shortfall.
             let won = |events: &mut crate::auction::subscription::Subscription| {
-                events.drain().iter().any(|e| matches!(e.kind, EventKind::BidWon { .. }))
+                let events = events.drain();
+                assert!(events.iter().any(|e| matches!(e.kind, EventKind::BidLost { shortfall: None, .. })));
+                events.iter().any(|e| {
+                    matches!(e.kind, EventKind::BidWon { .. } | EventKind::BidLost { shortfall: Some(_), .. })
+                })
             };
             for now in 0..2 {
                 m.clear(Slot(now)).expect("a cycle");

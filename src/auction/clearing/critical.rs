@@ -46,6 +46,11 @@ pub(super) fn thresholds(
     let mut out = vec![None; bids.len()];
     // Winners in clearing order, with their starts.
     let winners: Vec<(usize, u64)> = (0..bids.len()).filter_map(|i| p.starts[i].map(|s| (i, s))).collect();
+    // With no winner, every loser met the cycle's free capacity as it was, and would meet it the
+    // same at any place in the order: no limit wins it.
+    if winners.is_empty() {
+        return out;
+    }
     let shares = Shares::new(bids);
     let checkpoints = Checkpoints::new(initial, &shares, p, &winners);
     let sold = SaleIndex::new(p, &winners, initial.lo);
