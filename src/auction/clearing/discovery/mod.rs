@@ -346,13 +346,14 @@ fn discover_grouped(
     let idle = config.reserve.iter().map(|&r| config.bound(r)).collect();
     let mut found = Discovery { lo: left.lo, stride, rows: rows.clone(), prices, idle, ir: 1.0, envy: 0.0 };
 
+    // A loser whose premiums alone met its surplus in `refine` cannot afford a start at the
+    // reserve plus premium, unless a cap lowered some price.
+    let may_afford = |i: usize| may_afford[i] || lowered;
     // Each group's cheapest start at those prices, for the groups with a loser that may afford
     // one (its cost is the same for every loser of the group).
-    let mut group_of = vec![usize::MAX; bids.len()];
     let mut asked = vec![false; strongest.len()];
     for (&i, &g) in losers.iter().zip(&groups) {
-        group_of[i] = g;
-        asked[g] |= may_afford[i] || lowered;
+        asked[g] |= may_afford(i);
     }
     let cheapest: Vec<Option<u128>> = super::pool::install(config.clearing_threads, || {
         (0..strongest.len())
@@ -365,35 +366,28 @@ fn discover_grouped(
             })
             .collect()
     });
-    // Who can afford what at those prices: (winners, rational, losers, envious).
-    let tally = |(w, r, l, e): (u64, u64, u64, u64), (w2, r2, l2, e2): (u64, u64, u64, u64)| {
-        (w + w2, r + r2, l + l2, e + e2)
-    };
-    let (winners, rational, losers, envious) = super::pool::install(config.clearing_threads, || {
+    let limit = |i: usize| u128::from(p.ranked[i].limit) * u128::from(MICRO);
+    // Losers whose cheapest start costs less than their limit.
+    let envious = (losers.iter().zip(&groups))
+        .filter(|&(&i, &g)| may_afford(i) && cheapest[g].is_some_and(|cost| cost < limit(i)))
+        .count();
+    // Winners, and those who can afford their bundle.
+    let (winners, rational) = super::pool::install(config.clearing_threads, || {
         (0..bids.len())
             .into_par_iter()
             .with_min_len(512)
-            .map(|i| {
+            .filter_map(|i| {
                 let (b, r) = (&bids[i], &p.ranked[i]);
-                let limit = u128::from(r.limit) * u128::from(MICRO);
-                match p.starts[i] {
-                    Some(start) => (1, u64::from(found.cost(&b.bundle, start, r.duration) <= limit), 0, 0),
-                    // A loser whose premiums alone met its surplus in `refine` cannot afford a
-                    // start at the reserve plus premium, unless a cap lowered some price.
-                    None if !may_afford[i] && !lowered => (0, 0, 1, 0),
-                    None => {
-                        let cheapest = cheapest[group_of[i]].expect("its group's cheapest start");
-                        (0, 0, 1, u64::from(cheapest < limit))
-                    }
-                }
+                let start = p.starts[i]?;
+                Some((1u64, u64::from(found.cost(&b.bundle, start, r.duration) <= limit(i))))
             })
-            .reduce(|| (0, 0, 0, 0), tally)
+            .reduce(|| (0, 0), |(w, r), (w2, r2)| (w + w2, r + r2))
     });
     if winners > 0 {
         found.ir = rational as f64 / winners as f64;
     }
-    if losers > 0 {
-        found.envy = envious as f64 / losers as f64;
+    if !losers.is_empty() {
+        found.envy = envious as f64 / losers.len() as f64;
     }
     found
 }
