@@ -192,6 +192,8 @@ impl Engine {
 
         let c = Some(cycle);
         let first = self.seq + 1;
+        // Its events, then a price per resource and the `cycle_cleared`.
+        self.reserve_events(events.len() + self.timeline.resources() + 1);
         for (correlation_id, kind) in events {
             self.emit(c, correlation_id, kind);
         }

@@ -30,7 +30,7 @@ pub(crate) struct Engine {
     pub(crate) prices: Vec<PriceReport>,
     /// The last cycle's price of every resource in every slot it reached.
     pub(crate) discovery: Option<Discovery>,
-    subscribers: Vec<Sender<Arc<[Event]>>>,
+    subscribers: Vec<Sender<Arc<Vec<Event>>>>,
     /// Events made since the last publish.
     pending: Vec<Event>,
     /// The shards' intake buffers between cuts, kept so intake reuses their capacity.
@@ -66,7 +66,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn subscribe(&mut self, tx: Sender<Arc<[Event]>>) {
+    pub(crate) fn subscribe(&mut self, tx: Sender<Arc<Vec<Event>>>) {
         self.subscribers.push(tx);
     }
 
@@ -86,12 +86,18 @@ impl Engine {
         self.seq
     }
 
+    /// Makes room for `n` more events before the next publish (an outcome's, made at once).
+    pub(crate) fn reserve_events(&mut self, n: usize) {
+        self.pending.reserve(n);
+    }
+
     /// Hands the events made since the last publish to every subscriber.
     pub(crate) fn publish(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let batch: Arc<[Event]> = std::mem::take(&mut self.pending).into();
+        // Handed over as made, not copied: a cycle's outcome holds an event per bid in the book.
+        let batch = Arc::new(std::mem::take(&mut self.pending));
         self.subscribers.retain(|tx| tx.send(batch.clone()).is_ok());
     }
 

@@ -235,6 +235,13 @@ impl Market {
         &self.lines
     }
 
+    /// Drops `value` on the market's clearing threads, off the caller's: a cycle's events (one
+    /// per bid in the book) are freed there rather than on the writer.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn drop_later<T: Send + 'static>(&self, value: T) {
+        super::clearing::drop_in_background(self.config.clearing_threads, value);
+    }
+
     /// The `seq` of the last event made (sequenced) so far.
     pub fn last_seq(&self) -> u64 {
         self.engine().seq

@@ -10,14 +10,14 @@ use super::events::Event;
 /// Events as the writer sequences them, in `seq` order without gaps.
 #[derive(Debug)]
 pub struct Subscription {
-    rx: Receiver<Arc<[Event]>>,
-    batch: Arc<[Event]>,
+    rx: Receiver<Arc<Vec<Event>>>,
+    batch: Arc<Vec<Event>>,
     at: usize,
 }
 
 impl Subscription {
-    pub(crate) fn new(rx: Receiver<Arc<[Event]>>) -> Subscription {
-        Subscription { rx, batch: Arc::from(Vec::new()), at: 0 }
+    pub(crate) fn new(rx: Receiver<Arc<Vec<Event>>>) -> Subscription {
+        Subscription { rx, batch: Arc::default(), at: 0 }
     }
 
     /// The next event if one is ready.
@@ -54,7 +54,7 @@ impl Subscription {
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn take_shared(&mut self) -> Batch {
         let mut parts = Vec::new();
-        let current = std::mem::replace(&mut self.batch, Arc::from(Vec::new()));
+        let current = std::mem::take(&mut self.batch);
         if self.at < current.len() {
             parts.push((current, self.at));
         }
@@ -73,7 +73,7 @@ impl Subscription {
 #[cfg_attr(not(feature = "nats"), allow(dead_code))]
 pub(crate) struct Batch {
     /// The batches the writer published, each with where its part of this one begins.
-    parts: Vec<(Arc<[Event]>, usize)>,
+    parts: Vec<(Arc<Vec<Event>>, usize)>,
 }
 
 #[cfg_attr(not(feature = "nats"), allow(dead_code))]
@@ -81,6 +81,11 @@ impl Batch {
     /// The events, in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Event> {
         self.parts.iter().flat_map(|(batch, from)| &batch[*from..])
+    }
+
+    /// How many events it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.parts.iter().map(|(batch, from)| batch.len() - from).sum()
     }
 
     pub(crate) fn last(&self) -> Option<&Event> {
@@ -99,13 +104,13 @@ impl Batch {
 #[derive(Clone, Debug)]
 #[cfg_attr(not(feature = "nats"), allow(dead_code))]
 pub(crate) struct SharedEvent {
-    batch: Arc<[Event]>,
+    batch: Arc<Vec<Event>>,
     at: usize,
 }
 
 impl From<Event> for SharedEvent {
     fn from(event: Event) -> SharedEvent {
-        SharedEvent { batch: Arc::from(vec![event]), at: 0 }
+        SharedEvent { batch: Arc::new(vec![event]), at: 0 }
     }
 }
 
@@ -142,6 +147,7 @@ mod tests {
         let events = copied.drain();
         assert_eq!(batch.iter().cloned().collect::<Vec<_>>(), events);
         assert_eq!(batch.last(), events.last());
+        assert_eq!(batch.len(), events.len());
         let each: Vec<Event> = batch.into_shared().map(|e| (*e).clone()).collect();
         assert_eq!(each, events);
         assert!(shared.take_shared().last().is_none(), "everything was taken");

@@ -18,6 +18,8 @@ use std::ops::Range;
 pub(crate) use discovery::discover_each_alone;
 pub(crate) use discovery::{Discovery, discover};
 pub(crate) use grid::{Grid, Reach};
+#[cfg_attr(not(feature = "nats"), allow(unused_imports))]
+pub(crate) use pool::drop_in_background;
 pub(crate) use pool::install as on_pool;
 use rank::key;
 pub(crate) use rows::Rows;

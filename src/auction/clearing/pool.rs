@@ -24,6 +24,12 @@ pub(crate) fn install<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) 
     pool(threads.max(1), Priority::Background).install(work)
 }
 
+/// Drops `value` on the background pool of `threads` threads (after the cycle it may be computing):
+/// what a thread that must stay responsive would otherwise spend freeing it.
+pub(crate) fn drop_in_background<T: Send + 'static>(threads: usize, value: T) {
+    pool(threads.max(1), Priority::Background).spawn(move || drop(value));
+}
+
 /// Runs `work`, which the writer waits for, on `threads` threads of normal priority: on the
 /// calling thread when that is one.
 pub(crate) fn install_urgent<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R {
@@ -125,5 +131,21 @@ mod tests {
         });
         assert!(after >= before + SLICE * 2, "a thread past its slice gave way and starts a new one");
         assert!(install_urgent(2, || GAVE_WAY.get()).is_none(), "what the writer waits for never gives way");
+    }
+
+    #[test]
+    fn what_is_dropped_in_the_background_is_freed_on_a_clearing_thread() {
+        /// Tells, when dropped, on which thread and at which priority.
+        struct Tell(std::sync::mpsc::Sender<(Option<String>, i32)>);
+        impl Drop for Tell {
+            fn drop(&mut self) {
+                let _ = self.0.send((std::thread::current().name().map(str::to_owned), nice()));
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        drop_in_background(1, Tell(tx));
+        let (thread, priority) = rx.recv_timeout(Duration::from_secs(10)).expect("dropped");
+        assert!(thread.is_some_and(|t| t.starts_with("clearing-")), "not on the caller's thread");
+        assert_eq!(priority, 19);
     }
 }

@@ -263,6 +263,9 @@ impl Drop for LinesWanted<'_> {
     }
 }
 
+/// Events of a round from which the writer has them freed on the clearing threads.
+const DROP_ELSEWHERE: usize = 1024;
+
 /// Messages the writer keeps in flight at most before it waits for their acknowledgements.
 const MAX_PENDING: usize = 64;
 
@@ -333,8 +336,13 @@ impl After<'_> {
                     }
                 }
             }
-            if let Some(audit) = &self.audit {
-                let _ = audit.send(batch.into_shared().zip(json).collect());
+            match &self.audit {
+                Some(audit) => {
+                    let _ = audit.send(batch.into_shared().zip(json).collect());
+                }
+                // A cycle's outcome is freed off the writer, which answers requests meanwhile.
+                None if batch.len() >= DROP_ELSEWHERE => shared.market.drop_later(batch),
+                None => {}
             }
         }
         // Requests waiting on the position itself go last: whoever they answer reads the
