@@ -101,7 +101,14 @@ fn settle_shard(shard: &mut Shard, group: &[(&BookBid, Release)], cycle: u64) ->
         account.available += limit - payment;
         account.live -= 1;
         paid += payment;
-        account.bids.insert(bid.id.clone(), BidState::Decided { cycle, seq: bid.order });
+        // Its id is remembered as pending: overwritten in place, the key kept.
+        let decided = BidState::Decided { cycle, seq: bid.order };
+        match account.bids.get_mut(&bid.id) {
+            Some(state) => *state = decided,
+            None => {
+                account.bids.insert(bid.id.clone(), decided);
+            }
+        }
         shard.forget.push_back((cycle, bid.agent.clone(), bid.id.clone()));
     }
     paid
