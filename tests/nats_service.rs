@@ -346,6 +346,29 @@ async fn balances_go_to_kv_at_most_every_period_each_once_and_the_last_on_stop()
     assert_eq!(Event::from_json(&last_cpu.value).unwrap().cycle, Some(4), "the last cycle's price");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balances_of_more_agents_than_puts_in_flight_all_reach_kv() {
+    let server = NatsServer::start().await;
+    let (service, client) = serve_with(&server, "crowd", small_market(), ServiceConfig::default()).await;
+    // More agents than the service keeps puts in flight at once, each with a balance of its own.
+    let agents: Vec<String> = (0..100).map(|a| format!("agent-{a}")).collect();
+    for (a, agent) in agents.iter().enumerate() {
+        client.deposit(agent, credits(&format!("{}", a + 1))).await.unwrap();
+    }
+    client.clear(Some(Slot(0))).await.unwrap();
+    let market = service.market().clone();
+    service.shutdown().await;
+
+    let bucket =
+        async_nats::jetstream::new(client.nats().clone()).get_key_value("crowd_agent_state").await.unwrap();
+    for agent in &agents {
+        let stored = bucket.get(agent).await.unwrap().unwrap_or_else(|| panic!("{agent} is in the bucket"));
+        let stored: capacity_auction::bindings::nats::BalanceReply = serde_json::from_slice(&stored).unwrap();
+        let now = market.balance(&capacity_auction::AgentId::new(agent.as_str()).unwrap()).unwrap();
+        assert_eq!((stored.available, stored.escrowed), (now.available, now.escrowed), "{agent}'s balance");
+    }
+}
+
 /// Millionths `agent` paid over these events.
 fn paid(events: &[Event], agent: &str) -> u64 {
     events

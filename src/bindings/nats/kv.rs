@@ -12,8 +12,11 @@ use crate::{AgentId, Event, EventKind, Market};
 /// The header carrying a request's correlation id onto the events it caused.
 pub const CORRELATION_ID: &str = "correlation-id";
 
-/// Puts awaiting their acks at once.
-const WINDOW: usize = 1024;
+/// Puts awaiting their acks at once. Few: the puts share the service's connection and the
+/// server with the journal and the replies, and a wall of them (a put for every agent that bid
+/// in the last second) ahead of a reply is that reply's latency. Thirty-two at a time still put
+/// thousands of balances a second.
+const WINDOW: usize = 32;
 
 /// The KV buckets the service writes: the latest prices and balances.
 #[derive(Debug, Clone)]
