@@ -101,14 +101,9 @@ fn settle_shard(shard: &mut Shard, group: &[(&BookBid, Release)], cycle: u64) ->
         account.available += limit - payment;
         account.live -= 1;
         paid += payment;
-        // Its id is remembered as pending: overwritten in place, the key kept.
-        let decided = BidState::Decided { cycle, seq: bid.order };
-        match account.bids.get_mut(&bid.id) {
-            Some(state) => *state = decided,
-            None => {
-                account.bids.insert(bid.id.clone(), decided);
-            }
-        }
+        // Remembered as pending since it was booked: overwritten in place, the key kept.
+        let state = account.bids.get_mut(&bid.id).expect("a booked bid's id is remembered");
+        *state = BidState::Decided { cycle, seq: bid.order };
         shard.forget.push_back((cycle, bid.agent.clone(), bid.id.clone()));
     }
     paid
