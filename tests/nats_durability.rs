@@ -358,6 +358,53 @@ async fn intake_stops_while_the_journal_cannot_store_and_resumes_after() {
     assert!(serve.exited(Duration::from_secs(30)).await.is_some_and(|s| s.success()));
 }
 
+/// Most `audit_log` publishes go out without asking for an acknowledgement: a stream that
+/// stores some of a run and then refuses the rest (it is full) must still end up gapless, each
+/// event once, once it takes events again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_log_that_refuses_events_for_a_while_is_filled_without_a_gap() {
+    use async_nats::jetstream::stream::DiscardPolicy;
+
+    let server = NatsServer::start().await;
+    let mut serve = Serve::start(&server.url, "refusing", LEASE);
+    serve.wait_for("serving market", READY).await;
+    let load = Load::start(&server.url, "refusing", 300, 4.0);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let nats = server.connect().await;
+    let js = async_nats::jetstream::new(nats.clone());
+    let name = Subjects::new(Some("refusing")).unwrap().stream();
+    let info = js.get_stream(&name).await.unwrap().get_info().await.unwrap();
+    assert_eq!(info.config.duplicate_window, Duration::from_secs(1), "ids are kept for a second");
+    // Full 30 events on: not a multiple of the runs that ask for an acknowledgement.
+    let full = info.state.messages as i64 + 30;
+    let limited = async_nats::jetstream::stream::Config {
+        max_messages: full,
+        discard: DiscardPolicy::New,
+        ..info.config.clone()
+    };
+    js.update_stream(&limited).await.unwrap();
+    let client = MarketClient::new(nats.clone(), Some("refusing")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = client.status().await.unwrap();
+        let stored = js.get_stream(&name).await.unwrap().get_info().await.unwrap().state.messages;
+        // Stored up to the limit, and more journaled since that the stream refused (the service
+        // counts as audited only what an acknowledgement covered, at most what is stored).
+        if stored as i64 == full && status.journaled > stored + 100 {
+            assert!(status.audited.is_some_and(|a| a <= stored), "{status:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the full stream never held back the audit log: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Refused for longer than the stream remembers message ids (a second, forgotten lazily): only
+    // the chain of expected sequences keeps what it stored of the run from being stored twice.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    js.update_stream(&async_nats::jetstream::stream::Config { max_messages: -1, ..limited }).await.unwrap();
+    let acks = load.finish().await;
+    check(&nats, "refusing", &acks, &lines_with(&serve, "leading market")).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_audit_log_is_refilled_from_the_journal() {
     let server = NatsServer::start().await;

@@ -4,6 +4,13 @@
 //! set to the one before it (the stream holds event `n` at stream sequence `n`), so the stream is
 //! gapless and in order whoever publishes, and a publish that keeps failing is retried until it
 //! goes through while the service stops taking intake (see [`super::health`]).
+//!
+//! That chain is also what lets most publishes go out without asking for an acknowledgement: if
+//! one is lost or refused, every later one is refused too (the one before it is missing), so the
+//! acknowledged publish closing each run of [`ACK_EVERY`] says whether the whole run is stored.
+//! It is why the stream keeps message ids for only a second ([`DEDUPE`]): the chain already
+//! stores each event once, and at 100,000 events a second JetStream's default two minutes of ids
+//! would hold twelve million of them in the server's memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +29,13 @@ use crate::auction::subscription::SharedEvent;
 /// Publishes awaiting their acks at once: well under the client's limit on acks in flight
 /// (5,000), past which a publish waits for an ack that nobody awaits.
 const WINDOW: usize = 1024;
+
+/// One publish in this many asks for an acknowledgement (and the last of a window); the others
+/// go out bare, covered by the next acknowledged one through the chain of expected sequences.
+pub(crate) const ACK_EVERY: usize = 64;
+
+/// How long the stream remembers message ids.
+pub(crate) const DEDUPE: Duration = Duration::from_secs(1);
 
 /// The `audit_log` stream of one market.
 #[derive(Debug, Clone)]
@@ -66,16 +80,23 @@ impl AuditLog {
         Ok(log)
     }
 
+    /// Creates the stream, or shortens an existing one's memory of message ids to [`DEDUPE`].
     async fn create(&self) -> Result<(), async_nats::Error> {
-        self.js
+        let stream = self
+            .js
             .get_or_create_stream(stream::Config {
                 name: self.subjects.stream(),
                 subjects: vec![self.subjects.events()],
                 storage: stream::StorageType::File,
                 num_replicas: self.replicas,
+                duplicate_window: DEDUPE,
                 ..Default::default()
             })
             .await?;
+        let config = &stream.cached_info().config;
+        if config.duplicate_window > DEDUPE {
+            self.js.update_stream(stream::Config { duplicate_window: DEDUPE, ..config.clone() }).await?;
+        }
         Ok(())
     }
 
@@ -110,19 +131,22 @@ impl AuditLog {
         };
         let mut done = 0;
         for window in events.chunks(WINDOW) {
-            let mut acks = Vec::with_capacity(window.len());
+            // (how many are stored once this one is, its acknowledgement)
+            let mut acks = Vec::with_capacity(window.len() / ACK_EVERY + 1);
             for (i, (event, json)) in window.iter().enumerate() {
-                match self.send(event, json.clone(), spans[done + i].as_deref()).await {
-                    Ok(ack) => acks.push(ack),
+                let closes_run = (i + 1) % ACK_EVERY == 0 || i + 1 == window.len();
+                match self.send(event, json.clone(), spans[done + i].as_deref(), closes_run).await {
+                    Ok(Some(ack)) => acks.push((done + i + 1, ack)),
+                    Ok(None) => {}
                     Err(e) => {
                         acks.clear();
                         return Err((done, e));
                     }
                 }
             }
-            for ack in acks {
+            for (through, ack) in acks {
                 match tokio::time::timeout(Duration::from_secs(5), ack).await {
-                    Ok(Ok(_)) => done += 1,
+                    Ok(Ok(_)) => done = through,
                     Ok(Err(e)) => {
                         let why = match e.kind() {
                             PublishErrorKind::StreamNotFound => AuditError::Missing,
@@ -143,12 +167,14 @@ impl AuditLog {
         Ok(done)
     }
 
+    /// Publishes one event, asking for an acknowledgement when `acknowledged`.
     async fn send(
         &self,
         event: &Event,
         json: Bytes,
         span: Option<&ServerSpan>,
-    ) -> Result<jetstream::context::PublishAckFuture, AuditError> {
+        acknowledged: bool,
+    ) -> Result<Option<jetstream::context::PublishAckFuture>, AuditError> {
         let mut headers = HeaderMap::new();
         let id = format!("{}:{}", self.market, event.seq);
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
@@ -163,9 +189,16 @@ impl AuditLog {
         // An event read back from the journal, or one a run of retained losses stands for there,
         // has no JSON of its own yet.
         let json = if json.is_empty() { Bytes::from(event.to_json()) } else { json };
-        self.js
-            .publish_with_headers(subject, headers, json)
-            .await
-            .map_err(|e| AuditError::Unavailable(e.to_string()))
+        let unavailable = |e: &dyn std::fmt::Display| AuditError::Unavailable(e.to_string());
+        if acknowledged {
+            self.js.publish_with_headers(subject, headers, json).await.map(Some).map_err(|e| unavailable(&e))
+        } else {
+            self.js
+                .client()
+                .publish_with_headers(subject, headers, json)
+                .await
+                .map(|()| None)
+                .map_err(|e| unavailable(&e))
+        }
     }
 }
