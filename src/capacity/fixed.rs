@@ -34,18 +34,39 @@ pub(crate) fn from_micro(micro: i128) -> Decimal {
     Decimal::from_i128_with_scale(micro, 6).normalize()
 }
 
-/// Writes `micro` millionths as a plain decimal (`100000` -> `0.1`).
+/// Writes `micro` millionths as a plain decimal (`100000` -> `0.1`), trailing zeros removed.
+/// Every amount, share and price in every event and reply goes through here, so it writes the
+/// digits into a buffer of its own rather than allocating.
 pub(crate) fn fmt_micro(micro: u64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    let whole = micro / MICRO;
-    let frac = micro % MICRO;
-    if frac == 0 {
-        return write!(f, "{whole}");
+    // `u64::MAX` millionths is 14 whole digits, a point and 6 decimals.
+    let mut text = [0u8; 21];
+    let mut at = text.len();
+    let mut put = |byte: u8| {
+        at -= 1;
+        text[at] = byte;
+    };
+    let digit = |n: u64| b'0' + (n % 10) as u8;
+    let (mut whole, mut frac) = (micro / MICRO, micro % MICRO);
+    if frac != 0 {
+        let mut places = 6;
+        while frac % 10 == 0 {
+            frac /= 10;
+            places -= 1;
+        }
+        for _ in 0..places {
+            put(digit(frac));
+            frac /= 10;
+        }
+        put(b'.');
     }
-    let mut digits = format!("{frac:06}");
-    while digits.ends_with('0') {
-        digits.pop();
+    loop {
+        put(digit(whole));
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
     }
-    write!(f, "{whole}.{digits}")
+    f.write_str(std::str::from_utf8(&text[at..]).expect("ASCII digits"))
 }
 
 /// Defines a fixed-point newtype of millionths with parsing, display and serde as a decimal.
@@ -174,6 +195,41 @@ mod tests {
         assert_eq!(to_micro(Decimal::new(10_000_000, 7)), Some(1_000_000));
         assert_eq!(from_micro(1_500_000).to_string(), "1.5");
         assert_eq!(from_micro(i128::from(u64::MAX)).to_string(), "18446744073709.551615");
+    }
+
+    /// `fmt_micro` as the decimal it stands for, trailing zeros removed.
+    struct Micro(u64);
+
+    impl fmt::Display for Micro {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            fmt_micro(self.0, f)
+        }
+    }
+
+    #[test]
+    fn millionths_are_written_as_their_decimal() {
+        for (micro, text) in [
+            (0, "0"),
+            (1, "0.000001"),
+            (100_000, "0.1"),
+            (1_000_000, "1"),
+            (1_050_000, "1.05"),
+            (u64::MAX, "18446744073709.551615"),
+        ] {
+            assert_eq!(Micro(micro).to_string(), text);
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Values of every size, and values with trailing zeros among their decimals.
+            for micro in [x, x >> 20, x >> 40, (x >> 40) * 1000, (x >> 30) / MICRO * MICRO] {
+                let text = Micro(micro).to_string();
+                assert_eq!(text, from_micro(i128::from(micro)).to_string(), "{micro}");
+                assert_eq!(parse_micros(&text).unwrap(), micro, "{text}");
+            }
+        }
     }
 
     #[test]
