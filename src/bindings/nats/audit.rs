@@ -32,10 +32,10 @@ const WINDOW: usize = 1024;
 
 /// One publish in this many asks for an acknowledgement (and the last of a window); the others
 /// go out bare, covered by the next acknowledged one through the chain of expected sequences.
-pub(crate) const ACK_EVERY: usize = 64;
+const ACK_EVERY: usize = 64;
 
 /// How long the stream remembers message ids.
-pub(crate) const DEDUPE: Duration = Duration::from_secs(1);
+const DEDUPE: Duration = Duration::from_secs(1);
 
 /// The `audit_log` stream of one market.
 #[derive(Debug, Clone)]
