@@ -363,7 +363,7 @@ async fn intake_stops_while_the_journal_cannot_store_and_resumes_after() {
 /// event once, once it takes events again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_log_that_refuses_events_for_a_while_is_filled_without_a_gap() {
-    use async_nats::jetstream::stream::DiscardPolicy;
+    use async_nats::jetstream::stream::{Config, DiscardPolicy};
 
     let server = NatsServer::start().await;
     let mut serve = Serve::start(&server.url, "refusing", LEASE);
@@ -377,11 +377,7 @@ async fn an_audit_log_that_refuses_events_for_a_while_is_filled_without_a_gap() 
     assert_eq!(info.config.duplicate_window, Duration::from_secs(1), "ids are kept for a second");
     // Full 30 events on: not a multiple of the runs that ask for an acknowledgement.
     let full = info.state.messages as i64 + 30;
-    let limited = async_nats::jetstream::stream::Config {
-        max_messages: full,
-        discard: DiscardPolicy::New,
-        ..info.config.clone()
-    };
+    let limited = Config { max_messages: full, discard: DiscardPolicy::New, ..info.config.clone() };
     js.update_stream(&limited).await.unwrap();
     let client = MarketClient::new(nats.clone(), Some("refusing")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -400,7 +396,7 @@ async fn an_audit_log_that_refuses_events_for_a_while_is_filled_without_a_gap() 
     // Refused for longer than the stream remembers message ids (a second, forgotten lazily): only
     // the chain of expected sequences keeps what it stored of the run from being stored twice.
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    js.update_stream(&async_nats::jetstream::stream::Config { max_messages: -1, ..limited }).await.unwrap();
+    js.update_stream(&Config { max_messages: -1, ..limited }).await.unwrap();
     let acks = load.finish().await;
     check(&nats, "refusing", &acks, &lines_with(&serve, "leading market")).await;
 }

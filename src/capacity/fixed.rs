@@ -197,17 +197,10 @@ mod tests {
         assert_eq!(from_micro(i128::from(u64::MAX)).to_string(), "18446744073709.551615");
     }
 
-    /// `fmt_micro` as the decimal it stands for, trailing zeros removed.
-    struct Micro(u64);
-
-    impl fmt::Display for Micro {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            fmt_micro(self.0, f)
-        }
-    }
-
     #[test]
     fn millionths_are_written_as_their_decimal() {
+        // Every unit displays through `fmt_micro`.
+        let written = |micro: u64| crate::Credits::from_micros(micro).to_string();
         for (micro, text) in [
             (0, "0"),
             (1, "0.000001"),
@@ -216,7 +209,7 @@ mod tests {
             (1_050_000, "1.05"),
             (u64::MAX, "18446744073709.551615"),
         ] {
-            assert_eq!(Micro(micro).to_string(), text);
+            assert_eq!(written(micro), text);
         }
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..10_000 {
@@ -225,7 +218,7 @@ mod tests {
             x ^= x << 17;
             // Values of every size, and values with trailing zeros among their decimals.
             for micro in [x, x >> 20, x >> 40, (x >> 40) * 1000, (x >> 30) / MICRO * MICRO] {
-                let text = Micro(micro).to_string();
+                let text = written(micro);
                 assert_eq!(text, from_micro(i128::from(micro)).to_string(), "{micro}");
                 assert_eq!(parse_micros(&text).unwrap(), micro, "{text}");
             }

@@ -189,16 +189,16 @@ impl AuditLog {
         // An event read back from the journal, or one a run of retained losses stands for there,
         // has no JSON of its own yet.
         let json = if json.is_empty() { Bytes::from(event.to_json()) } else { json };
-        let unavailable = |e: &dyn std::fmt::Display| AuditError::Unavailable(e.to_string());
-        if acknowledged {
-            self.js.publish_with_headers(subject, headers, json).await.map(Some).map_err(|e| unavailable(&e))
+        let sent = if acknowledged {
+            self.js.publish_with_headers(subject, headers, json).await.map(Some).map_err(|e| e.to_string())
         } else {
             self.js
                 .client()
                 .publish_with_headers(subject, headers, json)
                 .await
                 .map(|()| None)
-                .map_err(|e| unavailable(&e))
-        }
+                .map_err(|e| e.to_string())
+        };
+        sent.map_err(AuditError::Unavailable)
     }
 }
