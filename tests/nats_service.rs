@@ -248,22 +248,60 @@ async fn a_resent_bid_is_accepted_once_and_answered_with_the_first_seq() {
     assert_eq!(accepted, 1);
 }
 
-/// Every event in the namespace's `audit_log`, in stream order, checking each message's id.
+/// Every event in the namespace's `audit_log`, in stream order, checking each message's id and
+/// subject: a message holds one event, or a run of a cycle's retained losses.
 async fn audit_log(client: &MarketClient, namespace: &str) -> Vec<Event> {
-    let js = async_nats::jetstream::new(client.nats().clone());
-    let mut stream = js.get_stream(format!("{namespace}_audit_log")).await.unwrap();
-    let last = stream.info().await.unwrap().state.last_sequence;
     let mut events = Vec::new();
-    for seq in 1..=last {
-        let message = stream.get_raw_message(seq).await.unwrap();
-        let event = Event::from_json(&message.payload).unwrap();
-        let id = message.headers.get(async_nats::header::NATS_MESSAGE_ID).unwrap().as_str().to_owned();
-        assert_eq!(id, format!("test:{}", event.seq));
-        let area = if event.kind.is_economy() { "economy" } else { "market" };
-        assert_eq!(message.subject.as_str(), format!("{namespace}.system.{area}.{}", event.kind.type_name()));
-        events.push(event);
+    for message in nats_harness::audit_messages(client.nats(), &format!("{namespace}_audit_log")).await {
+        let first = &message.events[0];
+        assert_eq!(message.id, format!("test:{}", first.seq));
+        let subject = match message.events.as_slice() {
+            [event] => {
+                let area = if event.kind.is_economy() { "economy" } else { "market" };
+                format!("{namespace}.system.{area}.{}", event.kind.type_name())
+            }
+            run => {
+                assert!(run.iter().all(|e| matches!(e.kind, EventKind::BidLost { retained: true, .. })));
+                format!("{namespace}.system.market.bids_retained")
+            }
+        };
+        assert_eq!(message.subject, subject);
+        events.extend(message.events);
     }
     events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standing_books_retained_losses_go_to_the_audit_log_as_runs() {
+    let server = NatsServer::start().await;
+    let config = MarketConfig { max_bids_per_agent: 10, book_size: 10, ..small_market() };
+    let (service, client) = serve(&server, "standing", config).await;
+    let mut local = service.market().subscribe();
+    client.deposit("alice", credits("100")).await.unwrap();
+    client.bid("alice", &bid("big", "1", "50")).await.unwrap();
+    for k in 1..=4 {
+        let json = format!(
+            r#"{{"id":"l{k}","bundle":{{"cpu":"0.5"}},"duration":2,"latest_end":2,"limit":"{k}","good_for":3}}"#
+        );
+        client.bid("alice", &BidRequest::from_json(json.as_bytes()).unwrap()).await.unwrap();
+    }
+    for _ in 0..3 {
+        client.clear(Some(Slot(0))).await.unwrap();
+    }
+    service.shutdown().await;
+
+    let in_process: Vec<Event> = std::iter::from_fn(|| local.try_next()).collect();
+    assert_eq!(audit_log(&client, "standing").await, in_process, "each event once, in order");
+    let runs: Vec<Vec<u64>> = nats_harness::audit_messages(client.nats(), "standing_audit_log")
+        .await
+        .into_iter()
+        .filter(|m| m.events.len() > 1)
+        .map(|m| m.events.iter().map(|e| e.cycle.unwrap()).collect())
+        .collect();
+    assert_eq!(runs, [vec![1; 4], vec![2; 4]], "two cycles' four retained losses, a message each");
+    let last_losses =
+        in_process.iter().filter(|e| matches!(e.kind, EventKind::BidLost { retained: false, .. }));
+    assert_eq!(last_losses.count(), 4, "the third cycle's losses leave the book, one message each");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,3 +43,12 @@ fn event_schema_names_every_type() {
         assert!(event.contains(&format!("\"{t}\"")), "{t} missing from the event schema");
     }
 }
+
+#[test]
+fn the_run_schema_names_what_a_run_holds() {
+    let (_, run) =
+        capacity_auction::json_schemas().into_iter().find(|(n, _)| *n == "retained_losses.json").unwrap();
+    for field in ["\"seq\"", "\"cycle\"", "\"slot\"", "\"correlation_id\"", "\"type\"", "\"bids\""] {
+        assert!(run.contains(field), "{field} missing from the run schema");
+    }
+}

@@ -26,7 +26,7 @@ use super::money::Credits;
 use crate::capacity::Slot;
 
 /// The `type` of a run of retained losses.
-const RUN: &str = "bids_retained";
+pub(crate) const RUN: &str = "bids_retained";
 
 /// Retained losses one run holds at most, so a run with the longest ids stays far below a
 /// journal message.
@@ -45,17 +45,25 @@ struct RetainedOut<'a> {
     bids: Vec<(&'a BidId, &'a AgentId, &'a Option<Credits>)>,
 }
 
-/// A run as read.
+/// A run of retained losses (`bid_lost` with `retained: true`) of one cycle and correlation id:
+/// events `seq`, `seq + 1`, … in the order of `bids`. A journal line, and an `audit_log` message
+/// on `system.market.bids_retained`.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "RetainedLosses"))]
 #[serde(deny_unknown_fields)]
-struct RetainedIn {
+pub(crate) struct RetainedIn {
+    /// The event format's version, 1.
     v: u8,
+    /// The `seq` of the first loss.
     seq: u64,
     cycle: u64,
     slot: Slot,
     correlation_id: Option<Arc<str>>,
+    /// `bids_retained`.
     #[serde(rename = "type")]
     kind: String,
+    /// Each loss's bid, agent and shortfall (how much more limit would have won; `null` when
+    /// no limit would have, or when the cycle did not compute it).
     bids: Vec<(BidId, AgentId, Option<Credits>)>,
 }
 
@@ -146,6 +154,45 @@ pub(crate) fn outcome_lines(
         at += run;
     }
     lines
+}
+
+/// How many of `events` (consecutive, in `seq` order) the run of retained losses beginning with
+/// the first holds: 1 when it is no retained loss or none follows it in its run. A run is what
+/// [`outcome_lines`] makes one: losses of one cycle and correlation id, at most [`MAX_RUN`].
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) fn run_length<'a>(mut events: impl Iterator<Item = &'a Event>) -> usize {
+    let retained = |e: &Event| matches!(e.kind, EventKind::BidLost { retained: true, .. });
+    let Some(first) = events.next().filter(|e| retained(e)) else { return 1 };
+    let joins = |(k, e): &(usize, &Event)| {
+        retained(e)
+            && e.seq == first.seq + *k as u64
+            && e.cycle == first.cycle
+            && e.slot == first.slot
+            && e.correlation_id == first.correlation_id
+    };
+    1 + (1..MAX_RUN).zip(events).take_while(joins).count()
+}
+
+/// The line of a run of retained losses, `run` as [`run_length`] found it, with its `seq`: the
+/// journal's line for it.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) fn run_json<'a>(run: impl Iterator<Item = &'a Event> + Clone) -> Vec<u8> {
+    let first = run.clone().next().expect("a run is not empty");
+    let out = RetainedOut {
+        v: EVENT_VERSION,
+        seq: first.seq,
+        cycle: first.cycle.expect("losses belong to a cycle"),
+        slot: first.slot,
+        correlation_id: first.correlation_id.as_deref(),
+        kind: RUN,
+        bids: run
+            .filter_map(|e| match &e.kind {
+                EventKind::BidLost { bid, agent, shortfall, .. } => Some((bid, agent, shortfall)),
+                _ => None,
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&out).expect("runs always serialize")
 }
 
 /// A run of consecutive events' lines, each from just after its `seq` (see [`Event::line_of`]).
@@ -381,6 +428,33 @@ mod tests {
         let lone = lines.last().unwrap();
         assert_eq!(Event::from_json(lone).unwrap(), *events.last().unwrap(), "a lone loss is its own JSON");
         assert!(body.len() * 3 < events.iter().map(|e| e.to_json().len()).sum::<usize>(), "runs are compact");
+    }
+
+    #[test]
+    fn runs_found_in_events_are_the_journals_runs() {
+        // The same breaks as the journal's: another kind, another correlation id, MAX_RUN.
+        let mut kinds =
+            events()[1..].iter().map(|e| (e.correlation_id.clone(), e.kind.clone())).collect::<Vec<_>>();
+        kinds.extend(retained(MAX_RUN + 5, |k| (k >= MAX_RUN + 3).then(|| Arc::from("c"))));
+        kinds.extend(retained(1, |_| None));
+        let (body, events) = written(&kinds);
+        let mut lines = Vec::new();
+        let mut at = 0;
+        while at < events.len() {
+            let run = run_length(events[at..].iter());
+            lines.push(match run {
+                1 => events[at].to_json().into_bytes(),
+                _ => run_json(events[at..at + run].iter()),
+            });
+            at += run;
+        }
+        assert_eq!(lines.join(&b'\n'), body.strip_suffix(b"\n").unwrap(), "line for line");
+        let mut apart = events[4..7].to_vec();
+        apart[1].seq += 1;
+        assert_eq!(run_length(apart.iter()), 1, "a run holds consecutive events only");
+        apart[1].seq -= 1;
+        apart[1].cycle = Some(5);
+        assert_eq!(run_length(apart.iter()), 1, "and the losses of one cycle");
     }
 
     #[test]

@@ -59,5 +59,6 @@ pub fn json_schemas() -> Vec<(&'static str, String)> {
         ("event.json", pretty(schemars::schema_for!(WireIn))),
         ("bid_request.json", pretty(schemars::schema_for!(BidRequest))),
         ("market_config.json", pretty(schemars::schema_for!(MarketConfig))),
+        ("retained_losses.json", pretty(schemars::schema_for!(super::lines::RetainedIn))),
     ]
 }

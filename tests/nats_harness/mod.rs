@@ -224,3 +224,45 @@ impl NatsCluster {
         self.servers.iter().map(|s| s.url.parse().expect("a server address")).collect()
     }
 }
+
+/// One message of an `audit_log` stream: its subject, its `Nats-Msg-Id`, the events it holds
+/// (one, or a run of retained losses) and its headers.
+pub struct Logged {
+    pub subject: String,
+    pub id: String,
+    pub events: Vec<capacity_auction::Event>,
+    pub headers: async_nats::HeaderMap,
+}
+
+/// Every message of the stream `name` through its last sequence, in order, read with an
+/// ordered consumer; panics on a gap in stream sequences or a message that holds no events.
+pub async fn audit_messages(nats: &async_nats::Client, name: &str) -> Vec<Logged> {
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
+    use futures_util::StreamExt;
+    let js = async_nats::jetstream::new(nats.clone());
+    let mut stream = js.get_stream(name).await.expect("the audit stream");
+    let state = stream.info().await.expect("its state").state.clone();
+    let mut out = Vec::new();
+    if state.messages == 0 {
+        return out;
+    }
+    assert_eq!(state.messages, state.last_sequence - state.first_sequence + 1, "no stream sequence missing");
+    let consumer = stream.create_consumer(OrderedConfig::default()).await.expect("a consumer");
+    let mut messages = consumer.messages().await.expect("its messages");
+    while (out.len() as u64) < state.messages {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("the stream's messages in time")
+            .expect("a message")
+            .expect("a message read");
+        let headers = message.headers.clone().unwrap_or_default();
+        let id = headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        let events = capacity_auction::Event::from_lines(&message.payload).expect("events");
+        assert!(!events.is_empty(), "a message holds events");
+        out.push(Logged { subject: message.subject.to_string(), id, events, headers });
+    }
+    out
+}

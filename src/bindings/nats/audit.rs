@@ -1,9 +1,15 @@
 //! The per-event `audit_log`: every event on `system.market.<type>` / `system.economy.<type>`,
-//! one message each, for consumers that read events one by one. It follows the journal, off the
-//! path of replies, and never skips: each event is published with `Nats-Expected-Last-Sequence`
-//! set to the one before it (the stream holds event `n` at stream sequence `n`), so the stream is
-//! gapless and in order whoever publishes, and a publish that keeps failing is retried until it
-//! goes through while the service stops taking intake (see [`super::health`]).
+//! one message each, for consumers that read events one by one, except a cycle's consecutive
+//! retained losses, which go as runs on `system.market.bids_retained`, one message each (the
+//! journal's line for them: a standing book loses again every cycle, and one stored message per
+//! retained loss would cost the server more than all the market's other events together).
+//! [`Event::from_lines`] reads either kind of message. A message's id is `<market>:<seq>` of its
+//! first event.
+//!
+//! The log follows the journal, off the path of replies, and never skips: each message is
+//! published with `Nats-Expected-Last-Sequence` set to the stream sequence of the one before it,
+//! so the stream is gapless and in order whoever publishes, and a publish that keeps failing is
+//! retried until it goes through while the service stops taking intake (see [`super::health`]).
 //!
 //! That chain is also what lets most publishes go out without asking for an acknowledgement: if
 //! one is lost or refused, every later one is refused too (the one before it is missing), so the
@@ -12,6 +18,7 @@
 //! stores each event once, and at 100,000 events a second JetStream's default two minutes of ids
 //! would hold twelve million of them in the server's memory.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +31,7 @@ use super::Subjects;
 use super::kv::CORRELATION_ID;
 use super::trace::{ServerSpan, Spans};
 use crate::Event;
+use crate::auction::lines;
 use crate::auction::subscription::SharedEvent;
 
 /// Publishes awaiting their acks at once: well under the client's limit on acks in flight
@@ -44,6 +52,8 @@ pub(crate) struct AuditLog {
     subjects: Subjects,
     market: String,
     replicas: usize,
+    /// The stream sequence of the last message known stored: the next publish expects it.
+    last: u64,
 }
 
 /// Why publishing stopped short.
@@ -75,7 +85,7 @@ impl AuditLog {
         market: String,
         replicas: usize,
     ) -> Result<AuditLog, async_nats::Error> {
-        let log = AuditLog { js, subjects, market, replicas };
+        let log = AuditLog { js, subjects, market, replicas, last: 0 };
         log.create().await?;
         Ok(log)
     }
@@ -100,8 +110,20 @@ impl AuditLog {
         Ok(())
     }
 
-    /// The last event stored: the stream's last sequence.
+    /// The last event stored (0 for none), from the stream's last message.
     pub(crate) async fn stored(&self) -> Result<u64, AuditError> {
+        Ok(self.position().await?.1)
+    }
+
+    /// Learns where the stream stands, to publish from there: returns the last event it holds.
+    pub(crate) async fn sync(&mut self) -> Result<u64, AuditError> {
+        let (last, stored) = self.position().await?;
+        self.last = last;
+        Ok(stored)
+    }
+
+    /// The stream's last sequence and the last event its message holds.
+    async fn position(&self) -> Result<(u64, u64), AuditError> {
         let stream = self.js.get_stream(self.subjects.stream()).await.map_err(|e| match e.kind() {
             jetstream::context::GetStreamErrorKind::JetStream(j)
                 if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
@@ -110,18 +132,29 @@ impl AuditLog {
             }
             _ => AuditError::Unavailable(e.to_string()),
         })?;
-        Ok(stream.cached_info().state.last_sequence)
+        let state = &stream.cached_info().state;
+        if state.messages == 0 {
+            return Ok((state.last_sequence, 0));
+        }
+        let unavailable = |why: String| AuditError::Unavailable(why);
+        let message =
+            stream.get_raw_message(state.last_sequence).await.map_err(|e| unavailable(e.to_string()))?;
+        let events = Event::from_lines(&message.payload).map_err(|e| unavailable(e.message))?;
+        let stored = events.last().ok_or_else(|| unavailable("an empty audit message".into()))?.seq;
+        Ok((state.last_sequence, stored))
     }
 
     /// Creates the stream again after it was deleted (it is then refilled from the journal).
-    pub(crate) async fn recreate(&self) -> Result<(), AuditError> {
-        self.create().await.map_err(|e| AuditError::Unavailable(e.to_string()))
+    pub(crate) async fn recreate(&mut self) -> Result<(), AuditError> {
+        self.create().await.map_err(|e| AuditError::Unavailable(e.to_string()))?;
+        self.last = 0;
+        Ok(())
     }
 
     /// Publishes `events` with their JSON (consecutive, the first right after what the stream
     /// holds), pipelined in windows; returns how many were stored before the first that was not.
     pub(crate) async fn publish(
-        &self,
+        &mut self,
         events: &[(SharedEvent, Bytes)],
         spans: &std::sync::Mutex<Spans>,
     ) -> Result<usize, (usize, AuditError)> {
@@ -129,28 +162,35 @@ impl AuditLog {
             let mut spans = spans.lock().unwrap_or_else(|e| e.into_inner());
             events.iter().map(|(e, _)| spans.take(e)).collect()
         };
+        // Each message's events: one, or a run of retained losses.
+        let mut messages: Vec<Range<usize>> = Vec::new();
+        let mut at = 0;
+        while at < events.len() {
+            let run = lines::run_length(events[at..].iter().map(|(e, _)| &**e));
+            messages.push(at..at + run);
+            at += run;
+        }
         let mut done = 0;
-        for window in events.chunks(WINDOW) {
-            // (how many are stored once this one is, its acknowledgement)
+        for window in messages.chunks(WINDOW) {
+            // (events stored once this one is, its stream sequence, its acknowledgement)
             let mut acks = Vec::with_capacity(window.len() / ACK_EVERY + 1);
-            for (i, (event, json)) in window.iter().enumerate() {
+            for (i, message) in window.iter().enumerate() {
                 let closes_run = (i + 1) % ACK_EVERY == 0 || i + 1 == window.len();
-                match self.send(event, json.clone(), spans[done + i].as_deref(), closes_run).await {
-                    Ok(Some(ack)) => acks.push((done + i + 1, ack)),
+                let sequence = self.last + 1 + i as u64;
+                let span = spans[message.clone()].iter().find_map(Option::as_deref);
+                match self.send(&events[message.clone()], sequence, span, closes_run).await {
+                    Ok(Some(ack)) => acks.push((message.end, sequence, ack)),
                     Ok(None) => {}
-                    Err(e) => {
-                        acks.clear();
-                        return Err((done, e));
-                    }
+                    Err(e) => return Err((done, e)),
                 }
             }
-            for (through, ack) in acks {
+            for (through, sequence, ack) in acks {
                 match tokio::time::timeout(Duration::from_secs(5), ack).await {
-                    Ok(Ok(_)) => done = through,
+                    Ok(Ok(_)) => (done, self.last) = (through, sequence),
                     Ok(Err(e)) => {
                         let why = match e.kind() {
                             PublishErrorKind::StreamNotFound => AuditError::Missing,
-                            PublishErrorKind::WrongLastSequence => match self.stored().await {
+                            PublishErrorKind::WrongLastSequence => match self.sync().await {
                                 Ok(stored) => AuditError::OutOfStep { stored },
                                 Err(e) => e,
                             },
@@ -167,28 +207,37 @@ impl AuditLog {
         Ok(done)
     }
 
-    /// Publishes one event, asking for an acknowledgement when `acknowledged`.
+    /// Publishes one message, the `sequence`th of the stream, holding `events` (one, or a run of
+    /// retained losses); asks for an acknowledgement when `acknowledged`.
     async fn send(
         &self,
-        event: &Event,
-        json: Bytes,
+        events: &[(SharedEvent, Bytes)],
+        sequence: u64,
         span: Option<&ServerSpan>,
         acknowledged: bool,
     ) -> Result<Option<jetstream::context::PublishAckFuture>, AuditError> {
+        let (event, json) = &events[0];
         let mut headers = HeaderMap::new();
         let id = format!("{}:{}", self.market, event.seq);
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
-        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, (event.seq - 1).to_string().as_str());
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, (sequence - 1).to_string().as_str());
         if let Some(cid) = &event.correlation_id {
             headers.insert(CORRELATION_ID, &**cid);
         }
         if let Some(span) = span {
             span.inject(&mut headers);
         }
-        let subject = self.subjects.event(&event.kind);
-        // An event read back from the journal, or one a run of retained losses stands for there,
-        // has no JSON of its own yet.
-        let json = if json.is_empty() { Bytes::from(event.to_json()) } else { json };
+        let (subject, json) = match events {
+            [_] => {
+                // An event read back from the journal, or one a run of retained losses stands for
+                // there, has no JSON of its own yet.
+                let json = if json.is_empty() { Bytes::from(event.to_json()) } else { json.clone() };
+                (self.subjects.event(&event.kind), json)
+            }
+            run => {
+                (self.subjects.retained_losses(), Bytes::from(lines::run_json(run.iter().map(|(e, _)| &**e))))
+            }
+        };
         let sent = if acknowledged {
             self.js.publish_with_headers(subject, headers, json).await.map(Some).map_err(|e| e.to_string())
         } else {

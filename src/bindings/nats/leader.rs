@@ -387,11 +387,11 @@ fn after_journal(
 /// without end; the service stops intake while this falls behind (see `health`).
 async fn publish_audit(
     shared: Arc<Shared>,
-    audit: AuditLog,
+    mut audit: AuditLog,
     mut batches: mpsc::UnboundedReceiver<Vec<(SharedEvent, Bytes)>>,
 ) {
     let mut next = loop {
-        match audit.stored().await {
+        match audit.sync().await {
             Ok(stored) => break stored + 1,
             Err(AuditError::Missing) => {
                 let _ = audit.recreate().await;

@@ -148,6 +148,11 @@ impl Subjects {
         self.subject(&format!("system.{area}.{}", kind.type_name()))
     }
 
+    /// `system.market.bids_retained`: the `audit_log`'s runs of a cycle's retained losses.
+    pub fn retained_losses(&self) -> String {
+        self.subject(&format!("system.market.{}", crate::auction::lines::RUN))
+    }
+
     /// `system.>`: every event.
     pub fn events(&self) -> String {
         self.subject("system.>")
