@@ -5,6 +5,7 @@
 
 mod nats_harness;
 
+use futures_util::TryStreamExt;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -120,6 +121,24 @@ async fn load_reports_throughput_and_latency_percentiles() {
         service.market().balance(&"load-0".parse().unwrap()).map(|b| b.available > Credits::ZERO),
         Some(true)
     );
+    let before = service.market().totals().deposits;
+    let url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_capacity-auction"))
+            .args(["load", "--nats", &url, "--namespace", "load", "--store-ceiling", "--json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["messages"], 200_000, "{v}");
+    assert!(v["stored_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(service.market().totals().deposits, before, "the ceiling funds no agent, bids nothing");
+    let js = async_nats::jetstream::new(server.connect().await);
+    let names: Vec<String> = js.stream_names().try_collect().await.unwrap();
+    assert!(names.iter().all(|n| !n.contains("ceiling")), "the scratch stream is deleted: {names:?}");
     service.shutdown().await;
 }
 

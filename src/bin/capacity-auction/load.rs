@@ -67,6 +67,12 @@ pub(crate) struct Load {
     /// (the least any reply that promises durability costs).
     #[arg(long)]
     baseline: bool,
+    /// Measure only how many messages a second one file stream of this server stores when they
+    /// are published as the `audit_log` publishes its events (300 bytes each, chained on the
+    /// stream sequence, one in 64 acknowledged): the most events a second the audit log can
+    /// take, whatever the market does. Sends nothing to the market.
+    #[arg(long)]
+    store_ceiling: bool,
     /// Write every acknowledged bid to FILE as a JSON line `{"agent","bid","seq","repeat"}`.
     #[arg(long, value_name = "FILE")]
     acks: Option<PathBuf>,
@@ -129,6 +135,19 @@ async fn connect(url: &str) -> Result<Client, Box<dyn std::error::Error>> {
 
 async fn drive(args: Load) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let nats = connect(&args.nats).await?;
+    if args.store_ceiling {
+        let (messages, seconds) = store_ceiling(nats).await?;
+        let per_s = messages as f64 / seconds;
+        match args.json {
+            true => {
+                println!("{}", serde_json::json!({"messages": messages, "bytes": 300, "stored_per_s": per_s}))
+            }
+            false => {
+                println!("{messages} messages of 300 bytes stored in {seconds:.2} s: {per_s:.0} a second")
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let timeout = Duration::from_millis(args.timeout_ms);
     let client = MarketClient::new(nats.clone(), args.namespace.as_deref())?.timeout(timeout);
     let agents: Vec<String> = (0..args.agents).map(|a| format!("load-{a}")).collect();
@@ -381,6 +400,45 @@ async fn respond_stored(nats: Client, batch: usize) {
             }
         });
     }
+}
+
+/// Publishes 200,000 messages of 300 bytes to a scratch file stream as the `audit_log` does:
+/// each stating the stream sequence it follows, one in 64 asking for an acknowledgement, at
+/// most 16 acknowledgements awaited at once. How many, and in how many seconds.
+async fn store_ceiling(nats: Client) -> Result<(u64, f64), Box<dyn std::error::Error>> {
+    const MESSAGES: u64 = 200_000;
+    let stream = format!("{BASELINE}_ceiling");
+    let js = async_nats::jetstream::new(nats.clone());
+    let _ = js.delete_stream(&stream).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{stream}.>")],
+        duplicate_window: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("creating the scratch stream: {e}"))?;
+    let (subject, payload) = (format!("{stream}.x"), Bytes::from(vec![b'x'; 300]));
+    let started = Instant::now();
+    let mut acks = Vec::new();
+    for seq in 1..=MESSAGES {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("c:{seq}").as_str());
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, (seq - 1).to_string().as_str());
+        if seq % 64 == 0 || seq == MESSAGES {
+            acks.push(js.publish_with_headers(subject.clone(), headers, payload.clone()).await?);
+            if acks.len() == 16 || seq == MESSAGES {
+                for ack in acks.drain(..) {
+                    ack.await?;
+                }
+            }
+        } else {
+            nats.publish_with_headers(subject.clone(), headers, payload.clone()).await?;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = js.delete_stream(&stream).await;
+    Ok((MESSAGES, seconds))
 }
 
 /// One request to the trivial responder, encoded and decoded as the market's would be.
