@@ -195,6 +195,20 @@ pub(crate) fn run_json<'a>(run: impl Iterator<Item = &'a Event> + Clone) -> Vec<
     serde_json::to_vec(&out).expect("runs always serialize")
 }
 
+/// How many losses `line` holds when it is a run's line, read without parsing it: ids and
+/// agents hold no brackets or commas, and a correlation id's quotes are escaped.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) fn run_size(line: &[u8]) -> Option<usize> {
+    const BIDS: &[u8] = br#","type":"bids_retained","bids":[["#;
+    if !line.ends_with(b"]]}") {
+        return None;
+    }
+    // The envelope is short: its end is near the start, and a correlation id cannot hold it.
+    let at = line.windows(BIDS.len()).position(|w| w == BIDS)? + BIDS.len();
+    let ends = line[at..].iter().enumerate().filter(|&(i, &b)| b == b']' && line[at + i + 1] == b',');
+    Some(1 + ends.count())
+}
+
 /// A run of consecutive events' lines, each from just after its `seq` (see [`Event::line_of`]).
 #[derive(Debug)]
 struct Run {
@@ -449,6 +463,8 @@ mod tests {
             at += run;
         }
         assert_eq!(lines.join(&b'\n'), body.strip_suffix(b"\n").unwrap(), "line for line");
+        let sizes: Vec<Option<usize>> = lines.iter().map(|l| run_size(l)).collect();
+        assert_eq!(sizes, [None, None, None, Some(MAX_RUN), Some(3), Some(2), None], "read without parsing");
         let mut apart = events[4..7].to_vec();
         apart[1].seq += 1;
         assert_eq!(run_length(apart.iter()), 1, "a run holds consecutive events only");

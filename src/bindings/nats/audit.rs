@@ -166,7 +166,8 @@ impl AuditLog {
         let mut messages: Vec<Range<usize>> = Vec::new();
         let mut at = 0;
         while at < events.len() {
-            let run = lines::run_length(events[at..].iter().map(|(e, _)| &**e));
+            let run = journal_run(&events[at..])
+                .unwrap_or_else(|| lines::run_length(events[at..].iter().map(|(e, _)| &**e)));
             messages.push(at..at + run);
             at += run;
         }
@@ -234,6 +235,10 @@ impl AuditLog {
                 let json = if json.is_empty() { Bytes::from(event.to_json()) } else { json.clone() };
                 (self.subjects.event(&event.kind), json)
             }
+            // The journal's line for the run when it came with one (see `journal_run`).
+            run if lines::run_size(json) == Some(run.len()) => {
+                (self.subjects.retained_losses(), json.clone())
+            }
             run => {
                 (self.subjects.retained_losses(), Bytes::from(lines::run_json(run.iter().map(|(e, _)| &**e))))
             }
@@ -250,4 +255,20 @@ impl AuditLog {
         };
         sent.map_err(AuditError::Unavailable)
     }
+}
+
+/// How many events the journal's line for a run of retained losses, given with the first of
+/// `events`, stands for, when all of them are here: the writer hands over a run's line with its
+/// first loss and nothing with the others, so the audit log sends that line as it is instead of
+/// writing the run again on the thread that answers requests.
+fn journal_run(events: &[(SharedEvent, Bytes)]) -> Option<usize> {
+    let size = lines::run_size(&events.first()?.1)?;
+    let members = events[1..]
+        .iter()
+        .take(size)
+        .take_while(|(e, json)| {
+            json.is_empty() && matches!(e.kind, crate::EventKind::BidLost { retained: true, .. })
+        })
+        .count();
+    (members + 1 == size).then_some(size)
 }
