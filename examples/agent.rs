@@ -33,19 +33,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let outcome = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(message) = outcomes.next().await {
-            let Ok(event) = Event::from_json(&message.payload) else { continue };
-            if event.bid() != Some(id.as_str()) {
-                continue;
-            }
-            match event.kind {
-                EventKind::BidWon { start, end, payment, .. } => {
-                    return format!("won slots [{start}, {end}) for {payment}");
+            // One event, or a run of a cycle's retained losses (bids with `good_for` above 1).
+            let Ok(events) = Event::from_lines(&message.payload) else { continue };
+            for event in events.into_iter().filter(|e| e.bid() == Some(id.as_str())) {
+                match event.kind {
+                    EventKind::BidWon { start, end, payment, .. } => {
+                        return format!("won slots [{start}, {end}) for {payment}");
+                    }
+                    EventKind::BidLost { shortfall, .. } => {
+                        return format!(
+                            "lost (short by {})",
+                            shortfall.map_or("?".into(), |s| s.to_string())
+                        );
+                    }
+                    EventKind::BidExpired { .. } => return "expired".into(),
+                    _ => {}
                 }
-                EventKind::BidLost { shortfall, .. } => {
-                    return format!("lost (short by {})", shortfall.map_or("?".into(), |s| s.to_string()));
-                }
-                EventKind::BidExpired { .. } => return "expired".into(),
-                _ => {}
             }
         }
         "the event stream ended".into()

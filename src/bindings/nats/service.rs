@@ -37,8 +37,9 @@ pub struct ServiceConfig {
     /// How long a request may wait for its event to be journaled before the service stops
     /// waiting (the caller's own timeout is usually shorter).
     pub reply_within: Duration,
-    /// Also publish every event, one message each, to the `audit_log` stream (on by default;
-    /// each stored message costs the server about what a request does).
+    /// Also publish every event, one message each (a cycle's retained losses one message per
+    /// run), to the `audit_log` stream (on by default; each stored message costs the server
+    /// about what a request does).
     pub audit_log: bool,
     /// Store a snapshot every this many cycles (`None`: never); recovery then reads the journal
     /// from the latest snapshot on.
@@ -219,7 +220,8 @@ impl Shared {
 ///
 /// Requests on `market.*`, `economic.*` and `admin.market.*` are answered with the `seq` of the
 /// event they caused once the market's journal has stored it. Events also go, one message each,
-/// to `system.market.<type>` / `system.economy.<type>` (the `audit_log` stream), off the path of
+/// to `system.market.<type>` / `system.economy.<type>` (the `audit_log` stream; a cycle's
+/// retained losses as runs on `system.market.bids_retained`), off the path of
 /// replies; prices go to their KV bucket after every cycle and changed balances to theirs every
 /// [`balances_every`](ServiceConfig::balances_every). The agent is always the
 /// one the subject names.
