@@ -132,7 +132,8 @@ async fn perform(client: &MarketClient, action: &Action) -> Result<(), ClientErr
     }
 }
 
-/// Every event of the namespace's `audit_log`, in order, checked gapless.
+/// Every event of the namespace's `audit_log` (a message holds one, or a run of retained
+/// losses), in order, checked gapless.
 async fn audit_log(client: &MarketClient) -> Result<Vec<Event>, String> {
     let js = async_nats::jetstream::new(client.nats().clone());
     let name = client.subjects().stream();
@@ -141,11 +142,13 @@ async fn audit_log(client: &MarketClient) -> Result<Vec<Event>, String> {
     let mut events = Vec::with_capacity(last as usize);
     for seq in 1..=last {
         let message = stream.get_raw_message(seq).await.map_err(|e| format!("{name} #{seq}: {e}"))?;
-        let event = Event::from_json(&message.payload).map_err(|e| format!("{name} #{seq}: {e}"))?;
-        if event.seq != events.len() as u64 + 1 {
-            return Err(format!("{name} #{seq} holds event {} out of order", event.seq));
+        let held = Event::from_lines(&message.payload).map_err(|e| format!("{name} #{seq}: {e}"))?;
+        for event in held {
+            if event.seq != events.len() as u64 + 1 {
+                return Err(format!("{name} #{seq} holds event {} out of order", event.seq));
+            }
+            events.push(event);
         }
-        events.push(event);
     }
     Ok(events)
 }
