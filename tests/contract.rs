@@ -373,6 +373,7 @@ fn nats_names_match_the_subjects() {
         s.capacity(),
         s.clear(),
         s.status(),
+        s.retained_losses(),
     ]
     .into();
     let mut economy = BTreeSet::new();
