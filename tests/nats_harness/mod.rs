@@ -235,26 +235,39 @@ pub struct Logged {
 }
 
 /// Every message of the stream `name` through its last sequence, in order, read with an
-/// ordered consumer; panics on a gap in stream sequences or a message that holds no events.
+/// ordered consumer; panics on a gap in stream sequences or a message that holds no events. A
+/// cluster that lost a server may take seconds to elect the stream's new leader: reading starts
+/// over until it succeeds, for up to 30 s.
 pub async fn audit_messages(nats: &async_nats::Client, name: &str) -> Vec<Logged> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match read_messages(nats, name).await {
+            Ok(messages) => return messages,
+            Err(e) if Instant::now() > deadline => panic!("reading {name}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn read_messages(nats: &async_nats::Client, name: &str) -> Result<Vec<Logged>, String> {
     use async_nats::jetstream::consumer::pull::OrderedConfig;
     use futures_util::StreamExt;
     let js = async_nats::jetstream::new(nats.clone());
-    let mut stream = js.get_stream(name).await.expect("the audit stream");
-    let state = stream.info().await.expect("its state").state.clone();
+    let mut stream = js.get_stream(name).await.map_err(|e| e.to_string())?;
+    let state = stream.info().await.map_err(|e| e.to_string())?.state.clone();
     let mut out = Vec::new();
     if state.messages == 0 {
-        return out;
+        return Ok(out);
     }
     assert_eq!(state.messages, state.last_sequence - state.first_sequence + 1, "no stream sequence missing");
-    let consumer = stream.create_consumer(OrderedConfig::default()).await.expect("a consumer");
-    let mut messages = consumer.messages().await.expect("its messages");
+    let consumer = stream.create_consumer(OrderedConfig::default()).await.map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     while (out.len() as u64) < state.messages {
         let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
             .await
-            .expect("the stream's messages in time")
-            .expect("a message")
-            .expect("a message read");
+            .map_err(|_| "no message in 10 s".to_owned())?
+            .ok_or("the consumer ended")?
+            .map_err(|e| e.to_string())?;
         let headers = message.headers.clone().unwrap_or_default();
         let id = headers
             .get(async_nats::header::NATS_MESSAGE_ID)
@@ -264,5 +277,5 @@ pub async fn audit_messages(nats: &async_nats::Client, name: &str) -> Vec<Logged
         assert!(!events.is_empty(), "a message holds events");
         out.push(Logged { subject: message.subject.to_string(), id, events, headers });
     }
-    out
+    Ok(out)
 }
