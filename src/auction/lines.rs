@@ -133,23 +133,8 @@ pub(crate) fn outcome_lines(
             at += 1;
             continue;
         }
-        let bids = events[at..at + run]
-            .iter()
-            .filter_map(|(_, kind)| match kind {
-                EventKind::BidLost { bid, agent, shortfall, .. } => Some((bid, agent, shortfall)),
-                _ => None,
-            })
-            .collect();
-        let out = RetainedOut {
-            v: EVENT_VERSION,
-            seq: 0,
-            cycle,
-            slot,
-            correlation_id: cid.as_deref(),
-            kind: RUN,
-            bids,
-        };
-        lines.push(Event::tail(&serde_json::to_vec(&out).expect("runs always serialize")));
+        let out = run_line(0, cycle, slot, cid.as_deref(), events[at..at + run].iter().map(|(_, kind)| kind));
+        lines.push(Event::tail(&out));
         lines.extend(std::iter::repeat_with(Vec::new).take(run - 1));
         at += run;
     }
@@ -178,20 +163,25 @@ pub(crate) fn run_length<'a>(mut events: impl Iterator<Item = &'a Event>) -> usi
 #[cfg_attr(not(feature = "nats"), allow(dead_code))]
 pub(crate) fn run_json<'a>(run: impl Iterator<Item = &'a Event> + Clone) -> Vec<u8> {
     let first = run.clone().next().expect("a run is not empty");
-    let out = RetainedOut {
-        v: EVENT_VERSION,
-        seq: first.seq,
-        cycle: first.cycle.expect("losses belong to a cycle"),
-        slot: first.slot,
-        correlation_id: first.correlation_id.as_deref(),
-        kind: RUN,
-        bids: run
-            .filter_map(|e| match &e.kind {
-                EventKind::BidLost { bid, agent, shortfall, .. } => Some((bid, agent, shortfall)),
-                _ => None,
-            })
-            .collect(),
-    };
+    let cycle = first.cycle.expect("losses belong to a cycle");
+    run_line(first.seq, cycle, first.slot, first.correlation_id.as_deref(), run.map(|e| &e.kind))
+}
+
+/// The JSON of a run from `seq` of the retained losses `kinds` (any other kind left out).
+fn run_line<'a>(
+    seq: u64,
+    cycle: u64,
+    slot: Slot,
+    correlation_id: Option<&str>,
+    kinds: impl Iterator<Item = &'a EventKind>,
+) -> Vec<u8> {
+    let bids = kinds
+        .filter_map(|kind| match kind {
+            EventKind::BidLost { bid, agent, shortfall, .. } => Some((bid, agent, shortfall)),
+            _ => None,
+        })
+        .collect();
+    let out = RetainedOut { v: EVENT_VERSION, seq, cycle, slot, correlation_id, kind: RUN, bids };
     serde_json::to_vec(&out).expect("runs always serialize")
 }
 

@@ -162,24 +162,31 @@ impl AuditLog {
             let mut spans = spans.lock().unwrap_or_else(|e| e.into_inner());
             events.iter().map(|(e, _)| spans.take(e)).collect()
         };
-        // Each message's events: one, or a run of retained losses.
-        let mut messages: Vec<Range<usize>> = Vec::new();
+        // Each message's events (one, or a run of retained losses), with its payload when the
+        // journal's writer made it already.
+        let mut messages: Vec<(Range<usize>, Option<Bytes>)> = Vec::new();
         let mut at = 0;
         while at < events.len() {
-            let run = journal_run(&events[at..])
-                .unwrap_or_else(|| lines::run_length(events[at..].iter().map(|(e, _)| &**e)));
-            messages.push(at..at + run);
+            let (run, made) = match journal_run(&events[at..]) {
+                Some(run) => (run, Some(events[at].1.clone())),
+                None => match lines::run_length(events[at..].iter().map(|(e, _)| &**e)) {
+                    1 => (1, Some(events[at].1.clone()).filter(|json| !json.is_empty())),
+                    run => (run, None),
+                },
+            };
+            messages.push((at..at + run, made));
             at += run;
         }
         let mut done = 0;
         for window in messages.chunks(WINDOW) {
             // (events stored once this one is, its stream sequence, its acknowledgement)
             let mut acks = Vec::with_capacity(window.len() / ACK_EVERY + 1);
-            for (i, message) in window.iter().enumerate() {
+            for (i, (message, made)) in window.iter().enumerate() {
                 let closes_run = (i + 1) % ACK_EVERY == 0 || i + 1 == window.len();
                 let sequence = self.last + 1 + i as u64;
                 let span = spans[message.clone()].iter().find_map(Option::as_deref);
-                match self.send(&events[message.clone()], sequence, span, closes_run).await {
+                let held = &events[message.clone()];
+                match self.send(held, made.clone(), sequence, span, closes_run).await {
                     Ok(Some(ack)) => acks.push((message.end, sequence, ack)),
                     Ok(None) => {}
                     Err(e) => return Err((done, e)),
@@ -209,15 +216,17 @@ impl AuditLog {
     }
 
     /// Publishes one message, the `sequence`th of the stream, holding `events` (one, or a run of
-    /// retained losses); asks for an acknowledgement when `acknowledged`.
+    /// retained losses) as `made` when it was made already; asks for an acknowledgement when
+    /// `acknowledged`.
     async fn send(
         &self,
         events: &[(SharedEvent, Bytes)],
+        made: Option<Bytes>,
         sequence: u64,
         span: Option<&ServerSpan>,
         acknowledged: bool,
     ) -> Result<Option<jetstream::context::PublishAckFuture>, AuditError> {
-        let (event, json) = &events[0];
+        let event = &events[0].0;
         let mut headers = HeaderMap::new();
         let id = format!("{}:{}", self.market, event.seq);
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
@@ -228,20 +237,14 @@ impl AuditLog {
         if let Some(span) = span {
             span.inject(&mut headers);
         }
+        // An event read back from the journal, or one a run of retained losses stands for there,
+        // has no JSON of its own yet; a run without the journal's line for it is written here.
         let (subject, json) = match events {
-            [_] => {
-                // An event read back from the journal, or one a run of retained losses stands for
-                // there, has no JSON of its own yet.
-                let json = if json.is_empty() { Bytes::from(event.to_json()) } else { json.clone() };
-                (self.subjects.event(&event.kind), json)
-            }
-            // The journal's line for the run when it came with one (see `journal_run`).
-            run if lines::run_size(json) == Some(run.len()) => {
-                (self.subjects.retained_losses(), json.clone())
-            }
-            run => {
-                (self.subjects.retained_losses(), Bytes::from(lines::run_json(run.iter().map(|(e, _)| &**e))))
-            }
+            [_] => (self.subjects.event(&event.kind), made.unwrap_or_else(|| event.to_json().into())),
+            run => (
+                self.subjects.retained_losses(),
+                made.unwrap_or_else(|| lines::run_json(run.iter().map(|(e, _)| &**e)).into()),
+            ),
         };
         let sent = if acknowledged {
             self.js.publish_with_headers(subject, headers, json).await.map(Some).map_err(|e| e.to_string())
