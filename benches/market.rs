@@ -22,10 +22,25 @@ use capacity_auction::{
     ResourceId, Share, Slot, Snapshot,
 };
 use criterion::{BatchSize, Criterion, Throughput};
+use crossbeam_queue::ArrayQueue;
+
+/// Where a bench's bids go: a market's `submit`, or the floor it is held against.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    Market,
+    /// A bare push of the same bid into a bounded lock-free queue (crossbeam's `ArrayQueue`):
+    /// what handing a record to another thread costs at the least.
+    Queue,
+}
 
 /// Submits `iters` bids from `threads` threads (one at a time, or in batches of `batch`), in
 /// chunks on fresh markets; returns the wall time of the concurrent part.
 fn time_submits(iters: u64, threads: usize, batch: usize) -> Duration {
+    time_into(Sink::Market, iters, threads, batch)
+}
+
+/// As [`time_submits`], into `sink`.
+fn time_into(sink: Sink, iters: u64, threads: usize, batch: usize) -> Duration {
     const CHUNK: u64 = 100_000;
     let mut total = Duration::ZERO;
     let mut left = iters;
@@ -35,6 +50,7 @@ fn time_submits(iters: u64, threads: usize, batch: usize) -> Duration {
         let n = left.min(CHUNK) as usize;
         left -= n as u64;
         let m = workload.market();
+        let queue = ArrayQueue::new(CHUNK as usize);
         let all = template[..n].to_vec();
         let per = n.div_ceil(threads);
         let parts: Vec<&[Bid]> = all.chunks(per).collect();
@@ -43,11 +59,15 @@ fn time_submits(iters: u64, threads: usize, batch: usize) -> Duration {
             let handles: Vec<_> = parts
                 .iter()
                 .map(|part| {
-                    let (m, barrier) = (&m, &barrier);
+                    let (m, barrier, queue) = (&m, &barrier, &queue);
                     s.spawn(move || {
                         barrier.wait();
                         let t = Instant::now();
-                        if batch <= 1 {
+                        if sink == Sink::Queue {
+                            for b in part.iter() {
+                                assert!(queue.push(black_box(b.clone())).is_ok());
+                            }
+                        } else if batch <= 1 {
                             for b in part.iter() {
                                 black_box(m.submit(b.clone()).expect("accepted"));
                             }
@@ -79,6 +99,12 @@ fn define_intake(c: &mut Criterion) {
     g.bench_function("submit/2-threads", |b| b.iter_custom(|iters| time_submits(iters, 2, 1)));
     g.bench_function("submit_batch/64/1-thread", |b| b.iter_custom(|iters| time_submits(iters, 1, 64)));
     g.bench_function("submit_batch/64/2-threads", |b| b.iter_custom(|iters| time_submits(iters, 2, 64)));
+    g.bench_function("floor/array_queue_push/1-thread", |b| {
+        b.iter_custom(|iters| time_into(Sink::Queue, iters, 1, 1))
+    });
+    g.bench_function("floor/array_queue_push/2-threads", |b| {
+        b.iter_custom(|iters| time_into(Sink::Queue, iters, 2, 1))
+    });
     g.finish();
 }
 
@@ -387,8 +413,21 @@ fn median_ns(started: SystemTime, id: &str) -> Option<f64> {
     fresh.then(|| json["median"]["point_estimate"].as_f64()).flatten()
 }
 
-/// Prints how the fast clearing compares with the reference on the same book.
+/// Prints how the fast clearing compares with the reference on the same book, and intake with
+/// its floor.
 fn report_ratios(started: SystemTime) {
+    for threads in ["1-thread", "2-threads"] {
+        let floor = median_ns(started, &format!("intake/floor_array_queue_push_{threads}"));
+        for (id, what) in [("submit", "submit"), ("submit_batch_64", "submit_batch of 64")] {
+            let measured = median_ns(started, &format!("intake/{id}_{threads}"));
+            if let (Some(measured), Some(floor)) = (measured, floor) {
+                println!(
+                    "intake/floor, {what}, {threads}: {:.1} ({measured:.1} ns a bid, {floor:.1} ns a bare push)",
+                    measured / floor
+                );
+            }
+        }
+    }
     let reference = median_ns(started, "clear/10k_reference");
     for (id, what) in [("clear/10k_place", "ranking and placement"), ("clear/10k_los", "whole cycle")] {
         if let (Some(fast), Some(reference)) = (median_ns(started, id), reference) {

@@ -5,6 +5,7 @@ mod auction;
 pub mod bindings;
 mod capacity;
 pub mod reference;
+mod sync;
 #[doc(hidden)]
 pub use auction::phases;
 #[cfg(feature = "sim")]

@@ -120,19 +120,26 @@ impl MarketBuilder {
     ///
     /// The first key that is not valid.
     pub fn build(self) -> Result<Market, ConfigError> {
+        self.build_with_ring(super::intake::RING_SLOTS)
+    }
+
+    /// As [`build`](MarketBuilder::build), with an intake ring of `slots` (a power of two).
+    pub(crate) fn build_with_ring(self, slots: usize) -> Result<Market, ConfigError> {
         let config = Arc::new(self.config.validate()?);
         let ledger = Ledger::new();
         if config.settlement == Settlement::Pool {
             ledger.open(&config.pool_account);
         }
+        let (intake, reader) = Intake::with_slots(0, slots);
         Ok(Market {
             engine: Mutex::new(Engine::new(config.clone(), self.start)),
+            reader: Mutex::new(reader),
             clearing: Mutex::new(()),
             lines: Prepared::default(),
             config,
             source: self.config,
             ledger,
-            intake: Intake::new(),
+            intake,
             now: AtomicU64::new(self.start.0),
             cycles: AtomicU64::new(0),
         })

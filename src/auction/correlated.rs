@@ -31,8 +31,12 @@ impl Correlated<'_> {
     pub fn submit(&self, bid: Bid) -> Result<Receipt> {
         let receipt = Receipt { bid: bid.id.clone(), agent: bid.agent.clone(), repeat: false, seq: None };
         let answer = match self.prepare(bid) {
-            Ok(admission) => self.market.ledger.admit(&self.market.intake, admission),
-            Err(refusal) => self.market.ledger.refuse(&self.market.intake, refusal),
+            Ok(admission) => {
+                self.market.ledger.admit(&self.market.intake, admission, &mut || self.market.help())
+            }
+            Err(refusal) => {
+                self.market.ledger.refuse(&self.market.intake, refusal, &mut || self.market.help())
+            }
         };
         answer.map(|a| receipt.answered(a))
     }
@@ -44,7 +48,7 @@ impl Correlated<'_> {
             .map(|b| Receipt { bid: b.id.clone(), agent: b.agent.clone(), repeat: false, seq: None })
             .collect();
         let items = bids.into_iter().map(|b| self.prepare(b)).collect();
-        let answers = self.market.ledger.batch(&self.market.intake, items);
+        let answers = self.market.ledger.batch(&self.market.intake, items, &mut || self.market.help());
         answers
             .into_iter()
             .zip(receipts)
@@ -140,7 +144,7 @@ impl Correlated<'_> {
             (Ok(agent), Ok(bid)) => {
                 let receipt = Receipt { bid: bid.clone(), agent: agent.clone(), repeat: false, seq: None };
                 let refusal = Refusal { agent, bid, rejection: r, correlation_id: self.cid.clone() };
-                m.ledger.refuse(&m.intake, refusal).map(|a| receipt.answered(a))
+                m.ledger.refuse(&m.intake, refusal, &mut || m.help()).map(|a| receipt.answered(a))
             }
             _ => {
                 let entry = super::intake::Entry::Rejected {
@@ -149,7 +153,7 @@ impl Correlated<'_> {
                     rejection: r.clone(),
                     correlation_id: self.cid.clone(),
                 };
-                m.ledger.note(&m.intake, entry);
+                m.ledger.note(&m.intake, entry, &mut || m.help());
                 Err(r)
             }
         }
@@ -162,7 +166,7 @@ impl Correlated<'_> {
     /// As [`Market::cancel`].
     pub fn cancel(&self, agent: &AgentId, bid: &BidId) -> Result<()> {
         let m = self.market;
-        m.ledger.cancel(&m.intake, agent, bid, &self.cid)
+        m.ledger.cancel(&m.intake, (agent, bid), &self.cid, &mut || m.help())
     }
 
     /// As [`Market::deposit`].
@@ -171,7 +175,8 @@ impl Correlated<'_> {
     ///
     /// As [`Market::deposit`].
     pub fn deposit(&self, agent: &AgentId, amount: Credits) -> Result<()> {
-        self.market.ledger.deposit(&self.market.intake, agent, amount, &self.cid)
+        let m = self.market;
+        m.ledger.deposit(&m.intake, (agent, amount), &self.cid, &mut || m.help())
     }
 
     /// As [`Market::transfer`].
@@ -180,7 +185,8 @@ impl Correlated<'_> {
     ///
     /// As [`Market::transfer`].
     pub fn transfer(&self, from: &AgentId, to: &AgentId, amount: Credits) -> Result<()> {
-        self.market.ledger.transfer(&self.market.intake, from, to, amount, &self.cid)
+        let m = self.market;
+        m.ledger.transfer(&m.intake, (from, to, amount), &self.cid, &mut || m.help())
     }
 
     /// As [`Market::set_capacity`].

@@ -10,7 +10,7 @@ use super::config::Config;
 use super::cycle::{Cut, PriceReport};
 use super::events::{BundleShares, Event, EventKind};
 use super::ids::{AgentId, BidId};
-use super::intake::{Entry, Pending};
+use super::intake::Entry;
 use super::money::Price;
 use crate::capacity::{Slot, Timeline};
 
@@ -33,8 +33,6 @@ pub(crate) struct Engine {
     subscribers: Vec<Sender<Arc<Vec<Event>>>>,
     /// Events made since the last publish.
     pending: Vec<Event>,
-    /// The shards' intake buffers between cuts, kept so intake reuses their capacity.
-    pub(crate) buffers: Vec<Pending>,
     /// Bids whose `bid_accepted` was just sequenced: `(shard, agent, bid, seq)`, for the ledger
     /// to remember the seq a repeat of the id is answered with.
     pub(crate) accepted: Vec<(u16, AgentId, BidId, u64)>,
@@ -58,7 +56,6 @@ impl Engine {
             discovery: None,
             subscribers: Vec::new(),
             pending: Vec::new(),
-            buffers: Vec::new(),
             accepted: Vec::new(),
             in_flight: None,
             outcome: Vec::new(),
@@ -162,6 +159,7 @@ impl Engine {
             Entry::Transferred { from, to, amount, correlation_id } => {
                 self.emit(None, correlation_id, EventKind::CreditsTransferred { from, to, amount });
             }
+            Entry::Void => {}
         }
     }
 }

@@ -13,7 +13,7 @@ use super::engine::Engine;
 use super::error::Result;
 use super::events::Event;
 use super::ids::{AgentId, BidId};
-use super::intake::Intake;
+use super::intake::{Intake, Reader};
 use super::ledger::{Balance, Ledger, LedgerTotals};
 use super::lines::Prepared;
 use super::money::{Credits, Price};
@@ -23,7 +23,8 @@ use crate::capacity::{Bundle, BundleError, Capacity, Resources, Slot};
 /// A market for shares of capacity over time.
 ///
 /// `submit`, `cancel`, `deposit` and `transfer` may be called from any number of threads at once;
-/// they take only the lock of their agent's ledger shard. `clear`, `flush` and `set_capacity`
+/// they take only the lock of their agent's ledger shard, and hand their entry to the writer
+/// through a lock-free ring. `clear`, `flush` and `set_capacity`
 /// are the writer's. One `clear` runs at a time; it holds the writer only to cut the book at its
 /// start and to apply its outcome at its end, so intake goes on being sequenced (by `flush`)
 /// while it computes: bids accepted meanwhile wait for the next cycle. Events reach subscribers
@@ -57,6 +58,8 @@ pub struct Market {
     /// Cycles cleared, as producers record refusals with it.
     pub(super) cycles: AtomicU64,
     pub(super) engine: Mutex<Engine>,
+    /// The intake ring's one reader: taken with the engine locked.
+    pub(super) reader: Mutex<Reader>,
     /// Held for a whole cycle: one runs at a time, and a snapshot waits for it.
     pub(super) clearing: Mutex<()>,
     /// Cycle outcome events' lines made ahead, for a consumer that asked for them.
@@ -247,13 +250,16 @@ impl Market {
         self.engine().seq
     }
 
-    /// The writer's cut: takes every entry accepted so far (freezing their bids for a clearing
-    /// when `freeze`) and gives each its place in the event stream.
+    /// The writer's cut: takes every entry accepted so far (up to a clearing cut, freezing the
+    /// bids below it, when `freeze`) and gives each its place in the event stream.
     pub(super) fn sequence_intake(&self, engine: &mut Engine, freeze: bool) {
-        let mut buffers = std::mem::take(&mut engine.buffers);
-        self.ledger.take_pending(&mut buffers, freeze.then_some(&self.intake));
-        super::intake::merge(&mut buffers, |e| engine.sequence(e));
-        engine.buffers = buffers;
+        let mut reader = self.reader();
+        if freeze {
+            self.intake.cut(&mut reader, |e| engine.sequence(e));
+        } else {
+            self.intake.take(&mut reader, |e| engine.sequence(e));
+        }
+        drop(reader);
         if !engine.accepted.is_empty() {
             self.ledger.mark_sequenced(&mut engine.accepted);
             engine.accepted.clear();
@@ -361,6 +367,16 @@ impl Market {
     pub(super) fn engine(&self) -> MutexGuard<'_, Engine> {
         // The engine is only changed by the writer, which checks before it writes.
         self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The intake ring's reader. Lock it with the engine locked.
+    pub(super) fn reader(&self) -> MutexGuard<'_, Reader> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What a producer does when the intake ring is full: sequences what is in it.
+    pub(super) fn help(&self) {
+        self.flush();
     }
 
     pub(super) fn clearing(&self) -> MutexGuard<'_, ()> {

@@ -106,13 +106,15 @@ impl Cycle {
     ///
     /// Never: every bid's agent is funded before it is escrowed.
     pub fn escrowed(&self, placed: &Placed) -> Escrowed {
-        let (ledger, intake) = (Ledger::new(), Intake::new());
+        let (ledger, (intake, mut reader)) = (Ledger::new(), Intake::new());
         let mut bids = placed.bids.clone();
         for b in &mut bids {
             b.shard = ledger.shard_of(&b.agent);
-            ledger.deposit(&intake, &b.agent, b.limit, &None).expect("a positive limit");
+            // Nobody sequences this ledger's intake: a full ring is emptied.
+            let mut empty = || intake.take(&mut reader, drop);
+            ledger.deposit(&intake, (&b.agent, b.limit), &None, &mut empty).expect("a positive limit");
             let admission = Admission { bid: b.clone(), max_bids: u32::MAX, book_size: usize::MAX };
-            ledger.admit(&intake, admission).expect("a funded agent");
+            ledger.admit(&intake, admission, &mut empty).expect("a funded agent");
         }
         let payments =
             (bids.iter().zip(&placed.placement.starts)).map(|(b, start)| start.map(|_| b.limit)).collect();

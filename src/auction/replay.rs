@@ -153,7 +153,7 @@ impl Market {
                         event.slot, engine.now
                     ));
                 }
-                self.intake.freeze();
+                self.intake.cut(&mut self.reader(), |e| engine.sequence(e));
                 self.now.store(event.slot.0, Ordering::Release);
                 let cut = engine.take_cut(event.slot, cid).split();
                 engine.in_flight = Some(cut);

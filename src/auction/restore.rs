@@ -9,7 +9,7 @@ use super::clearing::Discovery;
 use super::config::MAX_HORIZON;
 use super::config::{Config, ConfigError};
 use super::engine::Engine;
-use super::intake::{self, Intake};
+use super::intake::Intake;
 use super::ledger::Ledger;
 use super::lines::Prepared;
 use super::market::Market;
@@ -48,11 +48,10 @@ impl Market {
             return Err(StateError::CycleInFlight(cut.cycle));
         }
         let ledger = {
+            // With every shard locked no producer holds a claimed ticket: the ring holds every
+            // operation made so far, whole.
             let mut shards = self.ledger.lock_all();
-            let mut buffers = std::mem::take(&mut engine.buffers);
-            Ledger::swap_pending(&mut shards, &mut buffers);
-            intake::merge(&mut buffers, |e| engine.sequence(e));
-            engine.buffers = buffers;
+            self.intake.take(&mut self.reader(), |e| engine.sequence(e));
             Ledger::mark_sequenced_in(&mut shards, &engine.accepted);
             engine.accepted.clear();
             self.ledger.export(&shards)
@@ -154,8 +153,7 @@ impl Market {
             config.resources.find(name).ok_or_else(|| inconsistent(format!("no resource `{name}`")))
         };
         let now = snapshot.now;
-        let (ledger, pending) =
-            Ledger::import(&snapshot.ledger, snapshot.cycle + 1).map_err(StateError::Inconsistent)?;
+        let (ledger, pending) = Ledger::import(&snapshot.ledger).map_err(StateError::Inconsistent)?;
         if pending != snapshot.book.len() {
             return Err(inconsistent(format!(
                 "{pending} bids escrowed, {} in the book",
@@ -206,11 +204,12 @@ impl Market {
                     .map_err(StateError::Inconsistent)?,
             );
         }
-        let intake = Intake::resumed(snapshot.cycle);
+        let (intake, reader) = Intake::resumed(snapshot.cycle);
         let live = (0..pending).all(|_| intake.reserve_live(usize::MAX));
         debug_assert!(live);
         Ok(Market {
             engine: Mutex::new(engine),
+            reader: Mutex::new(reader),
             clearing: Mutex::new(()),
             lines: Prepared::default(),
             config,

@@ -2,8 +2,8 @@
 //!
 //! An agent's account, its live bids and the ids it has used live in one of [`SHARDS`] shards,
 //! each behind its own mutex; no lock is shared by all producers. Every operation that changes
-//! an account queues its intake entry before unlocking, so the writer sequences an agent's
-//! operations in the order they happened. Credits are conserved exactly:
+//! an account claims its intake ticket and writes its entry before unlocking, so the writer
+//! sequences an agent's operations in the order they happened. Credits are conserved exactly:
 //! `available + escrowed (over all accounts) + burned = deposits`, where pool settlement is a
 //! credit to the pool account.
 
@@ -19,7 +19,7 @@ use crossbeam_utils::CachePadded;
 use super::book::BookBid;
 use super::error::{RejectCode, Rejection};
 use super::ids::{AgentId, BidId};
-use super::intake::{Entry, Intake, Pending};
+use super::intake::{Claim, Entry, Full, Intake};
 use super::money::Credits;
 
 mod state;
@@ -62,9 +62,9 @@ struct Account {
 
 #[derive(Clone, Debug)]
 enum BidState {
-    /// In the book, `limit` escrowed; accepted in intake epoch `epoch`, its `bid_accepted` at
-    /// `seq` (0 until the writer has sequenced it).
-    Pending { epoch: u64, limit: u64, seq: u64 },
+    /// In the book, `limit` escrowed; accepted under intake ticket `accepted`, its
+    /// `bid_accepted` at `seq` (0 until the writer has sequenced it).
+    Pending { accepted: u64, limit: u64, seq: u64 },
     /// Accepted earlier (its `bid_accepted` at `seq`), decided (won, lost, expired, cancelled)
     /// in cycle `cycle`.
     Decided { cycle: u64, seq: u64 },
@@ -72,36 +72,21 @@ enum BidState {
     Refused { cycle: u64, rejection: Rejection },
 }
 
-/// One shard: the accounts of the agents that hash to it, and their intake entries.
+/// One shard: the accounts of the agents that hash to it.
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
     accounts: HashMap<AgentId, Account>,
     /// Ids to forget, oldest first: (cycle decided, agent, bid).
     forget: VecDeque<(u64, AgentId, BidId)>,
-    /// Intake entries not yet taken by the writer.
-    pending: Pending,
 }
 
 impl Shard {
-    /// Appends an intake entry with the next ticket.
-    fn note(&mut self, intake: &Intake, entry: Entry) {
-        self.pending.push((intake.tickets(1), entry));
-    }
-
-    /// Appends an intake entry under a ticket drawn earlier with this shard locked.
-    fn push(&mut self, ticket: u64, entry: Entry) {
-        self.pending.push((ticket, entry));
-    }
-
-    /// Books a checked bid; its entry, if it makes one, goes under `ticket`.
-    fn admit(&mut self, intake: &Intake, ticket: u64, a: Admission) -> Result<Admitted, Rejection> {
+    /// Books a checked bid; its entry, if it makes one, goes under the claim's next ticket.
+    fn admit(&mut self, intake: &Intake, claim: &mut Claim<'_>, a: Admission) -> Result<Admitted, Rejection> {
         let shard = self;
         let Some(account) = shard.accounts.get_mut(&a.bid.agent) else {
             let r = reject(RejectCode::UnknownAgent, format!("agent `{}` has no account", a.bid.agent));
-            shard.push(
-                ticket,
-                rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id),
-            );
+            claim.put(rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id));
             return Err(r);
         };
         // One hash and probe of the id for both the repeat check and the record.
@@ -130,28 +115,25 @@ impl Shard {
             None
         };
         if let Some(r) = refusal {
-            let cycle = intake.started();
+            let cycle = intake.cycle_of(claim.ticket());
             slot.insert(BidState::Refused { cycle, rejection: r.clone() });
             shard.forget.push_back((cycle, a.bid.agent.clone(), a.bid.id.clone()));
-            shard.push(
-                ticket,
-                rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id),
-            );
+            claim.put(rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id));
             return Err(r);
         }
-        slot.insert(BidState::Pending { epoch: intake.epoch(), limit, seq: 0 });
+        slot.insert(BidState::Pending { accepted: claim.ticket(), limit, seq: 0 });
         account.available -= limit;
         account.escrowed += limit;
         account.live += 1;
-        shard.push(ticket, Entry::Accepted(a.bid));
+        claim.put(Entry::Accepted(a.bid));
         Ok(Admitted::New)
     }
 
-    /// Records a refused submit; its entry, if it makes one, goes under `ticket`.
-    fn refuse(&mut self, intake: &Intake, ticket: u64, r: Refusal) -> Result<Admitted, Rejection> {
+    /// Records a refused submit; its entry, if it makes one, goes under the claim's next ticket.
+    fn refuse(&mut self, intake: &Intake, claim: &mut Claim<'_>, r: Refusal) -> Result<Admitted, Rejection> {
         let shard = self;
         let Refusal { agent, bid, rejection, correlation_id } = r;
-        let cycle = intake.started();
+        let cycle = intake.cycle_of(claim.ticket());
         let (agent, bid, correlation_id) = (&agent, &bid, &correlation_id);
         if let Some(account) = shard.accounts.get_mut(agent) {
             if let Some(first) = account.bids.get(bid) {
@@ -160,10 +142,14 @@ impl Shard {
             account.bids.insert(bid.clone(), BidState::Refused { cycle, rejection: rejection.clone() });
             shard.forget.push_back((cycle, agent.clone(), bid.clone()));
         }
-        shard.push(ticket, rejected_entry(bid.as_str(), agent.as_str(), &rejection, correlation_id));
+        claim.put(rejected_entry(bid.as_str(), agent.as_str(), &rejection, correlation_id));
         Err(rejection)
     }
 }
+
+/// What a producer does when the intake ring is full: sequences what is in it (the market's
+/// `flush`), with no shard locked.
+pub(crate) type Help<'a> = &'a mut dyn FnMut();
 
 /// What a submit that passed every check hands the ledger.
 #[derive(Debug)]
@@ -226,80 +212,98 @@ impl Ledger {
         self.shards[usize::from(shard)].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The writer's cut: with every shard locked for an instant (so no producer is between a
-    /// ledger change and its entry), optionally `freeze`s the bids taken, and swaps each shard's
-    /// pending entries into `buffers` (empty ones, kept for reuse).
-    pub(crate) fn take_pending(&self, buffers: &mut Vec<Pending>, freeze: Option<&Intake>) {
-        let mut guards = self.lock_all();
-        if let Some(intake) = freeze {
-            intake.freeze();
-        }
-        Ledger::swap_pending(&mut guards, buffers);
-    }
-
     /// Every shard, locked in shard order.
     pub(crate) fn lock_all(&self) -> Vec<MutexGuard<'_, Shard>> {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner())).collect()
     }
 
-    /// Swaps each locked shard's pending entries into `buffers` (empty ones, kept for reuse).
-    pub(crate) fn swap_pending(guards: &mut [MutexGuard<'_, Shard>], buffers: &mut Vec<Pending>) {
-        buffers.resize_with(SHARDS, Vec::new);
-        for (guard, buffer) in guards.iter_mut().zip(buffers.iter_mut()) {
-            debug_assert!(buffer.is_empty());
-            std::mem::swap(&mut guard.pending, buffer);
+    /// Locks `shard` and claims `n` intake tickets with it locked; when the ring is full, asks
+    /// for `help` with the shard unlocked and tries again.
+    fn lock_claiming<'a>(
+        &'a self,
+        intake: &'a Intake,
+        shard: u16,
+        n: usize,
+        help: Help<'_>,
+    ) -> (MutexGuard<'a, Shard>, Claim<'a>) {
+        loop {
+            let guard = self.lock(shard);
+            match intake.claim(n) {
+                Ok(claim) => return (guard, claim),
+                Err(Full) => {
+                    drop(guard);
+                    help();
+                }
+            }
         }
     }
 
     /// Notes an entry that belongs to no account (a payload too malformed to name one).
-    pub(crate) fn note(&self, intake: &Intake, entry: Entry) {
-        self.lock(0).note(intake, entry);
+    pub(crate) fn note(&self, intake: &Intake, entry: Entry, help: Help<'_>) {
+        let (_shard, mut claim) = self.lock_claiming(intake, 0, 1, help);
+        claim.put(entry);
     }
 
     /// Books a checked bid: dedupe, per-agent and book limits, then escrow, all under the agent's
-    /// shard lock, and notes its entry.
-    pub(crate) fn admit(&self, intake: &Intake, a: Admission) -> Result<Admitted, Rejection> {
-        let mut shard = self.lock(a.bid.shard);
-        shard.admit(intake, intake.tickets(1), a)
+    /// shard lock, and writes its entry.
+    pub(crate) fn admit(&self, intake: &Intake, a: Admission, help: Help<'_>) -> Result<Admitted, Rejection> {
+        let (mut shard, mut claim) = self.lock_claiming(intake, a.bid.shard, 1, help);
+        shard.admit(intake, &mut claim, a)
     }
 
     /// Records a submit refused by its checks, unless the id was used before (then the first
-    /// result answers), and notes its `bid_rejected`.
-    pub(crate) fn refuse(&self, intake: &Intake, r: Refusal) -> Result<Admitted, Rejection> {
-        let mut shard = self.lock(self.shard_of(&r.agent));
-        shard.refuse(intake, intake.tickets(1), r)
+    /// result answers), and writes its `bid_rejected`.
+    pub(crate) fn refuse(&self, intake: &Intake, r: Refusal, help: Help<'_>) -> Result<Admitted, Rejection> {
+        let (mut shard, mut claim) = self.lock_claiming(intake, self.shard_of(&r.agent), 1, help);
+        shard.refuse(intake, &mut claim, r)
     }
 
     /// Admits or refuses a batch, in order, locking each shard involved once (in shard order, so
-    /// batches and cuts cannot deadlock) and drawing the batch's tickets at once: the items keep
-    /// their order, and producers touch the shared counter once per batch, not once per bid.
+    /// batches cannot deadlock) and claiming the batch's tickets at once: the items keep their
+    /// order, and producers touch the shared ticket counter once per batch, not once per bid. A
+    /// batch larger than the intake ring goes in parts.
     pub(crate) fn batch(
         &self,
         intake: &Intake,
         items: Vec<Result<Admission, Refusal>>,
+        help: Help<'_>,
     ) -> Vec<Result<Admitted, Rejection>> {
         let shard_of = |item: &Result<Admission, Refusal>| match item {
             Ok(a) => a.bid.shard,
             Err(r) => self.shard_of(&r.agent),
         };
-        let mut wanted: Vec<u16> = items.iter().map(shard_of).collect();
-        let order = wanted.clone();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let mut guards: Vec<MutexGuard<'_, Shard>> = wanted.iter().map(|&k| self.lock(k)).collect();
-        let first = intake.tickets(items.len() as u64);
-        items
-            .into_iter()
-            .zip(order)
-            .zip(first..)
-            .map(|((item, k), ticket)| {
-                let shard = &mut *guards[wanted.binary_search(&k).expect("locked above")];
-                match item {
-                    Ok(a) => shard.admit(intake, ticket, a),
-                    Err(r) => shard.refuse(intake, ticket, r),
+        let part = (intake.slots() / 2).max(1);
+        let mut answers = Vec::with_capacity(items.len());
+        let mut items = items.into_iter().peekable();
+        let mut order: Vec<u16> = Vec::new();
+        let mut wanted: Vec<u16> = Vec::new();
+        let mut taken: Vec<Result<Admission, Refusal>> = Vec::new();
+        while items.peek().is_some() {
+            taken.extend(items.by_ref().take(part));
+            order.clear();
+            order.extend(taken.iter().map(shard_of));
+            wanted.clone_from(&order);
+            wanted.sort_unstable();
+            wanted.dedup();
+            let (mut guards, mut claim) = loop {
+                let guards: Vec<MutexGuard<'_, Shard>> = wanted.iter().map(|&k| self.lock(k)).collect();
+                match intake.claim(taken.len()) {
+                    Ok(claim) => break (guards, claim),
+                    Err(Full) => {
+                        drop(guards);
+                        help();
+                    }
                 }
-            })
-            .collect()
+            };
+            for (item, &k) in taken.drain(..).zip(&order) {
+                let shard = &mut *guards[wanted.binary_search(&k).expect("locked above")];
+                answers.push(match item {
+                    Ok(a) => shard.admit(intake, &mut claim, a),
+                    Err(r) => shard.refuse(intake, &mut claim, r),
+                });
+            }
+        }
+        answers
     }
 
     /// Withdraws a pending bid and releases its escrow. A bid in the cycle being cleared waits
@@ -307,18 +311,19 @@ impl Ledger {
     pub(crate) fn cancel(
         &self,
         intake: &Intake,
-        agent: &AgentId,
-        bid: &BidId,
+        (agent, bid): (&AgentId, &BidId),
         correlation_id: &Option<Arc<str>>,
+        help: Help<'_>,
     ) -> Result<(), Rejection> {
         let shard_index = self.shard_of(agent);
         loop {
-            let mut guard = self.lock(shard_index);
+            let (mut guard, mut claim) = self.lock_claiming(intake, shard_index, 1, help);
             let state = guard.accounts.get(agent).and_then(|a| a.bids.get(bid).cloned());
             let refusal = match state {
-                Some(BidState::Pending { epoch, .. }) if intake.is_frozen(epoch) => {
+                Some(BidState::Pending { accepted, .. }) if intake.is_frozen(accepted, claim.ticket()) => {
+                    drop(claim);
                     drop(guard);
-                    intake.wait_thaw(epoch);
+                    intake.wait_thaw();
                     continue;
                 }
                 Some(BidState::Pending { limit, seq, .. }) => {
@@ -327,16 +332,15 @@ impl Ledger {
                     account.escrowed -= limit;
                     account.available += limit;
                     account.live -= 1;
-                    let now = intake.started();
+                    let now = intake.cycle_of(claim.ticket());
                     account.bids.insert(bid.clone(), BidState::Decided { cycle: now, seq });
                     shard.forget.push_back((now, agent.clone(), bid.clone()));
                     intake.release_live(1);
-                    let entry = Entry::Cancelled {
+                    claim.put(Entry::Cancelled {
                         agent: agent.clone(),
                         bid: bid.clone(),
                         correlation_id: correlation_id.clone(),
-                    };
-                    shard.note(intake, entry);
+                    });
                     return Ok(());
                 }
                 Some(BidState::Decided { .. }) => {
@@ -346,7 +350,7 @@ impl Ledger {
                     reject(RejectCode::NotFound, format!("agent `{agent}` has no bid `{bid}`"))
                 }
             };
-            guard.note(intake, rejected_entry(bid.as_str(), agent.as_str(), &refusal, correlation_id));
+            claim.put(rejected_entry(bid.as_str(), agent.as_str(), &refusal, correlation_id));
             return Err(refusal);
         }
     }
@@ -355,14 +359,14 @@ impl Ledger {
     pub(crate) fn deposit(
         &self,
         intake: &Intake,
-        agent: &AgentId,
-        amount: Credits,
+        (agent, amount): (&AgentId, Credits),
         correlation_id: &Option<Arc<str>>,
+        help: Help<'_>,
     ) -> Result<(), Rejection> {
         if amount == Credits::ZERO {
             return Err(reject(RejectCode::InvalidAmount, "a deposit is above zero".into()));
         }
-        let mut shard = self.lock(self.shard_of(agent));
+        let (mut shard, mut claim) = self.lock_claiming(intake, self.shard_of(agent), 1, help);
         let available = shard.accounts.get(agent).map_or(0, |a| a.available);
         let too_large =
             || reject(RejectCode::InvalidAmount, format!("deposit {amount} overflows the ledger"));
@@ -371,10 +375,7 @@ impl Ledger {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_add(amount.micros()))
             .map_err(|_| too_large())?;
         shard.accounts.entry(agent.clone()).or_default().available += amount.micros();
-        shard.note(
-            intake,
-            Entry::Deposited { agent: agent.clone(), amount, correlation_id: correlation_id.clone() },
-        );
+        claim.put(Entry::Deposited { agent: agent.clone(), amount, correlation_id: correlation_id.clone() });
         Ok(())
     }
 
@@ -382,10 +383,9 @@ impl Ledger {
     pub(crate) fn transfer(
         &self,
         intake: &Intake,
-        from: &AgentId,
-        to: &AgentId,
-        amount: Credits,
+        (from, to, amount): (&AgentId, &AgentId, Credits),
         correlation_id: &Option<Arc<str>>,
+        help: Help<'_>,
     ) -> Result<(), Rejection> {
         if amount == Credits::ZERO {
             return Err(reject(RejectCode::InvalidAmount, "a transfer is above zero".into()));
@@ -393,8 +393,17 @@ impl Ledger {
         let (a, b) = (self.shard_of(from), self.shard_of(to));
         // Lock in shard order so two opposite transfers cannot deadlock.
         let lo = a.min(b);
-        let mut first = self.lock(lo);
-        let mut second = (a != b).then(|| self.lock(a.max(b)));
+        let (mut first, mut second, mut claim) = loop {
+            let first = self.lock(lo);
+            let second = (a != b).then(|| self.lock(a.max(b)));
+            match intake.claim(1) {
+                Ok(claim) => break (first, second, claim),
+                Err(Full) => {
+                    drop((first, second));
+                    help();
+                }
+            }
+        };
         let unknown = |a: &AgentId| reject(RejectCode::UnknownAgent, format!("agent `{a}` has no account"));
         let available =
             pick(a == lo, &mut first, &mut second).accounts.get(from).ok_or_else(|| unknown(from))?.available;
@@ -411,15 +420,12 @@ impl Ledger {
             pick(b == lo, &mut first, &mut second).accounts.get_mut(to).expect("checked above").available +=
                 amount.micros();
         }
-        first.note(
-            intake,
-            Entry::Transferred {
-                from: from.clone(),
-                to: to.clone(),
-                amount,
-                correlation_id: correlation_id.clone(),
-            },
-        );
+        claim.put(Entry::Transferred {
+            from: from.clone(),
+            to: to.clone(),
+            amount,
+            correlation_id: correlation_id.clone(),
+        });
         Ok(())
     }
 

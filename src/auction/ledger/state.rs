@@ -57,10 +57,10 @@ impl Ledger {
         }
     }
 
-    /// A ledger holding `state`, its pending bids accepted in intake epoch `epoch`; the number
-    /// of pending bids. Checks that every account's escrow is its pending limits and that
+    /// A ledger holding `state`, its pending bids accepted before every intake ticket; the
+    /// number of pending bids. Checks that every account's escrow is its pending limits and that
     /// credits are conserved.
-    pub(crate) fn import(state: &LedgerState, epoch: u64) -> Result<(Ledger, usize), String> {
+    pub(crate) fn import(state: &LedgerState) -> Result<(Ledger, usize), String> {
         let ledger = Ledger::new();
         ledger.deposits.store(state.deposits.micros(), Ordering::Release);
         ledger.burned.store(state.burned.micros(), Ordering::Release);
@@ -80,7 +80,7 @@ impl Ledger {
                     Remembered::Pending { limit, seq, .. } => {
                         escrow = escrow.saturating_add(limit.micros());
                         account.live += 1;
-                        BidState::Pending { epoch, limit: limit.micros(), seq: *seq }
+                        BidState::Pending { accepted: 0, limit: limit.micros(), seq: *seq }
                     }
                     Remembered::Decided { cycle, seq, bid } => {
                         remembered.push((*cycle, bid.clone()));
@@ -151,9 +151,10 @@ impl Ledger {
         if account.bids.contains_key(&bid.id) {
             return Err(format!("bid `{}` of `{}` was used before", bid.id, bid.agent));
         }
-        account
-            .bids
-            .insert(bid.id.clone(), BidState::Pending { epoch: intake.epoch(), limit, seq: bid.order });
+        account.bids.insert(
+            bid.id.clone(),
+            BidState::Pending { accepted: intake.booked_now(), limit, seq: bid.order },
+        );
         account.available -= limit;
         account.escrowed += limit;
         account.live += 1;
