@@ -2,9 +2,21 @@
 //! crate is built with `--cfg loom` to model-check them (`.ci/loom`).
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic;
+pub(crate) use loom::sync::{Condvar, Mutex, atomic};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic;
+pub(crate) use std::sync::{Condvar, Mutex, atomic};
+
+/// Waits a moment for another thread: spins a little, then yields the core (two cores are few
+/// to spin on); under loom, lets the model run another thread.
+pub(crate) fn snooze(backoff: &crossbeam_utils::Backoff) {
+    #[cfg(loom)]
+    {
+        let _ = backoff;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(loom))]
+    backoff.snooze();
+}
 
 pub(crate) mod cell {
     #[cfg(loom)]

@@ -26,8 +26,8 @@ pub(crate) struct BookBid {
     /// Acceptance order: the `seq` of its `bid_accepted`, set when sequenced. Ties in priority
     /// go to the lower.
     pub(crate) order: u64,
-    /// The ledger shard of its agent.
-    pub(crate) shard: u16,
+    /// Its agent's account in the ledger.
+    pub(crate) account: u32,
     pub(crate) correlation_id: Option<Arc<str>>,
     /// One more than the timeline's capacity settings when it last lost and stayed; 0 if it has
     /// not. A loser loses again while no capacity was set since (see `clearing::place`). Work
@@ -40,7 +40,7 @@ impl BookBid {
     pub(crate) fn new(
         bid: Bid,
         (window, reserve): (Window, Credits),
-        shard: u16,
+        account: u32,
         correlation_id: Option<Arc<str>>,
     ) -> BookBid {
         BookBid {
@@ -53,7 +53,7 @@ impl BookBid {
             reserve,
             cycles_left: bid.good_for,
             order: 0,
-            shard,
+            account,
             correlation_id,
             lost_under: 0,
         }
@@ -78,8 +78,8 @@ impl BookBid {
         }
     }
 
-    /// A bid written by a snapshot or a `bid_accepted`, booked again in ledger shard `shard`.
-    pub(crate) fn from_written(config: &Config, shard: u16, p: PendingBid) -> Result<BookBid, String> {
+    /// A bid written by a snapshot or a `bid_accepted`, booked again for account `account`.
+    pub(crate) fn from_written(config: &Config, account: u32, p: PendingBid) -> Result<BookBid, String> {
         let bundle = p.bundle.resolve(&config.resources).map_err(|e| format!("bid `{}`: {e}", p.bid))?;
         let window = Window::new(p.earliest_start, p.latest_end, p.duration)
             .ok_or_else(|| format!("bid `{}`: a window that cannot hold its run", p.bid))?;
@@ -93,7 +93,7 @@ impl BookBid {
             limit: p.limit,
             cycles_left: p.cycles_left,
             order: p.seq,
-            shard,
+            account,
             correlation_id: p.correlation_id,
             lost_under: 0,
         })

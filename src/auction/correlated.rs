@@ -32,10 +32,10 @@ impl Correlated<'_> {
         let receipt = Receipt { bid: bid.id.clone(), agent: bid.agent.clone(), repeat: false, seq: None };
         let answer = match self.prepare(bid) {
             Ok(admission) => {
-                self.market.ledger.admit(&self.market.intake, admission, &mut || self.market.help())
+                self.market.ledger.admit(&self.market.intake, admission, &mut |n| self.market.help(n))
             }
             Err(refusal) => {
-                self.market.ledger.refuse(&self.market.intake, refusal, &mut || self.market.help())
+                self.market.ledger.refuse(&self.market.intake, refusal, &mut |n| self.market.help(n))
             }
         };
         answer.map(|a| receipt.answered(a))
@@ -48,7 +48,7 @@ impl Correlated<'_> {
             .map(|b| Receipt { bid: b.id.clone(), agent: b.agent.clone(), repeat: false, seq: None })
             .collect();
         let items = bids.into_iter().map(|b| self.prepare(b)).collect();
-        let answers = self.market.ledger.batch(&self.market.intake, items, &mut || self.market.help());
+        let answers = self.market.ledger.batch(&self.market.intake, items, &mut |n| self.market.help(n));
         answers
             .into_iter()
             .zip(receipts)
@@ -56,23 +56,26 @@ impl Correlated<'_> {
             .collect()
     }
 
-    /// Checks a bid against the market, without the ledger: what the ledger is asked to book,
-    /// or why it is refused.
+    /// Checks a bid against the market and finds its agent's account: what the ledger is asked
+    /// to book, or why it is refused.
     fn prepare(&self, bid: Bid) -> Result<Admission, Refusal> {
         let m = self.market;
-        match bid.check(&m.config, m.now()) {
-            Err(rejection) => {
-                Err(Refusal { agent: bid.agent, bid: bid.id, rejection, correlation_id: self.cid.clone() })
-            }
-            Ok(checked) => Ok(Admission {
-                bid: {
-                    let shard = m.ledger.shard_of(&bid.agent);
-                    BookBid::new(bid, checked, shard, self.cid.clone())
-                },
-                max_bids: m.config.max_bids_per_agent,
-                book_size: m.config.book_size,
-            }),
-        }
+        let refused = |bid: Bid, rejection| {
+            Err(Refusal { agent: bid.agent, bid: bid.id, rejection, correlation_id: self.cid.clone() })
+        };
+        let checked = match bid.check(&m.config, m.now()) {
+            Ok(checked) => checked,
+            Err(rejection) => return refused(bid, rejection),
+        };
+        let Some(account) = m.ledger.account_of(&bid.agent) else {
+            let r = Rejection::new(RejectCode::UnknownAgent, format!("agent `{}` has no account", bid.agent));
+            return refused(bid, r);
+        };
+        Ok(Admission {
+            bid: BookBid::new(bid, checked, account, self.cid.clone()),
+            max_bids: m.config.max_bids_per_agent,
+            book_size: m.config.book_size,
+        })
     }
 
     /// As [`Market::submit_request`].
@@ -144,7 +147,7 @@ impl Correlated<'_> {
             (Ok(agent), Ok(bid)) => {
                 let receipt = Receipt { bid: bid.clone(), agent: agent.clone(), repeat: false, seq: None };
                 let refusal = Refusal { agent, bid, rejection: r, correlation_id: self.cid.clone() };
-                m.ledger.refuse(&m.intake, refusal, &mut || m.help()).map(|a| receipt.answered(a))
+                m.ledger.refuse(&m.intake, refusal, &mut |n| m.help(n)).map(|a| receipt.answered(a))
             }
             _ => {
                 let entry = super::intake::Entry::Rejected {
@@ -152,8 +155,9 @@ impl Correlated<'_> {
                     agent: agent.to_owned(),
                     rejection: r.clone(),
                     correlation_id: self.cid.clone(),
+                    remember: None,
                 };
-                m.ledger.note(&m.intake, entry, &mut || m.help());
+                m.ledger.note(&m.intake, entry, &mut |n| m.help(n));
                 Err(r)
             }
         }
@@ -166,7 +170,7 @@ impl Correlated<'_> {
     /// As [`Market::cancel`].
     pub fn cancel(&self, agent: &AgentId, bid: &BidId) -> Result<()> {
         let m = self.market;
-        m.ledger.cancel(&m.intake, (agent, bid), &self.cid, &mut || m.help())
+        m.ledger.cancel(&m.intake, (agent, bid), &self.cid, &mut |n| m.help(n))
     }
 
     /// As [`Market::deposit`].
@@ -176,7 +180,7 @@ impl Correlated<'_> {
     /// As [`Market::deposit`].
     pub fn deposit(&self, agent: &AgentId, amount: Credits) -> Result<()> {
         let m = self.market;
-        m.ledger.deposit(&m.intake, (agent, amount), &self.cid, &mut || m.help())
+        m.ledger.deposit(&m.intake, (agent, amount), &self.cid, &mut |n| m.help(n))
     }
 
     /// As [`Market::transfer`].
@@ -186,7 +190,7 @@ impl Correlated<'_> {
     /// As [`Market::transfer`].
     pub fn transfer(&self, from: &AgentId, to: &AgentId, amount: Credits) -> Result<()> {
         let m = self.market;
-        m.ledger.transfer(&m.intake, (from, to, amount), &self.cid, &mut || m.help())
+        m.ledger.transfer(&m.intake, (from, to, amount), &self.cid, &mut |n| m.help(n))
     }
 
     /// As [`Market::set_capacity`].

@@ -9,8 +9,8 @@ use super::clearing::Discovery;
 use super::config::Config;
 use super::cycle::{Cut, PriceReport};
 use super::events::{BundleShares, Event, EventKind};
-use super::ids::{AgentId, BidId};
-use super::intake::Entry;
+use super::ids::BidId;
+use super::intake::{Entry, Remember};
 use super::money::Price;
 use crate::capacity::{Slot, Timeline};
 
@@ -33,9 +33,11 @@ pub(crate) struct Engine {
     subscribers: Vec<Sender<Arc<Vec<Event>>>>,
     /// Events made since the last publish.
     pending: Vec<Event>,
-    /// Bids whose `bid_accepted` was just sequenced: `(shard, agent, bid, seq)`, for the ledger
-    /// to remember the seq a repeat of the id is answered with.
-    pub(crate) accepted: Vec<(u16, AgentId, BidId, u64)>,
+    /// Bids whose `bid_accepted` was just sequenced: `(account, bid, seq)`, for the ledger to
+    /// remember the seq a repeat of the id is answered with.
+    pub(crate) accepted: Vec<(u32, BidId, u64)>,
+    /// Ids just decided or refused, for the ledger to forget in time.
+    pub(crate) remembered: Vec<Remember>,
     /// A cycle replay has cut but not yet seen the outcome of (the journal ended mid-cycle).
     pub(crate) in_flight: Option<Cut>,
     /// The in-flight cycle's outcome events replayed so far.
@@ -57,6 +59,7 @@ impl Engine {
             subscribers: Vec::new(),
             pending: Vec::new(),
             accepted: Vec::new(),
+            remembered: Vec::new(),
             in_flight: None,
             outcome: Vec::new(),
             config,
@@ -133,10 +136,11 @@ impl Engine {
                     good_for: bid.cycles_left,
                 };
                 bid.order = self.emit(None, bid.correlation_id.clone(), kind);
-                self.accepted.push((bid.shard, bid.agent.clone(), bid.id.clone(), bid.order));
+                self.accepted.push((bid.account, bid.id.clone(), bid.order));
                 self.book.insert(bid);
             }
-            Entry::Rejected { bid, agent, rejection, correlation_id } => {
+            Entry::Rejected { bid, agent, rejection, correlation_id, remember } => {
+                self.remembered.extend(remember);
                 let kind = EventKind::BidRejected {
                     bid: clip(bid),
                     agent: clip(agent),
@@ -145,7 +149,8 @@ impl Engine {
                 };
                 self.emit(None, correlation_id, kind);
             }
-            Entry::Cancelled { agent, bid, correlation_id } => {
+            Entry::Cancelled { agent, bid, correlation_id, remember } => {
+                self.remembered.extend(remember);
                 self.emit(
                     None,
                     correlation_id,

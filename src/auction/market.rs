@@ -14,7 +14,7 @@ use super::error::Result;
 use super::events::Event;
 use super::ids::{AgentId, BidId};
 use super::intake::{Intake, Reader};
-use super::ledger::{Balance, Ledger, LedgerTotals};
+use super::ledger::{Balance, Ledger, LedgerTotals, Need};
 use super::lines::Prepared;
 use super::money::{Credits, Price};
 use super::subscription::Subscription;
@@ -23,9 +23,8 @@ use crate::capacity::{Bundle, BundleError, Capacity, Resources, Slot};
 /// A market for shares of capacity over time.
 ///
 /// `submit`, `cancel`, `deposit` and `transfer` may be called from any number of threads at once;
-/// they take only the lock of their agent's ledger shard, and hand their entry to the writer
-/// through a lock-free ring. `clear`, `flush` and `set_capacity`
-/// are the writer's. One `clear` runs at a time; it holds the writer only to cut the book at its
+/// they take no lock (escrow by compare-and-swap, ids in a lock-free table) and hand their entry
+/// to the writer through a lock-free ring. `clear`, `flush` and `set_capacity` are the writer's. One `clear` runs at a time; it holds the writer only to cut the book at its
 /// start and to apply its outcome at its end, so intake goes on being sequenced (by `flush`)
 /// while it computes: bids accepted meanwhile wait for the next cycle. Events reach subscribers
 /// in `seq` order when the writer sequences them, at every `flush` and `clear`.
@@ -152,7 +151,7 @@ impl Market {
     }
 
     /// Submits many bids at once, answering each in order: as [`submit`](Market::submit) for each,
-    /// but every ledger shard involved is locked once for the whole batch.
+    /// but the batch claims its places in the event stream at once.
     pub fn submit_batch(&self, bids: Vec<Bid>) -> Vec<Result<Receipt>> {
         self.untagged().submit_batch(bids)
     }
@@ -260,9 +259,17 @@ impl Market {
             self.intake.take(&mut reader, |e| engine.sequence(e));
         }
         drop(reader);
+        self.hand_over(engine);
+    }
+
+    /// Hands the ledger what sequencing learnt: the seqs of accepted bids, the ids to forget.
+    pub(super) fn hand_over(&self, engine: &mut Engine) {
         if !engine.accepted.is_empty() {
-            self.ledger.mark_sequenced(&mut engine.accepted);
+            self.ledger.mark_sequenced(&engine.accepted);
             engine.accepted.clear();
+        }
+        if !engine.remembered.is_empty() {
+            self.ledger.remember(engine.remembered.drain(..));
         }
     }
 
@@ -374,9 +381,26 @@ impl Market {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What a producer does when the intake ring is full: sequences what is in it.
-    pub(super) fn help(&self) {
-        self.flush();
+    /// What a producer does when it cannot go on: sequences what is in a full ring, or rebuilds
+    /// a full id table.
+    #[allow(unsafe_code)] // The id table's rebuild, with the engine locked.
+    pub(super) fn help(&self, need: Need) {
+        match need {
+            Need::Room => {
+                self.flush();
+            }
+            Need::Rebuild => {
+                let mut engine = self.engine();
+                let room = || {
+                    let mut reader = self.reader();
+                    self.intake.take(&mut reader, |e| engine.sequence(e));
+                };
+                // SAFETY: the engine is locked: no settlement, sequencing or snapshot runs.
+                unsafe { self.ledger.rebuild_ids(&self.intake, room) };
+                self.hand_over(&mut engine);
+                engine.publish();
+            }
+        }
     }
 
     pub(super) fn clearing(&self) -> MutexGuard<'_, ()> {

@@ -10,7 +10,7 @@ use super::config::{Config, ConfigError, MarketConfig};
 use super::error::Rejection;
 use super::ids::{AgentId, BidId};
 use super::intake::Intake;
-use super::ledger::{Admission, Ledger, Release};
+use super::ledger::{Admission, Ledger, Need, Release};
 use super::market::Market;
 use super::money::Credits;
 use crate::capacity::{Bundle, ResourceId, Share, Slot, Timeline};
@@ -105,14 +105,19 @@ impl Cycle {
     /// # Panics
     ///
     /// Never: every bid's agent is funded before it is escrowed.
+    #[allow(unsafe_code)] // The id table's rebuild: this thread alone uses the ledger.
     pub fn escrowed(&self, placed: &Placed) -> Escrowed {
         let (ledger, (intake, mut reader)) = (Ledger::new(), Intake::new());
         let mut bids = placed.bids.clone();
         for b in &mut bids {
-            b.shard = ledger.shard_of(&b.agent);
             // Nobody sequences this ledger's intake: a full ring is emptied.
-            let mut empty = || intake.take(&mut reader, drop);
+            let mut empty = |need: Need| match need {
+                Need::Room => intake.take(&mut reader, drop),
+                // SAFETY: this thread alone uses the ledger.
+                Need::Rebuild => unsafe { ledger.rebuild_ids(&intake, || intake.take(&mut reader, drop)) },
+            };
             ledger.deposit(&intake, (&b.agent, b.limit), &None, &mut empty).expect("a positive limit");
+            b.account = ledger.account_of(&b.agent).expect("an account just opened");
             let admission = Admission { bid: b.clone(), max_bids: u32::MAX, book_size: usize::MAX };
             ledger.admit(&intake, admission, &mut empty).expect("a funded agent");
         }

@@ -101,7 +101,9 @@ impl Market {
                     seq: event.seq,
                     correlation_id: cid,
                 };
-                let booked = BookBid::from_written(&self.config, self.ledger.shard_of(agent), written)?;
+                let account =
+                    self.ledger.account_of(agent).ok_or_else(|| format!("agent `{agent}` has no account"))?;
+                let booked = BookBid::from_written(&self.config, account, written)?;
                 self.ledger.apply_accepted(&self.intake, &booked)?;
                 engine.sequence(Entry::Accepted(booked));
                 engine.accepted.clear();
@@ -114,6 +116,7 @@ impl Market {
                     agent: agent.clone(),
                     rejection,
                     correlation_id: cid,
+                    remember: None,
                 });
             }
             EventKind::BidCancelled { bid, agent } => {
@@ -122,6 +125,7 @@ impl Market {
                     agent: agent.clone(),
                     bid: bid.clone(),
                     correlation_id: cid,
+                    remember: None,
                 });
             }
             EventKind::CreditsDeposited { agent, amount } if event.cycle.is_none() => {

@@ -48,13 +48,16 @@ impl Market {
             return Err(StateError::CycleInFlight(cut.cycle));
         }
         let ledger = {
-            // With every shard locked no producer holds a claimed ticket: the ring holds every
-            // operation made so far, whole.
-            let mut shards = self.ledger.lock_all();
-            self.intake.take(&mut self.reader(), |e| engine.sequence(e));
-            Ledger::mark_sequenced_in(&mut shards, &engine.accepted);
-            engine.accepted.clear();
-            self.ledger.export(&shards)
+            // With intake closed no producer is between its ticket and its entry: the ring
+            // holds every operation made so far, whole, and nothing changes until it opens.
+            let mut reader = self.reader();
+            self.intake.close(|| self.intake.take(&mut reader, |e| engine.sequence(e)));
+            self.intake.take(&mut reader, |e| engine.sequence(e));
+            drop(reader);
+            self.hand_over(&mut engine);
+            let ledger = self.ledger.export();
+            self.intake.open();
+            ledger
         };
         engine.publish();
         let config = &self.config;
@@ -173,8 +176,10 @@ impl Market {
             engine.timeline.sell(resource(&s.resource)?, s.from.0..s.to.0, s.sold.micros());
         }
         for p in &snapshot.book {
-            let bid = BookBid::from_written(&config, ledger.shard_of(&p.agent), p.clone())
-                .map_err(StateError::Inconsistent)?;
+            let account = ledger.account_of(&p.agent).ok_or_else(|| {
+                inconsistent(format!("bid `{}` of `{}`, who has no account", p.bid, p.agent))
+            })?;
+            let bid = BookBid::from_written(&config, account, p.clone()).map_err(StateError::Inconsistent)?;
             if !ledger.holds_pending(&bid) {
                 return Err(inconsistent(format!(
                     "bid `{}` of `{}` is not escrowed as pending",

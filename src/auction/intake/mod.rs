@@ -3,8 +3,9 @@
 //! Every operation (a submit, a cancel, a deposit, a transfer, a refusal) claims a ticket from
 //! the intake [`ring`] and writes its [`Entry`] under it: the ticket is its place in the order
 //! operations happened, and the writer sequences entries in ticket order, without a lock and
-//! without merging. A producer claims its ticket with its agent's ledger shard locked, so an
-//! agent's entries are in the order its ledger changed.
+//! without merging. An operation that takes credits from an account does so before it claims its
+//! ticket, one that adds credits after, so a replay in ticket order never finds an account short
+//! (see `ledger`).
 //!
 //! A clearing *cut* is a ticket too: the writer claims one, and the operations with tickets
 //! below it are in the cycle's book, those above it after. While the cycle computes, the bids
@@ -12,8 +13,10 @@
 //! waits for the outcome instead of racing the settlement. Producers read the last cut through
 //! [`Cuts`], a sequence lock the writer alone writes.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{Condvar, Mutex};
 
 use crossbeam_utils::CachePadded;
 
@@ -35,10 +38,16 @@ pub(crate) const RING_SLOTS: usize = 1 << 17;
 pub(crate) enum Entry {
     /// A bid booked and escrowed.
     Accepted(BookBid),
-    /// A submit or cancel refused.
-    Rejected { bid: String, agent: String, rejection: Rejection, correlation_id: Option<Arc<str>> },
+    /// A submit or cancel refused; a refused submit's id is remembered, to be forgotten later.
+    Rejected {
+        bid: String,
+        agent: String,
+        rejection: Rejection,
+        correlation_id: Option<Arc<str>>,
+        remember: Option<Remember>,
+    },
     /// A pending bid withdrawn; its escrow was released.
-    Cancelled { agent: AgentId, bid: BidId, correlation_id: Option<Arc<str>> },
+    Cancelled { agent: AgentId, bid: BidId, correlation_id: Option<Arc<str>>, remember: Option<Remember> },
     /// Credits deposited.
     Deposited { agent: AgentId, amount: Credits, correlation_id: Option<Arc<str>> },
     /// Credits moved between accounts.
@@ -46,6 +55,17 @@ pub(crate) enum Entry {
     /// Nothing: a ticket claimed by an operation that made no event (a repeated id, an
     /// operation refused without one), or a cut.
     Void,
+}
+
+/// An id decided or refused in cycle `cycle`, which the writer forgets some cycles later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Remember {
+    /// The agent's account.
+    pub(crate) account: u32,
+    pub(crate) bid: BidId,
+    pub(crate) cycle: u64,
+    /// Refused (else decided).
+    pub(crate) refused: bool,
 }
 
 impl ring::Void for Entry {
@@ -72,6 +92,8 @@ struct Cuts {
     started: AtomicU64,
     /// The ticket of the cut whose cycle is being computed; 0 while none is.
     frozen: AtomicU64,
+    /// The ticket at which the writer closed intake; 0 while it is open.
+    closed: AtomicU64,
 }
 
 /// What a producer reads of the cuts, all from one instant.
@@ -80,6 +102,7 @@ struct CutsSeen {
     last: u64,
     started: u64,
     frozen: u64,
+    closed: u64,
 }
 
 /// The ring, the cuts and the live-bid count shared by producers and the writer.
@@ -115,6 +138,7 @@ impl Intake {
             last: AtomicU64::new(0),
             started: AtomicU64::new(cycles),
             frozen: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
         };
         let intake = Intake {
             ring,
@@ -126,8 +150,7 @@ impl Intake {
         (intake, reader)
     }
 
-    /// Claims `n` consecutive tickets (at most the ring's slots), or [`Full`]. Claim them with the
-    /// agents' shards locked, so an agent's entries are in the order its ledger changed.
+    /// Claims `n` consecutive tickets (at most the ring's slots), or [`Full`].
     pub(crate) fn claim(&self, n: usize) -> Result<Claim<'_>, Full> {
         if n > self.ring.capacity() {
             return Err(Full);
@@ -151,12 +174,13 @@ impl Intake {
                     last: c.last.load(Ordering::SeqCst),
                     started: c.started.load(Ordering::SeqCst),
                     frozen: c.frozen.load(Ordering::SeqCst),
+                    closed: c.closed.load(Ordering::SeqCst),
                 };
                 if c.version.load(Ordering::SeqCst) == version {
                     return seen;
                 }
             }
-            backoff.snooze();
+            crate::sync::snooze(&backoff);
         }
     }
 
@@ -185,6 +209,53 @@ impl Intake {
     pub(crate) fn is_frozen(&self, accepted: u64, ticket: u64) -> bool {
         let seen = self.seen();
         seen.frozen != 0 && accepted <= seen.frozen && seen.frozen < ticket
+    }
+
+    /// Whether intake was closed below `ticket`: its operation must give the ticket up (void) and
+    /// wait for intake to open again.
+    pub(crate) fn is_closed(&self, ticket: u64) -> bool {
+        let seen = self.seen();
+        seen.closed != 0 && seen.closed < ticket
+    }
+
+    /// Blocks until intake is open.
+    pub(crate) fn wait_open(&self) {
+        let mut guard = self.thaw.lock().unwrap_or_else(|e| e.into_inner());
+        while self.cuts.closed.load(Ordering::SeqCst) != 0 {
+            guard = self.thawed.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The writer closes intake: operations claiming a ticket from now on wait until it opens,
+    /// and those that claimed one before have written their entries when this returns (they
+    /// are in the ring, not yet sequenced). `room` is called when the ring is too full for the
+    /// closing ticket (the caller sequences what is in it). Open it again with
+    /// [`open`](Intake::open).
+    pub(crate) fn close(&self, mut room: impl FnMut()) {
+        let c = &self.cuts;
+        let ticket = loop {
+            c.version.fetch_add(1, Ordering::SeqCst);
+            if let Some(claim) = self.ring.claim(1) {
+                let ticket = claim.ticket();
+                c.closed.store(ticket, Ordering::SeqCst);
+                c.version.fetch_add(1, Ordering::SeqCst);
+                drop(claim);
+                break ticket;
+            }
+            c.version.fetch_add(1, Ordering::SeqCst);
+            room();
+        };
+        self.ring.wait_published(ticket);
+    }
+
+    /// Opens intake again and wakes the operations waiting for it.
+    pub(crate) fn open(&self) {
+        let _guard = self.thaw.lock().unwrap_or_else(|e| e.into_inner());
+        let c = &self.cuts;
+        c.version.fetch_add(1, Ordering::SeqCst);
+        c.closed.store(0, Ordering::SeqCst);
+        c.version.fetch_add(1, Ordering::SeqCst);
+        self.thawed.notify_all();
     }
 
     /// Blocks until the cycle being cleared, if any, has its outcome.
@@ -255,7 +326,7 @@ impl Intake {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use crate::phases::Workload;
     use crate::{AgentId, BidId, Credits, Event, Market, Slot};
@@ -328,5 +399,49 @@ mod tests {
         let totals = m.totals();
         let held = totals.available.micros() + totals.escrowed.micros() + totals.burned.micros();
         assert_eq!(held, totals.deposits.micros());
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// A producer claims a ticket and reads its cycle while the writer cuts: an operation the
+    /// cut took (below it) is of the cycle before, one it left (above it) of the cycle it
+    /// started, as the event stream will show them; and a bid accepted below the cut is frozen
+    /// for an operation above it.
+    #[test]
+    fn a_cut_racing_a_producer_puts_it_on_one_side() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let (intake, mut reader) = Intake::with_slots(0, 4);
+            let intake = Arc::new(intake);
+            let producer = {
+                let intake = intake.clone();
+                loom::thread::spawn(move || {
+                    let mut claim = intake.claim(1).unwrap();
+                    let ticket = claim.ticket();
+                    let cycle = intake.cycle_of(ticket);
+                    let frozen = intake.is_frozen(0, ticket);
+                    claim.put(Entry::Deposited {
+                        agent: crate::AgentId::new("a").unwrap(),
+                        amount: crate::Credits::from_micros(cycle + 1),
+                        correlation_id: None,
+                    });
+                    (cycle, frozen)
+                })
+            };
+            let mut below = Vec::new();
+            intake.cut(&mut reader, |e| below.push(e));
+            let (cycle, frozen) = producer.join().unwrap();
+            let mut above = Vec::new();
+            intake.take(&mut reader, |e| above.push(e));
+            assert_eq!(below.len() + above.len(), 1);
+            assert_eq!(cycle, if below.is_empty() { 1 } else { 0 });
+            assert_eq!(frozen, below.is_empty(), "a bid from before the cut is frozen after it");
+            intake.thaw();
+        });
     }
 }

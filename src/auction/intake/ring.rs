@@ -144,6 +144,18 @@ impl<T: Void> Ring<T> {
         self.taken.store(reader.next, Ordering::Release);
     }
 
+    /// Waits until every ticket below `until` (at most what is claimed) is published; takes
+    /// nothing. Any thread may wait.
+    pub(crate) fn wait_published(&self, until: u64) {
+        let mut ticket = self.taken.load(Ordering::Acquire);
+        while ticket < until {
+            let slot = &self.slots[(ticket & self.mask) as usize];
+            // A later stamp means the ticket was taken and its slot reused: published too.
+            wait(|| slot.stamp.load(Ordering::Acquire) > ticket);
+            ticket += 1;
+        }
+    }
+
     /// Takes every entry claimed so far, as [`take`](Ring::take).
     pub(crate) fn take_all(&self, reader: &mut Reader, each: impl FnMut(u64, T)) {
         let until = self.claimed();
@@ -158,12 +170,8 @@ const FREE_EVERY: u64 = 63;
 fn wait(ready: impl Fn() -> bool) {
     let backoff = crossbeam_utils::Backoff::new();
     while !ready() {
-        #[cfg(loom)]
-        loom::thread::yield_now();
-        #[cfg(not(loom))]
-        backoff.snooze();
+        crate::sync::snooze(&backoff);
     }
-    let _ = backoff;
 }
 
 #[cfg(not(loom))]

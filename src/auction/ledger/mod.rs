@@ -1,32 +1,39 @@
-//! The ledger: accounts with available and escrowed credits, sharded by agent.
+//! The ledger: accounts with available and escrowed credits, and the ids each agent has used,
+//! changed by producers on any thread without a lock.
 //!
-//! An agent's account, its live bids and the ids it has used live in one of [`SHARDS`] shards,
-//! each behind its own mutex; no lock is shared by all producers. Every operation that changes
-//! an account claims its intake ticket and writes its entry before unlocking, so the writer
-//! sequences an agent's operations in the order they happened. Credits are conserved exactly:
-//! `available + escrowed (over all accounts) + burned = deposits`, where pool settlement is a
-//! credit to the pool account.
+//! - **Escrow by compare-and-swap.** A bid's limit leaves `available` by one compare-and-swap
+//!   that refuses to go below zero, so no interleaving overdraws an account.
+//! - **Ids in a lock-free table** ([`ids`]): the first insert of an id wins; a repeat finds it
+//!   and is answered with its first result.
+//! - **The order of events.** Every operation claims an intake ticket, its place in the event
+//!   stream. An operation that takes credits from an account (an escrow, a transfer out) does so
+//!   *before* it claims its ticket, one that adds credits (a deposit, a transfer in, a release)
+//!   *after*. So whatever an operation's success depended on has a lower ticket, and a replay of
+//!   the events in ticket order never finds an account short (the proof is in
+//!   docs/performance.md, *Intake*).
+//!
+//! Credits are conserved exactly: `available + escrowed (over all accounts) + burned =
+//! deposits`, where pool settlement is a credit to the pool account (exact at quiescence; an
+//! escrow is two atomic steps).
+#![allow(unsafe_code)] // The id table behind one pointer, replaced only with intake closed.
 
-use std::collections::{VecDeque, hash_map};
-use std::hash::BuildHasher;
-
-use foldhash::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-
-use crossbeam_utils::CachePadded;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::book::BookBid;
 use super::error::{RejectCode, Rejection};
 use super::ids::{AgentId, BidId};
-use super::intake::{Claim, Entry, Full, Intake};
+use super::intake::{Claim, Entry, Full, Intake, Remember};
 use super::money::Credits;
 
+mod accounts;
+pub(crate) mod ids;
 mod state;
 mod writer;
 
-/// Number of ledger shards.
-pub(crate) const SHARDS: usize = 64;
+use accounts::Accounts;
+use ids::{Body, Id, IdTable, Inserted, State};
 
 /// An agent's credits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,107 +56,6 @@ pub struct LedgerTotals {
     /// Credits ever deposited.
     pub deposits: Credits,
 }
-
-#[derive(Debug, Default)]
-struct Account {
-    available: u64,
-    escrowed: u64,
-    /// Live bids (pending in the book or on their way to it).
-    live: u32,
-    /// Bids by id: live ones, and decided or refused ones until forgotten.
-    bids: HashMap<BidId, BidState>,
-}
-
-#[derive(Clone, Debug)]
-enum BidState {
-    /// In the book, `limit` escrowed; accepted under intake ticket `accepted`, its
-    /// `bid_accepted` at `seq` (0 until the writer has sequenced it).
-    Pending { accepted: u64, limit: u64, seq: u64 },
-    /// Accepted earlier (its `bid_accepted` at `seq`), decided (won, lost, expired, cancelled)
-    /// in cycle `cycle`.
-    Decided { cycle: u64, seq: u64 },
-    /// Refused in cycle `cycle` with `rejection`, the answer to any repeat.
-    Refused { cycle: u64, rejection: Rejection },
-}
-
-/// One shard: the accounts of the agents that hash to it.
-#[derive(Debug, Default)]
-pub(crate) struct Shard {
-    accounts: HashMap<AgentId, Account>,
-    /// Ids to forget, oldest first: (cycle decided, agent, bid).
-    forget: VecDeque<(u64, AgentId, BidId)>,
-}
-
-impl Shard {
-    /// Books a checked bid; its entry, if it makes one, goes under the claim's next ticket.
-    fn admit(&mut self, intake: &Intake, claim: &mut Claim<'_>, a: Admission) -> Result<Admitted, Rejection> {
-        let shard = self;
-        let Some(account) = shard.accounts.get_mut(&a.bid.agent) else {
-            let r = reject(RejectCode::UnknownAgent, format!("agent `{}` has no account", a.bid.agent));
-            claim.put(rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id));
-            return Err(r);
-        };
-        // One hash and probe of the id for both the repeat check and the record.
-        let slot = match account.bids.entry(a.bid.id.clone()) {
-            hash_map::Entry::Occupied(first) => return first_result(first.get()),
-            hash_map::Entry::Vacant(slot) => slot,
-        };
-        let limit = a.bid.limit.micros();
-        let refusal = if account.live >= a.max_bids {
-            Some(reject(
-                RejectCode::TooManyBids,
-                format!("agent `{}` already holds {} live bids", a.bid.agent, account.live),
-            ))
-        } else if account.available < limit {
-            Some(reject(
-                RejectCode::InsufficientCredits,
-                format!(
-                    "limit {} exceeds available {}",
-                    a.bid.limit,
-                    Credits::from_micros(account.available)
-                ),
-            ))
-        } else if !intake.reserve_live(a.book_size) {
-            Some(reject(RejectCode::BookFull, format!("the book holds {} live bids", a.book_size)))
-        } else {
-            None
-        };
-        if let Some(r) = refusal {
-            let cycle = intake.cycle_of(claim.ticket());
-            slot.insert(BidState::Refused { cycle, rejection: r.clone() });
-            shard.forget.push_back((cycle, a.bid.agent.clone(), a.bid.id.clone()));
-            claim.put(rejected_entry(a.bid.id.as_str(), a.bid.agent.as_str(), &r, &a.bid.correlation_id));
-            return Err(r);
-        }
-        slot.insert(BidState::Pending { accepted: claim.ticket(), limit, seq: 0 });
-        account.available -= limit;
-        account.escrowed += limit;
-        account.live += 1;
-        claim.put(Entry::Accepted(a.bid));
-        Ok(Admitted::New)
-    }
-
-    /// Records a refused submit; its entry, if it makes one, goes under the claim's next ticket.
-    fn refuse(&mut self, intake: &Intake, claim: &mut Claim<'_>, r: Refusal) -> Result<Admitted, Rejection> {
-        let shard = self;
-        let Refusal { agent, bid, rejection, correlation_id } = r;
-        let cycle = intake.cycle_of(claim.ticket());
-        let (agent, bid, correlation_id) = (&agent, &bid, &correlation_id);
-        if let Some(account) = shard.accounts.get_mut(agent) {
-            if let Some(first) = account.bids.get(bid) {
-                return first_result(first);
-            }
-            account.bids.insert(bid.clone(), BidState::Refused { cycle, rejection: rejection.clone() });
-            shard.forget.push_back((cycle, agent.clone(), bid.clone()));
-        }
-        claim.put(rejected_entry(bid.as_str(), agent.as_str(), &rejection, correlation_id));
-        Err(rejection)
-    }
-}
-
-/// What a producer does when the intake ring is full: sequences what is in it (the market's
-/// `flush`), with no shard locked.
-pub(crate) type Help<'a> = &'a mut dyn FnMut();
 
 /// What a submit that passed every check hands the ledger.
 #[derive(Debug)]
@@ -177,12 +83,34 @@ pub(crate) enum Release {
     Returned,
 }
 
-/// The sharded ledger.
+/// What booking a bid came to.
+enum Booked {
+    /// Its answer.
+    Answered(Result<Admitted, Rejection>),
+    /// The id table is full: the bid comes back, what it took given back.
+    Full(Admission),
+}
+
+/// What a producer needs done before it can go on, with nothing of its own held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// The intake ring is full: sequence what is in it (the market's `flush`).
+    Room,
+    /// The id table is full: rebuild it, with intake closed ([`Ledger::rebuild_ids`]).
+    Rebuild,
+}
+
+/// What a producer calls when it needs something done (see [`Need`]).
+pub(crate) type Help<'a> = &'a mut dyn FnMut(Need);
+
+/// The ledger.
 #[derive(Debug)]
 pub(crate) struct Ledger {
-    shards: Box<[CachePadded<Mutex<Shard>>]>,
-    /// Picks an agent's shard; fixed, so the same agent always lands in the same shard.
-    hasher: foldhash::fast::FixedState,
+    accounts: Accounts,
+    /// The id table; replaced only by [`rebuild_ids`](Ledger::rebuild_ids).
+    ids: AtomicPtr<IdTable>,
+    /// Ids to forget, oldest first. The writer's alone.
+    forget: Mutex<VecDeque<Remember>>,
     deposits: AtomicU64,
     burned: AtomicU64,
 }
@@ -191,116 +119,304 @@ fn reject(code: RejectCode, message: String) -> Rejection {
     Rejection::new(code, message)
 }
 
+impl Default for Ledger {
+    fn default() -> Ledger {
+        Ledger::new()
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::into_raw` and no one else can hold the table now.
+        drop(unsafe { Box::from_raw(*self.ids.get_mut()) });
+    }
+}
+
 impl Ledger {
     pub(crate) fn new() -> Ledger {
         Ledger {
-            shards: (0..SHARDS).map(|_| CachePadded::new(Mutex::new(Shard::default()))).collect(),
-            hasher: foldhash::fast::FixedState::with_seed(0x5eed_cafe),
+            accounts: Accounts::new(),
+            ids: AtomicPtr::new(Box::into_raw(Box::new(IdTable::new(ids::MIN_SLOTS)))),
+            forget: Mutex::new(VecDeque::new()),
             deposits: AtomicU64::new(0),
             burned: AtomicU64::new(0),
         }
     }
 
-    /// The shard holding `agent`'s account.
-    pub(crate) fn shard_of(&self, agent: &AgentId) -> u16 {
-        (self.hasher.hash_one(agent.as_str()) % SHARDS as u64) as u16
+    /// The id table.
+    fn ids(&self) -> &IdTable {
+        // SAFETY: the table is replaced (and the old one dropped) only by `rebuild_ids`, whose
+        // caller guarantees that no producer is inside the table (intake closed: every
+        // operation that claimed a ticket before has written its entry and left) and that no
+        // writer-side reader runs (the engine is locked); every other reference lives within one
+        // operation.
+        unsafe { &*self.ids.load(Ordering::Acquire) }
     }
 
-    fn lock(&self, shard: u16) -> MutexGuard<'_, Shard> {
-        // A panic while holding a shard cannot leave it half-changed: every operation checks
-        // before it writes. So a poisoned lock is still consistent.
-        self.shards[usize::from(shard)].lock().unwrap_or_else(|e| e.into_inner())
+    /// Rebuilds the id table if it is full (dropping forgotten ids, doubling it if it must),
+    /// with intake closed meanwhile: producers that claimed a ticket before the close have left
+    /// the table, those claiming one after wait. `room` sequences the ring when it is too full
+    /// to close.
+    ///
+    /// # Safety
+    ///
+    /// No other thread uses the ledger as the writer does (settlement, forgetting, sequencing,
+    /// snapshots, replay) meanwhile: the market holds its engine locked.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn rebuild_ids(&self, intake: &Intake, room: impl FnMut()) {
+        if !self.ids().is_full() {
+            return;
+        }
+        intake.close(room);
+        let old = self.ids.load(Ordering::Acquire);
+        // SAFETY: intake is closed, so no producer holds a reference into the table, and the
+        // caller keeps the writer's side away; the table came from `Box::into_raw`.
+        let rebuilt = unsafe { Box::from_raw(old) }.rebuilt();
+        self.ids.store(Box::into_raw(Box::new(rebuilt)), Ordering::Release);
+        intake.open();
     }
 
-    /// Every shard, locked in shard order.
-    pub(crate) fn lock_all(&self) -> Vec<MutexGuard<'_, Shard>> {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner())).collect()
+    /// The number of `agent`'s account, if it has one.
+    pub(crate) fn account_of(&self, agent: &AgentId) -> Option<u32> {
+        self.accounts.find(agent.as_str())
     }
 
-    /// Locks `shard` and claims `n` intake tickets with it locked; when the ring is full, asks
-    /// for `help` with the shard unlocked and tries again.
-    fn lock_claiming<'a>(
-        &'a self,
-        intake: &'a Intake,
-        shard: u16,
-        n: usize,
-        help: Help<'_>,
-    ) -> (MutexGuard<'a, Shard>, Claim<'a>) {
+    /// Claims `n` tickets; asks for room while the ring is full, waits while intake is closed.
+    fn claim<'a>(&self, intake: &'a Intake, n: usize, help: Help<'_>) -> Claim<'a> {
         loop {
-            let guard = self.lock(shard);
             match intake.claim(n) {
-                Ok(claim) => return (guard, claim),
-                Err(Full) => {
-                    drop(guard);
-                    help();
+                Ok(claim) if intake.is_closed(claim.ticket()) => {
+                    drop(claim);
+                    intake.wait_open();
+                }
+                Ok(claim) => return claim,
+                Err(Full) => help(Need::Room),
+            }
+        }
+    }
+
+    /// Writes an entry that belongs to no account (a payload too malformed to name one).
+    pub(crate) fn note(&self, intake: &Intake, entry: Entry, help: Help<'_>) {
+        self.claim(intake, 1, help).put(entry);
+    }
+
+    /// Books a checked bid: the per-agent and book limits and the escrow by compare-and-swap,
+    /// then its ticket and its id; a repeat gives back what it took and answers with the first
+    /// result.
+    pub(crate) fn admit(&self, intake: &Intake, a: Admission, help: Help<'_>) -> Result<Admitted, Rejection> {
+        let mut a = a;
+        loop {
+            // Taken before the ticket (see the module documentation).
+            let refusal = self.take(intake, &a);
+            let mut claim = self.claim(intake, 1, help);
+            match self.book(intake, &mut claim, a, refusal) {
+                Booked::Answered(answer) => return answer,
+                Booked::Full(back) => {
+                    drop(claim);
+                    help(Need::Rebuild);
+                    a = back;
                 }
             }
         }
     }
 
-    /// Notes an entry that belongs to no account (a payload too malformed to name one).
-    pub(crate) fn note(&self, intake: &Intake, entry: Entry, help: Help<'_>) {
-        let (_shard, mut claim) = self.lock_claiming(intake, 0, 1, help);
-        claim.put(entry);
+    /// Takes what `a` needs: a live bid of its agent's, its escrow, a live bid of the book's;
+    /// or, when one is short, gives back what it took and says why, in the order refusals are
+    /// reported.
+    fn take(&self, intake: &Intake, a: &Admission) -> Option<Rejection> {
+        let account = self.accounts.get(a.bid.account);
+        let limit = a.bid.limit.micros();
+        if let Err(live) = account.reserve_live(a.max_bids) {
+            return Some(reject(
+                RejectCode::TooManyBids,
+                format!("agent `{}` already holds {live} live bids", a.bid.agent),
+            ));
+        }
+        if let Err(available) = account.debit(limit) {
+            account.live.fetch_sub(1, Ordering::AcqRel);
+            return Some(reject(
+                RejectCode::InsufficientCredits,
+                format!("limit {} exceeds available {}", a.bid.limit, Credits::from_micros(available)),
+            ));
+        }
+        if !intake.reserve_live(a.book_size) {
+            self.give_back(intake, a, false);
+            return Some(reject(RejectCode::BookFull, format!("the book holds {} live bids", a.book_size)));
+        }
+        None
     }
 
-    /// Books a checked bid: dedupe, per-agent and book limits, then escrow, all under the agent's
-    /// shard lock, and writes its entry.
-    pub(crate) fn admit(&self, intake: &Intake, a: Admission, help: Help<'_>) -> Result<Admitted, Rejection> {
-        let (mut shard, mut claim) = self.lock_claiming(intake, a.bid.shard, 1, help);
-        shard.admit(intake, &mut claim, a)
+    /// Gives back what [`take`](Ledger::take) took for a bid not booked after all: its agent's
+    /// live bid and its escrow, and the book's live bid when `book` (credits added: after the
+    /// ticket, or with none).
+    fn give_back(&self, intake: &Intake, a: &Admission, book: bool) {
+        let account = self.accounts.get(a.bid.account);
+        account.available.fetch_add(a.bid.limit.micros(), Ordering::AcqRel);
+        account.live.fetch_sub(1, Ordering::AcqRel);
+        if book {
+            intake.release_live(1);
+        }
+    }
+
+    /// Books `a` (which took what it needs unless `refusal`) under the claim's next ticket, or
+    /// records its refusal; a repeated id gives back what it took. `Err` hands `a` back, with
+    /// what it took given back, when the id table must be rebuilt first.
+    fn book(
+        &self,
+        intake: &Intake,
+        claim: &mut Claim<'_>,
+        a: Admission,
+        refusal: Option<Rejection>,
+    ) -> Booked {
+        let number = a.bid.account;
+        let limit = a.bid.limit.micros();
+        let ids = self.ids();
+        let Some(r) = refusal else {
+            let body = Body { account: number, bid: a.bid.id.clone(), limit, refusal: None };
+            return match ids.insert(body, State::Pending { accepted: claim.ticket() }) {
+                Inserted::New(_) => {
+                    self.accounts.get(number).escrowed.fetch_add(limit, Ordering::AcqRel);
+                    claim.put(Entry::Accepted(a.bid));
+                    Booked::Answered(Ok(Admitted::New))
+                }
+                Inserted::Repeat(first) => {
+                    self.give_back(intake, &a, true);
+                    Booked::Answered(first_result(first))
+                }
+                Inserted::Full(_) => {
+                    self.give_back(intake, &a, true);
+                    Booked::Full(a)
+                }
+            };
+        };
+        let cycle = intake.cycle_of(claim.ticket());
+        let body =
+            Body { account: number, bid: a.bid.id.clone(), limit: 0, refusal: Some(Box::new(r.clone())) };
+        match ids.insert(body, State::Refused { cycle }) {
+            Inserted::New(_) => {
+                let remember = Remember { account: number, bid: a.bid.id.clone(), cycle, refused: true };
+                claim.put(rejected_entry(
+                    a.bid.id.as_str(),
+                    a.bid.agent.as_str(),
+                    &r,
+                    &a.bid.correlation_id,
+                    Some(remember),
+                ));
+                Booked::Answered(Err(r))
+            }
+            Inserted::Repeat(first) => Booked::Answered(first_result(first)),
+            Inserted::Full(_) => Booked::Full(a),
+        }
     }
 
     /// Records a submit refused by its checks, unless the id was used before (then the first
     /// result answers), and writes its `bid_rejected`.
     pub(crate) fn refuse(&self, intake: &Intake, r: Refusal, help: Help<'_>) -> Result<Admitted, Rejection> {
-        let (mut shard, mut claim) = self.lock_claiming(intake, self.shard_of(&r.agent), 1, help);
-        shard.refuse(intake, &mut claim, r)
+        let number = self.account_of(&r.agent);
+        loop {
+            let mut claim = self.claim(intake, 1, help);
+            match self.refuse_claimed(intake, &mut claim, number, &r) {
+                Some(answer) => return answer,
+                None => {
+                    drop(claim);
+                    help(Need::Rebuild);
+                }
+            }
+        }
     }
 
-    /// Admits or refuses a batch, in order, locking each shard involved once (in shard order, so
-    /// batches cannot deadlock) and claiming the batch's tickets at once: the items keep their
-    /// order, and producers touch the shared ticket counter once per batch, not once per bid. A
-    /// batch larger than the intake ring goes in parts.
+    /// As [`refuse`](Ledger::refuse) under the claim's next ticket; `None` when the id table must
+    /// be rebuilt first.
+    fn refuse_claimed(
+        &self,
+        intake: &Intake,
+        claim: &mut Claim<'_>,
+        number: Option<u32>,
+        r: &Refusal,
+    ) -> Option<Result<Admitted, Rejection>> {
+        let Refusal { agent, bid, rejection, correlation_id } = r;
+        let remember = match number {
+            None => None,
+            Some(number) => {
+                let cycle = intake.cycle_of(claim.ticket());
+                let body = Body {
+                    account: number,
+                    bid: bid.clone(),
+                    limit: 0,
+                    refusal: Some(Box::new(rejection.clone())),
+                };
+                match self.ids().insert(body, State::Refused { cycle }) {
+                    Inserted::New(_) => {
+                        Some(Remember { account: number, bid: bid.clone(), cycle, refused: true })
+                    }
+                    Inserted::Repeat(first) => return Some(first_result(first)),
+                    Inserted::Full(_) => return None,
+                }
+            }
+        };
+        claim.put(rejected_entry(bid.as_str(), agent.as_str(), rejection, correlation_id, remember));
+        Some(Err(rejection.clone()))
+    }
+
+    /// Admits or refuses a batch, in order: what each item needs is taken first, then the
+    /// batch's tickets are claimed at once, so the items keep their order and producers touch
+    /// the shared ticket counter once per batch, not once per bid. A batch larger than the
+    /// intake ring goes in parts.
     pub(crate) fn batch(
         &self,
         intake: &Intake,
         items: Vec<Result<Admission, Refusal>>,
         help: Help<'_>,
     ) -> Vec<Result<Admitted, Rejection>> {
-        let shard_of = |item: &Result<Admission, Refusal>| match item {
-            Ok(a) => a.bid.shard,
-            Err(r) => self.shard_of(&r.agent),
-        };
         let part = (intake.slots() / 2).max(1);
         let mut answers = Vec::with_capacity(items.len());
         let mut items = items.into_iter().peekable();
-        let mut order: Vec<u16> = Vec::new();
-        let mut wanted: Vec<u16> = Vec::new();
-        let mut taken: Vec<Result<Admission, Refusal>> = Vec::new();
+        let mut taken: Vec<(Result<Admission, Refusal>, Option<Rejection>)> = Vec::new();
         while items.peek().is_some() {
-            taken.extend(items.by_ref().take(part));
-            order.clear();
-            order.extend(taken.iter().map(shard_of));
-            wanted.clone_from(&order);
-            wanted.sort_unstable();
-            wanted.dedup();
-            let (mut guards, mut claim) = loop {
-                let guards: Vec<MutexGuard<'_, Shard>> = wanted.iter().map(|&k| self.lock(k)).collect();
-                match intake.claim(taken.len()) {
-                    Ok(claim) => break (guards, claim),
-                    Err(Full) => {
-                        drop(guards);
-                        help();
+            taken.extend(items.by_ref().take(part).map(|item| {
+                let refusal = match &item {
+                    Ok(a) => self.take(intake, a),
+                    Err(_) => None,
+                };
+                (item, refusal)
+            }));
+            let mut claim = self.claim(intake, taken.len(), help);
+            let mut taken = taken.drain(..);
+            while let Some((item, refusal)) = taken.next() {
+                let answer = match item {
+                    Ok(a) => match self.book(intake, &mut claim, a, refusal) {
+                        Booked::Answered(answer) => Ok(answer),
+                        Booked::Full(a) => Err(Ok(a)),
+                    },
+                    Err(r) => {
+                        let number = self.account_of(&r.agent);
+                        self.refuse_claimed(intake, &mut claim, number, &r).ok_or(Err(r))
+                    }
+                };
+                match answer {
+                    Ok(answer) => answers.push(answer),
+                    Err(item) => {
+                        // The id table is full: what the rest took is given back, and each goes
+                        // on its own once the table is rebuilt.
+                        let rest: Vec<Result<Admission, Refusal>> = std::iter::once(item)
+                            .chain(taken.by_ref().map(|(item, refusal)| {
+                                if let (Ok(a), None) = (&item, &refusal) {
+                                    self.give_back(intake, a, true);
+                                }
+                                item
+                            }))
+                            .collect();
+                        drop(claim);
+                        help(Need::Rebuild);
+                        for item in rest {
+                            answers.push(match item {
+                                Ok(a) => self.admit(intake, a, help),
+                                Err(r) => self.refuse(intake, r, help),
+                            });
+                        }
+                        break;
                     }
                 }
-            };
-            for (item, &k) in taken.drain(..).zip(&order) {
-                let shard = &mut *guards[wanted.binary_search(&k).expect("locked above")];
-                answers.push(match item {
-                    Ok(a) => shard.admit(intake, &mut claim, a),
-                    Err(r) => shard.refuse(intake, &mut claim, r),
-                });
             }
         }
         answers
@@ -315,42 +431,44 @@ impl Ledger {
         correlation_id: &Option<Arc<str>>,
         help: Help<'_>,
     ) -> Result<(), Rejection> {
-        let shard_index = self.shard_of(agent);
+        let number = self.account_of(agent);
         loop {
-            let (mut guard, mut claim) = self.lock_claiming(intake, shard_index, 1, help);
-            let state = guard.accounts.get(agent).and_then(|a| a.bids.get(bid).cloned());
-            let refusal = match state {
-                Some(BidState::Pending { accepted, .. }) if intake.is_frozen(accepted, claim.ticket()) => {
+            let mut claim = self.claim(intake, 1, help);
+            let found = number.and_then(|n| self.ids().find(n, bid.as_str()).map(|id| (n, id)));
+            let refusal = match found.map(|(n, id)| (n, id, id.state())) {
+                Some((_, _, State::Pending { accepted })) if intake.is_frozen(accepted, claim.ticket()) => {
                     drop(claim);
-                    drop(guard);
                     intake.wait_thaw();
                     continue;
                 }
-                Some(BidState::Pending { limit, seq, .. }) => {
-                    let shard = &mut *guard;
-                    let account = shard.accounts.get_mut(agent).expect("the bid's account exists");
-                    account.escrowed -= limit;
-                    account.available += limit;
-                    account.live -= 1;
-                    let now = intake.cycle_of(claim.ticket());
-                    account.bids.insert(bid.clone(), BidState::Decided { cycle: now, seq });
-                    shard.forget.push_back((now, agent.clone(), bid.clone()));
+                Some((n, id, pending @ State::Pending { .. })) => {
+                    let cycle = intake.cycle_of(claim.ticket());
+                    if !id.change(pending, State::Decided { cycle }) {
+                        // Another cancel decided it first: ask again.
+                        continue;
+                    }
+                    let limit = id.body().limit;
+                    let account = self.accounts.get(n);
+                    account.escrowed.fetch_sub(limit, Ordering::AcqRel);
+                    account.available.fetch_add(limit, Ordering::AcqRel);
+                    account.live.fetch_sub(1, Ordering::AcqRel);
                     intake.release_live(1);
                     claim.put(Entry::Cancelled {
                         agent: agent.clone(),
                         bid: bid.clone(),
                         correlation_id: correlation_id.clone(),
+                        remember: Some(Remember { account: n, bid: bid.clone(), cycle, refused: false }),
                     });
                     return Ok(());
                 }
-                Some(BidState::Decided { .. }) => {
+                Some((_, _, State::Decided { .. })) => {
                     reject(RejectCode::NotPending, format!("bid `{bid}` of `{agent}` is no longer pending"))
                 }
-                Some(BidState::Refused { .. }) | None => {
+                Some((_, _, State::Refused { .. })) | None => {
                     reject(RejectCode::NotFound, format!("agent `{agent}` has no bid `{bid}`"))
                 }
             };
-            claim.put(rejected_entry(bid.as_str(), agent.as_str(), &refusal, correlation_id));
+            claim.put(rejected_entry(bid.as_str(), agent.as_str(), &refusal, correlation_id, None));
             return Err(refusal);
         }
     }
@@ -366,15 +484,16 @@ impl Ledger {
         if amount == Credits::ZERO {
             return Err(reject(RejectCode::InvalidAmount, "a deposit is above zero".into()));
         }
-        let (mut shard, mut claim) = self.lock_claiming(intake, self.shard_of(agent), 1, help);
-        let available = shard.accounts.get(agent).map_or(0, |a| a.available);
         let too_large =
             || reject(RejectCode::InvalidAmount, format!("deposit {amount} overflows the ledger"));
-        available.checked_add(amount.micros()).ok_or_else(too_large)?;
+        let mut claim = self.claim(intake, 1, help);
+        // Every account holds at most what was deposited, so a deposit that fits in the total
+        // fits in any account.
         self.deposits
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_add(amount.micros()))
             .map_err(|_| too_large())?;
-        shard.accounts.entry(agent.clone()).or_default().available += amount.micros();
+        let number = self.accounts.open(agent);
+        self.accounts.get(number).credit(amount.micros()).expect("within the deposits");
         claim.put(Entry::Deposited { agent: agent.clone(), amount, correlation_id: correlation_id.clone() });
         Ok(())
     }
@@ -390,69 +509,54 @@ impl Ledger {
         if amount == Credits::ZERO {
             return Err(reject(RejectCode::InvalidAmount, "a transfer is above zero".into()));
         }
-        let (a, b) = (self.shard_of(from), self.shard_of(to));
-        // Lock in shard order so two opposite transfers cannot deadlock.
-        let lo = a.min(b);
-        let (mut first, mut second, mut claim) = loop {
-            let first = self.lock(lo);
-            let second = (a != b).then(|| self.lock(a.max(b)));
-            match intake.claim(1) {
-                Ok(claim) => break (first, second, claim),
-                Err(Full) => {
-                    drop((first, second));
-                    help();
-                }
-            }
-        };
         let unknown = |a: &AgentId| reject(RejectCode::UnknownAgent, format!("agent `{a}` has no account"));
-        let available =
-            pick(a == lo, &mut first, &mut second).accounts.get(from).ok_or_else(|| unknown(from))?.available;
-        let received =
-            pick(b == lo, &mut first, &mut second).accounts.get(to).ok_or_else(|| unknown(to))?.available;
-        // To oneself: checked like any transfer, and changes nothing.
-        check_transfer(available, if from == to { 0 } else { received }, amount)?;
-        if from != to {
-            pick(a == lo, &mut first, &mut second)
-                .accounts
-                .get_mut(from)
-                .expect("checked above")
-                .available -= amount.micros();
-            pick(b == lo, &mut first, &mut second).accounts.get_mut(to).expect("checked above").available +=
-                amount.micros();
+        let payer = self.account_of(from).ok_or_else(|| unknown(from))?;
+        let payee = self.account_of(to).ok_or_else(|| unknown(to))?;
+        let insufficient = |available: u64| {
+            reject(
+                RejectCode::InsufficientCredits,
+                format!("transfer of {amount} exceeds available {}", Credits::from_micros(available)),
+            )
+        };
+        let (payer, payee) = (self.accounts.get(payer), self.accounts.get(payee));
+        if from == to {
+            // To oneself: checked like any transfer, and changes nothing.
+            let available = payer.available.load(Ordering::Acquire);
+            if available < amount.micros() {
+                return Err(insufficient(available));
+            }
+            self.claim(intake, 1, help).put(transferred(from, to, amount, correlation_id));
+            return Ok(());
         }
-        claim.put(Entry::Transferred {
-            from: from.clone(),
-            to: to.clone(),
-            amount,
-            correlation_id: correlation_id.clone(),
-        });
+        // Taken before the ticket, added after it.
+        payer.debit(amount.micros()).map_err(insufficient)?;
+        let mut claim = self.claim(intake, 1, help);
+        payee.credit(amount.micros()).expect("an account holds at most what was deposited");
+        claim.put(transferred(from, to, amount, correlation_id));
         Ok(())
     }
 
     /// Opens `agent`'s account with nothing in it, if it has none.
     pub(crate) fn open(&self, agent: &AgentId) {
-        self.lock(self.shard_of(agent)).accounts.entry(agent.clone()).or_default();
+        self.accounts.open(agent);
     }
 
     /// `agent`'s credits, if it has an account.
     pub(crate) fn balance(&self, agent: &AgentId) -> Option<Balance> {
-        let shard = self.lock(self.shard_of(agent));
-        shard.accounts.get(agent).map(|a| Balance {
-            available: Credits::from_micros(a.available),
-            escrowed: Credits::from_micros(a.escrowed),
+        let account = self.accounts.get(self.account_of(agent)?);
+        Some(Balance {
+            available: Credits::from_micros(account.available.load(Ordering::Acquire)),
+            escrowed: Credits::from_micros(account.escrowed.load(Ordering::Acquire)),
         })
     }
 
-    /// Sums over every account. Exact at quiescence; under concurrent operations each shard is
-    /// read at a different instant.
+    /// Sums over every account. Exact at quiescence; under concurrent operations each account
+    /// is read at a different instant.
     pub(crate) fn totals(&self) -> LedgerTotals {
         let (mut available, mut escrowed) = (0u64, 0u64);
-        for index in 0..SHARDS as u16 {
-            let shard = self.lock(index);
-            for a in shard.accounts.values() {
-                available += a.available;
-                escrowed += a.escrowed;
-            }
+        for (_, a) in self.accounts.iter() {
+            available += a.available.load(Ordering::Acquire);
+            escrowed += a.escrowed.load(Ordering::Acquire);
         }
         LedgerTotals {
             available: Credits::from_micros(available),
@@ -463,13 +567,8 @@ impl Ledger {
     }
 }
 
-/// The first locked shard, or else the second.
-fn pick<'a>(
-    first: bool,
-    a: &'a mut MutexGuard<'_, Shard>,
-    b: &'a mut Option<MutexGuard<'_, Shard>>,
-) -> &'a mut Shard {
-    if first { a } else { b.as_deref_mut().expect("a second shard is locked") }
+fn transferred(from: &AgentId, to: &AgentId, amount: Credits, correlation_id: &Option<Arc<str>>) -> Entry {
+    Entry::Transferred { from: from.clone(), to: to.clone(), amount, correlation_id: correlation_id.clone() }
 }
 
 /// How a submit was answered when it was not refused.
@@ -483,32 +582,25 @@ pub(crate) enum Admitted {
 }
 
 /// The answer to a repeated id: the first result.
-fn first_result(state: &BidState) -> Result<Admitted, Rejection> {
-    match state {
-        BidState::Refused { rejection, .. } => Err(rejection.clone()),
-        BidState::Pending { seq, .. } | BidState::Decided { seq, .. } => {
-            Ok(Admitted::Repeat { seq: (*seq > 0).then_some(*seq) })
-        }
+fn first_result(first: Id<'_>) -> Result<Admitted, Rejection> {
+    match (first.state(), &first.body().refusal) {
+        (State::Refused { .. }, Some(rejection)) => Err((**rejection).clone()),
+        _ => Ok(Admitted::Repeat { seq: first.seq() }),
     }
 }
 
-fn check_transfer(available: u64, received: u64, amount: Credits) -> Result<(), Rejection> {
-    if available < amount.micros() {
-        return Err(reject(
-            RejectCode::InsufficientCredits,
-            format!("transfer of {amount} exceeds available {}", Credits::from_micros(available)),
-        ));
-    }
-    received.checked_add(amount.micros()).map(|_| ()).ok_or_else(|| {
-        reject(RejectCode::InvalidAmount, format!("transfer of {amount} overflows the receiver"))
-    })
-}
-
-fn rejected_entry(bid: &str, agent: &str, r: &Rejection, correlation_id: &Option<Arc<str>>) -> Entry {
+fn rejected_entry(
+    bid: &str,
+    agent: &str,
+    r: &Rejection,
+    correlation_id: &Option<Arc<str>>,
+    remember: Option<Remember>,
+) -> Entry {
     Entry::Rejected {
         bid: bid.to_owned(),
         agent: agent.to_owned(),
         rejection: r.clone(),
         correlation_id: correlation_id.clone(),
+        remember,
     }
 }

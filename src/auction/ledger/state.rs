@@ -1,11 +1,13 @@
 //! The ledger as data and back (snapshots), and the ledger side of replaying events: each
 //! operation applied as its event records it, without the checks that decided it, but refusing
 //! anything the recorded history cannot have done (an overdraft, an unknown account).
+#![allow(unsafe_code)] // The id table's rebuild, by the writer alone.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
-use super::{Account, BidState, Ledger, SHARDS, Shard};
+use super::ids::{Body, IdTable, Inserted, State};
+use super::{Ledger, Remember};
 use crate::auction::book::BookBid;
 use crate::auction::error::{RejectCode, Rejection};
 use crate::auction::ids::{AgentId, BidId};
@@ -14,37 +16,38 @@ use crate::auction::money::Credits;
 use crate::auction::snapshot::{AccountState, LedgerState, Remembered};
 
 impl Ledger {
-    /// The ledger as data, accounts by agent and ids by bid. `shards` are every shard, locked.
-    pub(crate) fn export(&self, shards: &[std::sync::MutexGuard<'_, Shard>]) -> LedgerState {
-        let mut accounts: Vec<AccountState> = shards
+    /// The ledger as data, accounts by agent and ids by bid. Call with intake closed and the
+    /// engine locked (nothing changes meanwhile).
+    pub(crate) fn export(&self) -> LedgerState {
+        let mut bids: Vec<Vec<Remembered>> = (0..self.accounts.len()).map(|_| Vec::new()).collect();
+        for id in self.ids().iter() {
+            let body = id.body();
+            let bid = body.bid.clone();
+            bids[body.account as usize].push(match (id.state(), &body.refusal) {
+                (State::Pending { .. }, _) => Remembered::Pending {
+                    bid,
+                    limit: Credits::from_micros(body.limit),
+                    seq: id.seq().unwrap_or(0),
+                },
+                (State::Decided { cycle }, _) => {
+                    Remembered::Decided { bid, cycle, seq: id.seq().unwrap_or(0) }
+                }
+                (State::Refused { cycle }, refusal) => {
+                    let r = refusal.as_deref().expect("a refused id keeps its refusal");
+                    Remembered::Refused { bid, cycle, reason: r.code, message: r.message.clone() }
+                }
+            });
+        }
+        let mut accounts: Vec<AccountState> = self
+            .accounts
             .iter()
-            .flat_map(|s| s.accounts.iter())
-            .map(|(agent, a)| {
-                let mut bids: Vec<Remembered> = a
-                    .bids
-                    .iter()
-                    .map(|(bid, state)| match state {
-                        BidState::Pending { limit, seq, .. } => Remembered::Pending {
-                            bid: bid.clone(),
-                            limit: Credits::from_micros(*limit),
-                            seq: *seq,
-                        },
-                        BidState::Decided { cycle, seq } => {
-                            Remembered::Decided { bid: bid.clone(), cycle: *cycle, seq: *seq }
-                        }
-                        BidState::Refused { cycle, rejection } => Remembered::Refused {
-                            bid: bid.clone(),
-                            cycle: *cycle,
-                            reason: rejection.code,
-                            message: rejection.message.clone(),
-                        },
-                    })
-                    .collect();
+            .zip(bids)
+            .map(|((_, a), mut bids)| {
                 bids.sort_by(|x, y| x.bid().cmp(y.bid()));
                 AccountState {
-                    agent: agent.clone(),
-                    available: Credits::from_micros(a.available),
-                    escrowed: Credits::from_micros(a.escrowed),
+                    agent: a.agent().clone(),
+                    available: Credits::from_micros(a.available.load(Ordering::Acquire)),
+                    escrowed: Credits::from_micros(a.escrowed.load(Ordering::Acquire)),
                     bids,
                 }
             })
@@ -62,43 +65,67 @@ impl Ledger {
     /// credits are conserved.
     pub(crate) fn import(state: &LedgerState) -> Result<(Ledger, usize), String> {
         let ledger = Ledger::new();
+        let remembered: usize = state.accounts.iter().map(|a| a.bids.len()).sum();
+        // SAFETY: the ledger is this function's alone.
+        unsafe {
+            let old =
+                ledger.ids.swap(Box::into_raw(Box::new(IdTable::new(remembered * 2))), Ordering::AcqRel);
+            drop(Box::from_raw(old));
+        }
         ledger.deposits.store(state.deposits.micros(), Ordering::Release);
         ledger.burned.store(state.burned.micros(), Ordering::Release);
         let mut pending = 0;
         let mut held = 0u128;
+        let mut forget: Vec<Remember> = Vec::new();
         for a in &state.accounts {
-            let mut shard = ledger.lock(ledger.shard_of(&a.agent));
-            let mut account = Account {
-                available: a.available.micros(),
-                escrowed: a.escrowed.micros(),
-                ..Account::default()
-            };
+            if ledger.account_of(&a.agent).is_some() {
+                return Err(format!("agent `{}` has two accounts", a.agent));
+            }
+            let number = ledger.accounts.open(&a.agent);
+            let account = ledger.accounts.get(number);
+            account.available.store(a.available.micros(), Ordering::Release);
+            account.escrowed.store(a.escrowed.micros(), Ordering::Release);
             let mut escrow = 0u64;
-            let mut remembered: Vec<(u64, BidId)> = Vec::new();
             for r in &a.bids {
-                let state = match r {
-                    Remembered::Pending { limit, seq, .. } => {
+                let (body, state, seq) = match r {
+                    Remembered::Pending { limit, seq, bid } => {
                         escrow = escrow.saturating_add(limit.micros());
-                        account.live += 1;
-                        BidState::Pending { accepted: 0, limit: limit.micros(), seq: *seq }
+                        account.live.fetch_add(1, Ordering::AcqRel);
+                        let body =
+                            Body { account: number, bid: bid.clone(), limit: limit.micros(), refusal: None };
+                        (body, State::Pending { accepted: 0 }, *seq)
                     }
                     Remembered::Decided { cycle, seq, bid } => {
-                        remembered.push((*cycle, bid.clone()));
-                        BidState::Decided { cycle: *cycle, seq: *seq }
+                        forget.push(Remember {
+                            account: number,
+                            bid: bid.clone(),
+                            cycle: *cycle,
+                            refused: false,
+                        });
+                        let body = Body { account: number, bid: bid.clone(), limit: 0, refusal: None };
+                        (body, State::Decided { cycle: *cycle }, *seq)
                     }
                     Remembered::Refused { cycle, reason, message, bid } => {
-                        remembered.push((*cycle, bid.clone()));
-                        BidState::Refused {
+                        forget.push(Remember {
+                            account: number,
+                            bid: bid.clone(),
                             cycle: *cycle,
-                            rejection: Rejection::new(*reason, message.clone()),
-                        }
+                            refused: true,
+                        });
+                        let refusal = Some(Box::new(Rejection::new(*reason, message.clone())));
+                        let body = Body { account: number, bid: bid.clone(), limit: 0, refusal };
+                        (body, State::Refused { cycle: *cycle }, 0)
                     }
                 };
-                if account.bids.insert(r.bid().clone(), state).is_some() {
-                    return Err(format!("agent `{}` remembers bid `{}` twice", a.agent, r.bid()));
+                match ledger.ids().insert(body, state) {
+                    Inserted::New(id) => id.set_seq(seq),
+                    Inserted::Repeat(_) => {
+                        return Err(format!("agent `{}` remembers bid `{}` twice", a.agent, r.bid()));
+                    }
+                    Inserted::Full(_) => unreachable!("the table was made for every remembered id"),
                 }
             }
-            if escrow != account.escrowed {
+            if escrow != a.escrowed.micros() {
                 return Err(format!(
                     "agent `{}` escrows {} for pending bids of {}",
                     a.agent,
@@ -106,12 +133,8 @@ impl Ledger {
                     Credits::from_micros(escrow)
                 ));
             }
-            pending += account.live as usize;
-            held += u128::from(account.available) + u128::from(account.escrowed);
-            shard.forget.extend(remembered.into_iter().map(|(cycle, bid)| (cycle, a.agent.clone(), bid)));
-            if shard.accounts.insert(a.agent.clone(), account).is_some() {
-                return Err(format!("agent `{}` has two accounts", a.agent));
-            }
+            pending += account.live.load(Ordering::Acquire) as usize;
+            held += u128::from(a.available.micros()) + u128::from(a.escrowed.micros());
         }
         if held + u128::from(state.burned.micros()) != u128::from(state.deposits.micros()) {
             return Err(format!(
@@ -120,44 +143,55 @@ impl Ledger {
                 state.deposits.micros()
             ));
         }
-        // Forgetting walks each shard's queue oldest first.
-        for index in 0..SHARDS as u16 {
-            let mut shard = ledger.lock(index);
-            let mut queue: Vec<(u64, AgentId, BidId)> = std::mem::take(&mut shard.forget).into();
-            queue.sort();
-            shard.forget = VecDeque::from(queue);
-        }
+        // Forgetting walks the queue oldest first.
+        forget.sort_by_key(|r| r.cycle);
+        *ledger.forget.lock().unwrap_or_else(|e| e.into_inner()) = VecDeque::from(forget);
         Ok((ledger, pending))
     }
 
     /// Whether the ledger escrows `bid` as pending, at its limit and seq.
     pub(crate) fn holds_pending(&self, bid: &BookBid) -> bool {
-        let shard = self.lock(bid.shard);
-        let state = shard.accounts.get(&bid.agent).and_then(|a| a.bids.get(&bid.id));
-        matches!(state, Some(BidState::Pending { limit, seq, .. }) if *limit == bid.limit.micros() && *seq == bid.order)
+        let id = self.ids().find(bid.account, bid.id.as_str());
+        id.is_some_and(|id| {
+            matches!(id.state(), State::Pending { .. })
+                && id.body().limit == bid.limit.micros()
+                && id.seq() == Some(bid.order)
+        })
+    }
+
+    /// Inserts a replayed id, rebuilding a full table first (the writer alone runs a replay);
+    /// `None` when the id is remembered already.
+    fn insert_replayed(&self, intake: &Intake, body: Body, state: State) -> Option<super::ids::Id<'_>> {
+        let mut body = body;
+        loop {
+            match self.ids().insert(body, state) {
+                Inserted::New(id) => return Some(id),
+                Inserted::Repeat(_) => return None,
+                Inserted::Full(back) => {
+                    // SAFETY: a replay is the writer, with the engine locked, and no intake runs
+                    // on a replaying market.
+                    unsafe { self.rebuild_ids(intake, || {}) };
+                    body = back;
+                }
+            }
+        }
     }
 
     /// Books `bid` as its `bid_accepted` records it: escrows its limit and remembers its id.
     pub(crate) fn apply_accepted(&self, intake: &Intake, bid: &BookBid) -> Result<(), String> {
-        let mut shard = self.lock(bid.shard);
-        let account = shard
-            .accounts
-            .get_mut(&bid.agent)
-            .ok_or_else(|| format!("agent `{}` has no account", bid.agent))?;
+        let account = self.accounts.get(bid.account);
         let limit = bid.limit.micros();
-        if account.available < limit {
-            return Err(format!("agent `{}` cannot escrow {}", bid.agent, bid.limit));
-        }
-        if account.bids.contains_key(&bid.id) {
+        if self.ids().find(bid.account, bid.id.as_str()).is_some() {
             return Err(format!("bid `{}` of `{}` was used before", bid.id, bid.agent));
         }
-        account.bids.insert(
-            bid.id.clone(),
-            BidState::Pending { accepted: intake.booked_now(), limit, seq: bid.order },
-        );
-        account.available -= limit;
-        account.escrowed += limit;
-        account.live += 1;
+        account.debit(limit).map_err(|_| format!("agent `{}` cannot escrow {}", bid.agent, bid.limit))?;
+        let body = Body { account: bid.account, bid: bid.id.clone(), limit, refusal: None };
+        let id = self
+            .insert_replayed(intake, body, State::Pending { accepted: intake.booked_now() })
+            .expect("checked above");
+        id.set_seq(bid.order);
+        account.escrowed.fetch_add(limit, Ordering::AcqRel);
+        account.live.fetch_add(1, Ordering::AcqRel);
         intake.reserve_live(usize::MAX);
         Ok(())
     }
@@ -170,15 +204,13 @@ impl Ledger {
             return;
         }
         let (Ok(agent), Ok(bid)) = (AgentId::new(agent), BidId::new(bid)) else { return };
-        let mut shard = self.lock(self.shard_of(&agent));
-        let shard = &mut *shard;
-        let Some(account) = shard.accounts.get_mut(&agent) else { return };
-        if account.bids.contains_key(&bid) {
-            return;
-        }
+        let Some(number) = self.account_of(&agent) else { return };
         let cycle = intake.started();
-        account.bids.insert(bid.clone(), BidState::Refused { cycle, rejection: rejection.clone() });
-        shard.forget.push_back((cycle, agent, bid));
+        let body =
+            Body { account: number, bid: bid.clone(), limit: 0, refusal: Some(Box::new(rejection.clone())) };
+        if self.insert_replayed(intake, body, State::Refused { cycle }).is_some() {
+            self.remember([Remember { account: number, bid, cycle, refused: true }]);
+        }
     }
 
     /// Withdraws a pending bid as its `bid_cancelled` records it.
@@ -188,56 +220,48 @@ impl Ledger {
         agent: &AgentId,
         bid: &BidId,
     ) -> Result<(), String> {
-        let mut shard = self.lock(self.shard_of(agent));
-        let shard = &mut *shard;
-        let account =
-            shard.accounts.get_mut(agent).ok_or_else(|| format!("agent `{agent}` has no account"))?;
-        let Some(BidState::Pending { limit, seq, .. }) = account.bids.get(bid).cloned() else {
+        let number = self.account_of(agent).ok_or_else(|| format!("agent `{agent}` has no account"))?;
+        let id = self.ids().find(number, bid.as_str());
+        let Some(id) = id.filter(|id| matches!(id.state(), State::Pending { .. })) else {
             return Err(format!("bid `{bid}` of `{agent}` is not pending"));
         };
-        account.escrowed -= limit;
-        account.available += limit;
-        account.live -= 1;
+        let limit = id.body().limit;
+        let account = self.accounts.get(number);
+        account.escrowed.fetch_sub(limit, Ordering::AcqRel);
+        account.available.fetch_add(limit, Ordering::AcqRel);
+        account.live.fetch_sub(1, Ordering::AcqRel);
         let cycle = intake.started();
-        account.bids.insert(bid.clone(), BidState::Decided { cycle, seq });
-        shard.forget.push_back((cycle, agent.clone(), bid.clone()));
+        id.set(State::Decided { cycle });
+        self.remember([Remember { account: number, bid: bid.clone(), cycle, refused: false }]);
         intake.release_live(1);
         Ok(())
     }
 
     /// Credits a deposit as its `credits_deposited` records it.
     pub(crate) fn apply_deposit(&self, agent: &AgentId, amount: Credits) -> Result<(), String> {
-        let mut shard = self.lock(self.shard_of(agent));
-        let account = shard.accounts.entry(agent.clone()).or_default();
-        account.available =
-            account.available.checked_add(amount.micros()).ok_or_else(|| format!("`{agent}` overflows"))?;
         self.deposits
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_add(amount.micros()))
             .map_err(|_| "deposits overflow".to_owned())?;
-        Ok(())
+        let number = self.accounts.open(agent);
+        self.accounts.get(number).credit(amount.micros()).map_err(|_| format!("`{agent}` overflows"))
     }
 
     /// Moves credits as a `credits_transferred` outside a cycle records it.
     pub(crate) fn apply_transfer(&self, from: &AgentId, to: &AgentId, amount: Credits) -> Result<(), String> {
-        let (a, b) = (self.shard_of(from), self.shard_of(to));
-        let lo = a.min(b);
-        let mut first = self.lock(lo);
-        let mut second = (a != b).then(|| self.lock(a.max(b)));
-        if !super::pick(b == lo, &mut first, &mut second).accounts.contains_key(to) {
-            return Err(format!("agent `{to}` has no account"));
+        let payee = self.account_of(to).ok_or_else(|| format!("agent `{to}` has no account"))?;
+        let payer = self.account_of(from).ok_or_else(|| format!("agent `{from}` has no account"))?;
+        if from == to {
+            let available = self.accounts.get(payer).available.load(Ordering::Acquire);
+            return if available < amount.micros() {
+                Err(format!("agent `{from}` cannot pay {amount}"))
+            } else {
+                Ok(())
+            };
         }
-        let payer = super::pick(a == lo, &mut first, &mut second)
-            .accounts
-            .get_mut(from)
-            .ok_or_else(|| format!("agent `{from}` has no account"))?;
-        if payer.available < amount.micros() {
-            return Err(format!("agent `{from}` cannot pay {amount}"));
-        }
-        if from != to {
-            payer.available -= amount.micros();
-            let payee = super::pick(b == lo, &mut first, &mut second).accounts.get_mut(to);
-            payee.expect("checked above").available += amount.micros();
-        }
-        Ok(())
+        self.accounts
+            .get(payer)
+            .debit(amount.micros())
+            .map_err(|_| format!("agent `{from}` cannot pay {amount}"))?;
+        self.accounts.get(payee).credit(amount.micros()).map_err(|_| format!("`{to}` overflows"))
     }
 }
