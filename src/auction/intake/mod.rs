@@ -271,6 +271,13 @@ impl Intake {
         self.live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1)).is_ok()
     }
 
+    /// Takes `n` more live bids at once if no more than `limit` are then live.
+    pub(crate) fn reserve_live_n(&self, n: usize, limit: usize) -> bool {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| (l + n <= limit).then_some(l + n))
+            .is_ok()
+    }
+
     /// Gives back `n` live bids.
     pub(crate) fn release_live(&self, n: usize) {
         self.live.fetch_sub(n, Ordering::AcqRel);

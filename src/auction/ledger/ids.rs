@@ -222,21 +222,48 @@ impl IdTable {
         }
     }
 
+    /// Reserves room for `n` inserts at once ([`insert_reserved`](IdTable::insert_reserved)),
+    /// if the table has it: a batch touches the shared count once, not once per id.
+    pub(crate) fn reserve(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u + n <= self.limit()).then_some(u + n))
+            .is_ok()
+    }
+
+    /// Gives back `n` reserved inserts not made.
+    pub(crate) fn unreserve(&self, n: usize) {
+        if n > 0 {
+            self.used.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
     /// Inserts `body` in `state` unless its key is there already.
     pub(crate) fn insert(&self, body: Body, state: State) -> Inserted<'_> {
+        self.insert_with(body, state, false)
+    }
+
+    /// As [`insert`](IdTable::insert), into room reserved before: a new id uses one reserved
+    /// insert (never `Full`), a repeat none.
+    pub(crate) fn insert_reserved(&self, body: Body, state: State) -> Inserted<'_> {
+        self.insert_with(body, state, true)
+    }
+
+    fn insert_with(&self, body: Body, state: State, reserved: bool) -> Inserted<'_> {
         let tag = self.tag(body.account, body.bid.as_str());
         let mut at = tag as usize & self.mask();
         loop {
             let slot = &self.slots[at];
             match wait_published(slot) {
                 EMPTY => {
-                    if self.used.fetch_add(1, Ordering::AcqRel) >= self.limit() {
+                    if !reserved && self.used.fetch_add(1, Ordering::AcqRel) >= self.limit() {
                         self.used.fetch_sub(1, Ordering::AcqRel);
                         return Inserted::Full(body);
                     }
                     if slot.tag.compare_exchange(EMPTY, BUSY, Ordering::AcqRel, Ordering::Acquire).is_err() {
                         // Another producer took it first: look at what it publishes.
-                        self.used.fetch_sub(1, Ordering::AcqRel);
+                        if !reserved {
+                            self.used.fetch_sub(1, Ordering::AcqRel);
+                        }
                         continue;
                     }
                     // SAFETY: the slot is `BUSY` and this producer made it so: no one else writes

@@ -83,6 +83,16 @@ pub(crate) enum Release {
     Returned,
 }
 
+/// Book and id-table room a batch part reserved at once, so its producers touch those shared
+/// counters once per part, not once per bid. What is left is given back when the part ends.
+#[derive(Debug, Default)]
+struct Reserved {
+    /// Live bids of the book not yet taken by an item.
+    book: usize,
+    /// Id inserts not yet made.
+    ids: usize,
+}
+
 /// What booking a bid came to.
 enum Booked {
     /// Its answer.
@@ -207,9 +217,10 @@ impl Ledger {
         let mut a = a;
         loop {
             // Taken before the ticket (see the module documentation).
-            let refusal = self.take(intake, &a);
+            let mut reserved = Reserved::default();
+            let refusal = self.take(intake, &a, &mut reserved);
             let mut claim = self.claim(intake, 1, help);
-            match self.book(intake, &mut claim, a, refusal) {
+            match self.book(intake, &mut claim, a, refusal, &mut reserved) {
                 Booked::Answered(answer) => return answer,
                 Booked::Full(back) => {
                     drop(claim);
@@ -223,7 +234,7 @@ impl Ledger {
     /// Takes what `a` needs: a live bid of its agent's, its escrow, a live bid of the book's;
     /// or, when one is short, gives back what it took and says why, in the order refusals are
     /// reported.
-    fn take(&self, intake: &Intake, a: &Admission) -> Option<Rejection> {
+    fn take(&self, intake: &Intake, a: &Admission, reserved: &mut Reserved) -> Option<Rejection> {
         let account = self.accounts.get(a.bid.account);
         let limit = a.bid.limit.micros();
         if let Err(live) = account.reserve_live(a.max_bids) {
@@ -239,7 +250,9 @@ impl Ledger {
                 format!("limit {} exceeds available {}", a.bid.limit, Credits::from_micros(available)),
             ));
         }
-        if !intake.reserve_live(a.book_size) {
+        if reserved.book > 0 {
+            reserved.book -= 1;
+        } else if !intake.reserve_live(a.book_size) {
             self.give_back(intake, a, false);
             return Some(reject(RejectCode::BookFull, format!("the book holds {} live bids", a.book_size)));
         }
@@ -267,14 +280,19 @@ impl Ledger {
         claim: &mut Claim<'_>,
         a: Admission,
         refusal: Option<Rejection>,
+        reserved: &mut Reserved,
     ) -> Booked {
         let number = a.bid.account;
         let limit = a.bid.limit.micros();
         let ids = self.ids();
         let Some(r) = refusal else {
             let body = Body { account: number, bid: a.bid.id.clone(), limit, refusal: None };
-            return match ids.insert(body, State::Pending { accepted: claim.ticket() }) {
+            let state = State::Pending { accepted: claim.ticket() };
+            let inserted =
+                if reserved.ids > 0 { ids.insert_reserved(body, state) } else { ids.insert(body, state) };
+            return match inserted {
                 Inserted::New(_) => {
+                    reserved.ids = reserved.ids.saturating_sub(1);
                     self.accounts.get(number).escrowed.fetch_add(limit, Ordering::AcqRel);
                     claim.put(Entry::Accepted(a.bid));
                     Booked::Answered(Ok(Admitted::New))
@@ -373,18 +391,34 @@ impl Ledger {
         let mut items = items.into_iter().peekable();
         let mut taken: Vec<(Result<Admission, Refusal>, Option<Rejection>)> = Vec::new();
         while items.peek().is_some() {
-            taken.extend(items.by_ref().take(part).map(|item| {
+            let part: Vec<Result<Admission, Refusal>> = items.by_ref().take(part).collect();
+            let admissions = part.iter().filter(|i| i.is_ok()).count();
+            let mut reserved = Reserved::default();
+            if let Some(Ok(a)) = part.iter().find(|i| i.is_ok())
+                && intake.reserve_live_n(admissions, a.book_size)
+            {
+                reserved.book = admissions;
+            }
+            taken.extend(part.into_iter().map(|item| {
                 let refusal = match &item {
-                    Ok(a) => self.take(intake, a),
+                    Ok(a) => self.take(intake, a, &mut reserved),
                     Err(_) => None,
                 };
                 (item, refusal)
             }));
-            let mut claim = self.claim(intake, taken.len(), help);
+            intake.release_live(std::mem::take(&mut reserved.book));
+            // One ticket more than the items: the table cannot be rebuilt under the part until
+            // it is written, after the unused reservation is given back.
+            let mut claim = self.claim(intake, taken.len() + 1, help);
+            let ids = self.ids();
+            if ids.reserve(admissions) {
+                reserved.ids = admissions;
+            }
+            let mut rebuilt = false;
             let mut taken = taken.drain(..);
             while let Some((item, refusal)) = taken.next() {
                 let answer = match item {
-                    Ok(a) => match self.book(intake, &mut claim, a, refusal) {
+                    Ok(a) => match self.book(intake, &mut claim, a, refusal, &mut reserved) {
                         Booked::Answered(answer) => Ok(answer),
                         Booked::Full(a) => Err(Ok(a)),
                     },
@@ -406,7 +440,10 @@ impl Ledger {
                                 item
                             }))
                             .collect();
+                        ids.unreserve(std::mem::take(&mut reserved.ids));
                         drop(claim);
+                        // From here the table `ids` points to may be gone: not used again.
+                        rebuilt = true;
                         help(Need::Rebuild);
                         for item in rest {
                             answers.push(match item {
@@ -417,6 +454,9 @@ impl Ledger {
                         break;
                     }
                 }
+            }
+            if !rebuilt {
+                ids.unreserve(reserved.ids);
             }
         }
         answers
