@@ -253,8 +253,7 @@ async fn a_resent_bid_is_accepted_once_and_answered_with_the_first_seq() {
 async fn audit_log(client: &MarketClient, namespace: &str) -> Vec<Event> {
     let mut events = Vec::new();
     for message in nats_harness::audit_messages(client.nats(), &format!("{namespace}_audit_log")).await {
-        let first = &message.events[0];
-        assert_eq!(message.id, format!("test:{}", first.seq));
+        assert_eq!(message.id, nats_harness::audit_id("test", &message.events));
         let subject = match message.events.as_slice() {
             [event] => {
                 let area = if event.kind.is_economy() { "economy" } else { "market" };

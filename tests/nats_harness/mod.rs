@@ -225,6 +225,16 @@ impl NatsCluster {
     }
 }
 
+/// The `Nats-Msg-Id` of an audit message of `market` holding `events`: the seq of its one
+/// event, or the first and last of a run's.
+pub fn audit_id(market: &str, events: &[capacity_auction::Event]) -> String {
+    match events {
+        [one] => format!("{market}:{}", one.seq),
+        [first, .., last] => format!("{market}:{}-{}", first.seq, last.seq),
+        [] => panic!("an audit message holds at least one event"),
+    }
+}
+
 /// One message of an `audit_log` stream: its subject, its `Nats-Msg-Id`, the events it holds
 /// (one, or a run of retained losses) and its headers.
 pub struct Logged {

@@ -4,7 +4,10 @@
 //! journal's line for them: a standing book loses again every cycle, and one stored message per
 //! retained loss would cost the server more than all the market's other events together).
 //! [`Event::from_lines`] reads either kind of message. A message's id is `<market>:<seq>` of its
-//! first event.
+//! event, or `<market>:<first>-<last>` of a run's: a retry that groups a run otherwise (its
+//! publish was handed more or fewer of the run) is then not taken for the first attempt by the
+//! stream's duplicate check, which would accept it without the chain's check and store the
+//! run's events twice.
 //!
 //! The log follows the journal, off the path of replies, and never skips: each message is
 //! published with `Nats-Expected-Last-Sequence` set to the stream sequence of the one before it,
@@ -228,7 +231,11 @@ impl AuditLog {
     ) -> Result<Option<jetstream::context::PublishAckFuture>, AuditError> {
         let event = &events[0].0;
         let mut headers = HeaderMap::new();
-        let id = format!("{}:{}", self.market, event.seq);
+        let id = match events {
+            [_] => format!("{}:{}", self.market, event.seq),
+            [.., last] => format!("{}:{}-{}", self.market, event.seq, last.0.seq),
+            [] => unreachable!("a message holds at least one event"),
+        };
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
         headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, (sequence - 1).to_string().as_str());
         if let Some(cid) = &event.correlation_id {
