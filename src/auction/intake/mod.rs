@@ -96,6 +96,15 @@ struct Cuts {
     closed: AtomicU64,
 }
 
+impl Cuts {
+    /// Changes the cuts under the sequence lock: odd while `change` runs (the writer alone).
+    fn write(&self, change: impl FnOnce(&Cuts)) {
+        self.version.fetch_add(1, Ordering::SeqCst);
+        change(self);
+        self.version.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// What a producer reads of the cuts, all from one instant.
 #[derive(Clone, Copy, Debug)]
 struct CutsSeen {
@@ -231,31 +240,35 @@ impl Intake {
     /// are in the ring, not yet sequenced). `room` is called when the ring is too full for the
     /// closing ticket (the caller sequences what is in it). Open it again with
     /// [`open`](Intake::open).
-    pub(crate) fn close(&self, mut room: impl FnMut()) {
-        let c = &self.cuts;
-        let ticket = loop {
-            c.version.fetch_add(1, Ordering::SeqCst);
-            if let Some(claim) = self.ring.claim(1) {
-                let ticket = claim.ticket();
-                c.closed.store(ticket, Ordering::SeqCst);
-                c.version.fetch_add(1, Ordering::SeqCst);
-                drop(claim);
-                break ticket;
-            }
-            c.version.fetch_add(1, Ordering::SeqCst);
-            room();
-        };
+    pub(crate) fn close(&self, room: impl FnMut()) {
+        let ticket = self.mark(|c, ticket| c.closed.store(ticket, Ordering::SeqCst), room);
         self.ring.wait_published(ticket);
     }
 
     /// Opens intake again and wakes the operations waiting for it.
     pub(crate) fn open(&self) {
         let _guard = self.thaw.lock().unwrap_or_else(|e| e.into_inner());
-        let c = &self.cuts;
-        c.version.fetch_add(1, Ordering::SeqCst);
-        c.closed.store(0, Ordering::SeqCst);
-        c.version.fetch_add(1, Ordering::SeqCst);
+        self.cuts.write(|c| c.closed.store(0, Ordering::SeqCst));
         self.thawed.notify_all();
+    }
+
+    /// The writer claims a ticket of its own (a cut, a close) and, under the sequence lock,
+    /// records it with `set`, so a producer whose ticket follows it sees it; `room` is called
+    /// while the ring is too full for it. The ticket holds nothing.
+    fn mark(&self, set: impl Fn(&Cuts, u64), mut room: impl FnMut()) -> u64 {
+        loop {
+            let mut marked = None;
+            self.cuts.write(|c| {
+                if let Some(claim) = self.ring.claim(1) {
+                    set(c, claim.ticket());
+                    marked = Some(claim.ticket());
+                }
+            });
+            match marked {
+                Some(ticket) => return ticket,
+                None => room(),
+            }
+        }
     }
 
     /// Blocks until the cycle being cleared, if any, has its outcome.
@@ -268,7 +281,7 @@ impl Intake {
 
     /// Takes one more live bid if fewer than `limit` are live.
     pub(crate) fn reserve_live(&self, limit: usize) -> bool {
-        self.live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1)).is_ok()
+        self.reserve_live_n(1, limit)
     }
 
     /// Takes `n` more live bids at once if no more than `limit` are then live.
@@ -290,8 +303,13 @@ impl Intake {
 
     /// The writer: hands every entry claimed so far to `each`, in ticket order, waiting for any
     /// still being written. Void entries are skipped.
-    pub(crate) fn take(&self, reader: &mut Reader, mut each: impl FnMut(Entry)) {
-        self.ring.take_all(reader, |_, e| {
+    pub(crate) fn take(&self, reader: &mut Reader, each: impl FnMut(Entry)) {
+        self.take_until(reader, self.ring.claimed(), each);
+    }
+
+    /// As [`take`](Intake::take), the tickets below `until`.
+    fn take_until(&self, reader: &mut Reader, until: u64, mut each: impl FnMut(Entry)) {
+        self.ring.take(reader, until, |_, e| {
             if !matches!(e, Entry::Void) {
                 each(e);
             }
@@ -302,27 +320,19 @@ impl Intake {
     /// starts), and hands every entry below it to `each`. Entries claimed after it stay for the
     /// next take.
     pub(crate) fn cut(&self, reader: &mut Reader, mut each: impl FnMut(Entry)) {
-        let c = &self.cuts;
-        let ticket = loop {
-            // Room first, so producers never wait on a half-made cut for long.
-            self.take(reader, &mut each);
-            c.version.fetch_add(1, Ordering::SeqCst);
-            if let Some(claim) = self.ring.claim(1) {
-                let ticket = claim.ticket();
-                c.last.store(ticket, Ordering::SeqCst);
-                c.started.fetch_add(1, Ordering::SeqCst);
-                c.frozen.store(ticket, Ordering::SeqCst);
-                c.version.fetch_add(1, Ordering::SeqCst);
-                drop(claim); // the cut's own ticket holds nothing
-                break ticket;
-            }
-            c.version.fetch_add(1, Ordering::SeqCst);
+        // Room first, so producers never wait on a half-made cut for long.
+        self.take(reader, &mut each);
+        let set = |c: &Cuts, ticket| {
+            c.last.store(ticket, Ordering::SeqCst);
+            c.started.fetch_add(1, Ordering::SeqCst);
+            c.frozen.store(ticket, Ordering::SeqCst);
         };
-        self.ring.take(reader, ticket + 1, |_, e| {
-            if !matches!(e, Entry::Void) {
-                each(e);
-            }
-        });
+        let ticket = {
+            let reader = &mut *reader;
+            let each = &mut each;
+            self.mark(set, || self.take(reader, &mut *each))
+        };
+        self.take_until(reader, ticket + 1, each);
     }
 
     /// Ends the freeze and wakes waiting cancels.

@@ -157,6 +157,7 @@ impl<T: Void> Ring<T> {
     }
 
     /// Takes every entry claimed so far, as [`take`](Ring::take).
+    #[cfg(test)]
     pub(crate) fn take_all(&self, reader: &mut Reader, each: impl FnMut(u64, T)) {
         let until = self.claimed();
         self.take(reader, until, each);
